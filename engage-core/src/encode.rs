@@ -1,0 +1,545 @@
+//! Writing updates straight to JSON bytes, validating in the same pass.
+//!
+//! No `serde_json::Value` tree and no allocation per update: strings are escaped straight
+//! into the body buffer, numbers go through `itoa`/`ryu` stack buffers.
+
+use crate::check::{GroupOperations, check_record};
+use crate::error::{Problem, WarningKind};
+use crate::update::{Endpoint, Geolocation, Operation, ProfileId, Update, UpdateKind};
+use crate::value::{Number, Value};
+
+/// Longest property name Mixpanel keeps, in characters.
+pub(crate) const MAX_NAME_CHARS: usize = 255;
+/// Longest string value Mixpanel keeps, in bytes.
+pub(crate) const MAX_STRING_BYTES: usize = 255;
+
+/// 0: copy as is; `u`: `\u00XX`; otherwise the letter after the backslash.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+static HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Writes `s` as a JSON string literal, quotes included.
+#[inline]
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPE[b as usize];
+        if esc == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if esc == b'u' {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]);
+        } else {
+            out.extend_from_slice(&[b'\\', esc]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[inline]
+fn write_i64(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+#[inline]
+fn write_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+#[inline]
+fn write_f64(out: &mut Vec<u8>, v: f64) -> Result<(), Problem> {
+    if !v.is_finite() {
+        return Err(Problem::NonFiniteNumber);
+    }
+    out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    Ok(())
+}
+
+fn write_number(out: &mut Vec<u8>, n: Number) -> Result<(), Problem> {
+    match n {
+        Number::Int(i) => write_i64(out, i),
+        Number::UInt(u) => write_u64(out, u),
+        Number::Float(f) => write_f64(out, f)?,
+    }
+    Ok(())
+}
+
+/// Where a failure happened: the property, and what.
+pub(crate) type Fault = (Option<String>, Problem);
+
+fn at(property: &str) -> impl FnOnce(Problem) -> Fault + '_ {
+    move |p| (Some(property.to_owned()), p)
+}
+
+/// Warnings found while encoding one update: (property, kind).
+pub(crate) type Warnings = Vec<(String, WarningKind)>;
+
+#[inline]
+fn check_name(name: &str, warnings: &mut Warnings) {
+    if name.len() > MAX_NAME_CHARS {
+        let chars = name.chars().count();
+        if chars > MAX_NAME_CHARS {
+            warnings.push((name.to_owned(), WarningKind::NameTooLong { chars }));
+        }
+    }
+}
+
+#[inline]
+fn check_string(property: &str, s: &str, warnings: &mut Warnings) {
+    if s.len() > MAX_STRING_BYTES {
+        warnings.push((
+            property.to_owned(),
+            WarningKind::StringTooLong { bytes: s.len() },
+        ));
+    }
+}
+
+fn write_value(
+    out: &mut Vec<u8>,
+    v: &Value,
+    property: &str,
+    warnings: &mut Warnings,
+) -> Result<(), Problem> {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Int(i) => write_i64(out, *i),
+        Value::UInt(u) => write_u64(out, *u),
+        Value::Float(f) => write_f64(out, *f)?,
+        Value::String(s) => {
+            check_string(property, s, warnings);
+            write_str(out, s);
+        }
+        Value::DateTime(d) => {
+            out.push(b'"');
+            d.write_to(out);
+            out.push(b'"');
+        }
+        Value::List(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item, property, warnings)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(entries) => {
+            out.push(b'{');
+            for (i, (k, item)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, k);
+                out.push(b':');
+                write_value(out, item, property, warnings)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+fn write_properties(
+    out: &mut Vec<u8>,
+    props: &[(String, Value)],
+    warnings: &mut Warnings,
+) -> Result<(), Fault> {
+    out.push(b'{');
+    for (i, (name, value)) in props.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        check_name(name, warnings);
+        write_str(out, name);
+        out.push(b':');
+        write_value(out, value, name, warnings).map_err(at(name))?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// What the batcher keeps about an encoded record: spans are absolute positions in the
+/// buffer, of the id strings' JSON forms (quotes included).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EncodedIds {
+    pub(crate) id: (usize, usize),
+    pub(crate) key: Option<(usize, usize)>,
+    pub(crate) idempotent: bool,
+}
+
+/// What every record of a batch shares.
+pub(crate) struct Context<'a> {
+    /// The configured token.
+    pub(crate) token: &'a str,
+    /// `"$token":"<escaped token>"` ready to copy.
+    pub(crate) token_field: &'a [u8],
+    pub(crate) endpoint: Endpoint,
+    /// Replace a raw update's different token instead of rejecting it.
+    pub(crate) override_token: bool,
+}
+
+/// Appends one update object to `out`. On error `out` may hold a partial record: the
+/// caller truncates it.
+pub(crate) fn encode_update(
+    out: &mut Vec<u8>,
+    update: &Update,
+    ctx: &Context<'_>,
+    warnings: &mut Warnings,
+) -> Result<EncodedIds, Fault> {
+    match &update.kind {
+        UpdateKind::Typed {
+            profile,
+            operation,
+            modifiers,
+        } => {
+            if profile.endpoint() != ctx.endpoint {
+                return Err((None, Problem::WrongEndpoint(profile.endpoint())));
+            }
+            out.push(b'{');
+            out.extend_from_slice(ctx.token_field);
+            let ids = match profile {
+                ProfileId::User { distinct_id } => {
+                    if distinct_id.is_empty() {
+                        return Err((Some("$distinct_id".into()), Problem::Empty("$distinct_id")));
+                    }
+                    out.extend_from_slice(b",\"$distinct_id\":");
+                    let start = out.len();
+                    write_str(out, distinct_id);
+                    EncodedIds {
+                        id: (start, out.len()),
+                        key: None,
+                        idempotent: operation.is_idempotent(),
+                    }
+                }
+                ProfileId::Group { key, id } => {
+                    if key.is_empty() {
+                        return Err((Some("$group_key".into()), Problem::Empty("$group_key")));
+                    }
+                    if id.is_empty() {
+                        return Err((Some("$group_id".into()), Problem::Empty("$group_id")));
+                    }
+                    if !matches!(
+                        operation,
+                        Operation::Set(_)
+                            | Operation::SetOnce(_)
+                            | Operation::Union(_)
+                            | Operation::Remove(_)
+                            | Operation::Unset(_)
+                            | Operation::Delete
+                    ) {
+                        let op = operation.key();
+                        return Err((Some(op.into()), Problem::NotForGroups(op.into())));
+                    }
+                    out.extend_from_slice(b",\"$group_key\":");
+                    let key_start = out.len();
+                    write_str(out, key);
+                    let key_span = (key_start, out.len());
+                    out.extend_from_slice(b",\"$group_id\":");
+                    let start = out.len();
+                    write_str(out, id);
+                    EncodedIds {
+                        id: (start, out.len()),
+                        key: Some(key_span),
+                        idempotent: operation.is_idempotent(),
+                    }
+                }
+            };
+            write_operation(out, operation, warnings)?;
+            if let Some(ip) = &modifiers.ip {
+                out.extend_from_slice(b",\"$ip\":");
+                match ip {
+                    Geolocation::FromIp(ip) => write_str(out, ip),
+                    Geolocation::Skip => out.extend_from_slice(b"\"0\""),
+                }
+            }
+            if let Some((lat, lon)) = modifiers.location {
+                out.extend_from_slice(b",\"$latitude\":");
+                write_f64(out, lat).map_err(at("$latitude"))?;
+                out.extend_from_slice(b",\"$longitude\":");
+                write_f64(out, lon).map_err(at("$longitude"))?;
+            }
+            if let Some(ms) = modifiers.time_ms {
+                out.extend_from_slice(b",\"$time\":");
+                write_i64(out, ms);
+            }
+            if modifiers.ignore_time {
+                out.extend_from_slice(b",\"$ignore_time\":true");
+            }
+            if modifiers.ignore_alias {
+                out.extend_from_slice(b",\"$ignore_alias\":true");
+            }
+            out.push(b'}');
+            Ok(ids)
+        }
+        UpdateKind::Raw(json) => encode_raw(out, json, ctx, warnings),
+    }
+}
+
+fn write_operation(
+    out: &mut Vec<u8>,
+    operation: &Operation,
+    warnings: &mut Warnings,
+) -> Result<(), Fault> {
+    out.push(b',');
+    match operation {
+        Operation::Set(p) => {
+            out.extend_from_slice(b"\"$set\":");
+            write_properties(out, &p.0, warnings)?;
+        }
+        Operation::SetOnce(p) => {
+            out.extend_from_slice(b"\"$set_once\":");
+            write_properties(out, &p.0, warnings)?;
+        }
+        Operation::Append(p) => {
+            out.extend_from_slice(b"\"$append\":");
+            write_properties(out, &p.0, warnings)?;
+        }
+        Operation::Remove(p) => {
+            out.extend_from_slice(b"\"$remove\":");
+            write_properties(out, &p.0, warnings)?;
+        }
+        Operation::Add(entries) => {
+            out.extend_from_slice(b"\"$add\":{");
+            for (i, (name, n)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                check_name(name, warnings);
+                write_str(out, name);
+                out.push(b':');
+                write_number(out, *n).map_err(at(name))?;
+            }
+            out.push(b'}');
+        }
+        Operation::Union(entries) => {
+            out.extend_from_slice(b"\"$union\":{");
+            for (i, (name, items)) in entries.iter().enumerate() {
+                if items.is_empty() {
+                    return Err((Some(name.clone()), Problem::EmptyList));
+                }
+                if i > 0 {
+                    out.push(b',');
+                }
+                check_name(name, warnings);
+                write_str(out, name);
+                out.extend_from_slice(b":[");
+                for (j, item) in items.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    match item {
+                        Value::String(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_) => {
+                            write_value(out, item, name, warnings).map_err(at(name))?
+                        }
+                        _ => return Err((Some(name.clone()), Problem::UnionItemNotScalar)),
+                    }
+                }
+                out.push(b']');
+            }
+            out.push(b'}');
+        }
+        Operation::Unset(names) => {
+            if names.is_empty() {
+                return Err((Some("$unset".into()), Problem::EmptyList));
+            }
+            out.extend_from_slice(b"\"$unset\":[");
+            for (i, name) in names.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                check_name(name, warnings);
+                write_str(out, name);
+            }
+            out.push(b']');
+        }
+        Operation::Delete => out.extend_from_slice(b"\"$delete\":\"\""),
+    }
+    Ok(())
+}
+
+fn encode_raw(
+    out: &mut Vec<u8>,
+    json: &serde_json::Value,
+    ctx: &Context<'_>,
+    warnings: &mut Warnings,
+) -> Result<EncodedIds, Fault> {
+    let checked = check_record(json, ctx.endpoint, GroupOperations::Any).map_err(|e| {
+        // A user record sent to /groups (or the reverse) is named as such.
+        let other = match ctx.endpoint {
+            Endpoint::Engage => Endpoint::Groups,
+            Endpoint::Groups => Endpoint::Engage,
+        };
+        if matches!(
+            e.problem,
+            Problem::GroupKeysOnUser | Problem::Missing("$group_key")
+        ) && check_record(json, other, GroupOperations::Any).is_ok()
+        {
+            (None, Problem::WrongEndpoint(other))
+        } else {
+            (e.property, e.problem)
+        }
+    })?;
+    if let Some(token) = checked.token
+        && token != ctx.token
+        && !ctx.override_token
+    {
+        return Err((Some("$token".into()), Problem::TokenMismatch));
+    }
+    let mut ids = EncodedIds {
+        id: (0, 0),
+        key: None,
+        idempotent: !matches!(checked.operation, "$add" | "$append"),
+    };
+    out.push(b'{');
+    out.extend_from_slice(ctx.token_field);
+    for (key, value) in checked.object {
+        match key.as_str() {
+            "$token" => continue,
+            "$distinct_id" | "$group_id" | "$group_key" => {
+                out.push(b',');
+                write_str(out, key);
+                out.push(b':');
+                let start = out.len();
+                write_json(out, value, None, warnings);
+                if key == "$group_key" {
+                    ids.key = Some((start, out.len()));
+                } else {
+                    ids.id = (start, out.len());
+                }
+            }
+            op if op == checked.operation && op != "$unset" && op != "$delete" => {
+                out.push(b',');
+                write_str(out, key);
+                out.push(b':');
+                match value {
+                    serde_json::Value::Object(props) => {
+                        out.push(b'{');
+                        for (i, (name, v)) in props.iter().enumerate() {
+                            if i > 0 {
+                                out.push(b',');
+                            }
+                            check_name(name, warnings);
+                            write_str(out, name);
+                            out.push(b':');
+                            write_json(out, v, Some(name), warnings);
+                        }
+                        out.push(b'}');
+                    }
+                    other => write_json(out, other, None, warnings),
+                }
+            }
+            _ => {
+                out.push(b',');
+                write_str(out, key);
+                out.push(b':');
+                write_json(out, value, None, warnings);
+            }
+        }
+    }
+    out.push(b'}');
+    Ok(ids)
+}
+
+/// Writes a `serde_json::Value` (always finite) with our escaper, warning on long strings
+/// inside a property.
+fn write_json(
+    out: &mut Vec<u8>,
+    v: &serde_json::Value,
+    property: Option<&str>,
+    warnings: &mut Warnings,
+) {
+    use serde_json::Value as J;
+    match v {
+        J::Null => out.extend_from_slice(b"null"),
+        J::Bool(true) => out.extend_from_slice(b"true"),
+        J::Bool(false) => out.extend_from_slice(b"false"),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                write_i64(out, i)
+            } else if let Some(u) = n.as_u64() {
+                write_u64(out, u)
+            } else {
+                // serde_json numbers are finite; 0 stands in should that ever change.
+                let f = n.as_f64().filter(|f| f.is_finite()).unwrap_or(0.0);
+                out.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes());
+            }
+        }
+        J::String(s) => {
+            if let Some(p) = property {
+                check_string(p, s, warnings);
+            }
+            write_str(out, s);
+        }
+        J::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(out, item, property, warnings);
+            }
+            out.push(b']');
+        }
+        J::Object(entries) => {
+            out.push(b'{');
+            for (i, (k, item)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, k);
+                out.push(b':');
+                write_json(out, item, property, warnings);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_like_json() {
+        let s = "q\"b\\n\nt\tc\u{1}\u{7f}é😀\u{2028}";
+        let mut out = Vec::new();
+        write_str(&mut out, s);
+        let back: String = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "\"q\\\"b\\\\n\\nt\\tc\\u0001\u{7f}é😀\u{2028}\""
+        );
+    }
+}
