@@ -333,7 +333,6 @@ impl Batch {
 /// assert_eq!(batches[2].record(0).unwrap().index(), 4);
 /// # Ok::<(), engage_core::ValidationError>(())
 /// ```
-#[derive(Debug)]
 pub struct Batcher {
     config: BatchConfig,
     token_field: Vec<u8>,
@@ -344,6 +343,18 @@ pub struct Batcher {
     next_index: u64,
     /// Size of the last finished body, to size the next buffer without regrowth.
     last_body_len: usize,
+}
+
+impl fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The buffers hold the token: show sizes only.
+        f.debug_struct("Batcher")
+            .field("config", &self.config)
+            .field("pending", &self.records.len())
+            .field("pending_bytes", &self.body.len())
+            .field("next_index", &self.next_index)
+            .finish()
+    }
 }
 
 impl Batcher {
