@@ -1,0 +1,153 @@
+//! The command line shared by `engage-emulator` and `engage serve`.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::faults::{FaultConfig, FaultKind, ScriptStep, UnknownFault, parse_script};
+use crate::server::{Settings, Shared};
+
+/// A parsed `--script` value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScriptArg(pub Vec<ScriptStep>);
+
+/// A parsed `--fault-kinds` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindsArg(pub Vec<FaultKind>);
+
+fn script(s: &str) -> Result<ScriptArg, UnknownFault> {
+    parse_script(s).map(ScriptArg)
+}
+
+fn kinds(s: &str) -> Result<KindsArg, UnknownFault> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map(KindsArg)
+}
+
+fn rate(s: &str) -> Result<f64, String> {
+    let r: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&r) {
+        Ok(r)
+    } else {
+        Err("the rate must be between 0 and 1".into())
+    }
+}
+
+/// Options of the emulator's command line.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "EXAMPLES:\n  \
+    engage-emulator --addr 127.0.0.1:8480\n  \
+    engage-emulator --token my-token --script 429-retry-after,503,ok --fail-rate 0.1 --seed 7\n\n\
+    Inspection: GET /_emulator/profiles, /_emulator/profiles/ID, /_emulator/groups, /_emulator/stats;\n\
+    POST /_emulator/reset; GET or POST /_emulator/faults (JSON: script, fail_rate, kinds, seed, slow_ms).")]
+pub struct EmulatorArgs {
+    /// Address to listen on. Port 0 picks a free port. Anything but loopback must be asked
+    /// for explicitly.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub addr: SocketAddr,
+    /// Project token every record must carry (a different one is answered 401). Without
+    /// it, any non-empty token is accepted.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Request bodies larger than this are answered 413.
+    #[arg(long, default_value_t = engage_core::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Seed of the fault rate's random draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Faults for the next requests, one per request, then normal answers: a comma list
+    /// of 429-retry-after, 429, 500, 502, 503, close, slow, applied-500 and ok.
+    #[arg(long, value_parser = script, default_value = "")]
+    pub script: ScriptArg,
+    /// Probability (0 to 1) that a request after the script gets a fault.
+    #[arg(long, value_parser = rate, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Kinds the rate draws from, in turn (default: all eight).
+    #[arg(long, value_parser = kinds)]
+    pub fault_kinds: Option<KindsArg>,
+    /// Delay of the `slow` fault, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub slow_ms: u64,
+    /// Requests whose headers or body take longer than this (ms) are answered 408.
+    #[arg(long, default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
+}
+
+impl EmulatorArgs {
+    fn faults(&self) -> FaultConfig {
+        FaultConfig {
+            script: self.script.0.clone(),
+            fail_rate: self.fail_rate,
+            kinds: self
+                .fault_kinds
+                .as_ref()
+                .map_or_else(|| FaultKind::ALL.to_vec(), |k| k.0.clone()),
+            seed: self.seed,
+            slow_ms: self.slow_ms,
+        }
+    }
+}
+
+/// Runs the emulator in the foreground: prints `listening on http://HOST:PORT` as the
+/// first line of stdout, serves until SIGINT or SIGTERM, then returns.
+pub fn run_cli(args: &EmulatorArgs) -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.addr).await?;
+        let addr = listener.local_addr()?;
+        {
+            let mut out = io::stdout().lock();
+            writeln!(out, "listening on http://{addr}")?;
+            out.flush()?;
+        }
+        if !addr.ip().is_loopback() {
+            eprintln!("warning: serving on {addr}, which is not a loopback address");
+        }
+        let shared = Arc::new(Shared::new(
+            Settings {
+                token: args.token.clone(),
+                max_body_bytes: args.max_body_bytes,
+                body_timeout: Duration::from_millis(args.body_timeout_ms),
+            },
+            args.faults(),
+        ));
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = tx.send(true);
+        });
+        crate::serve(listener, shared, rx).await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
