@@ -190,7 +190,7 @@ fn add(current: Option<&Json>, delta: &Json) -> Json {
 }
 
 /// Everything the emulator keeps.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Store {
     users: HashMap<String, Log>,
     groups: HashMap<(String, String), Log>,
@@ -199,20 +199,6 @@ pub(crate) struct Store {
     seq: u64,
     last_arrival_ms: i64,
     hash_keys: (std::hash::RandomState, std::hash::RandomState),
-}
-
-impl Default for Store {
-    fn default() -> Self {
-        Store {
-            users: HashMap::new(),
-            groups: HashMap::new(),
-            stats: Stats::default(),
-            applied_bodies: HashSet::new(),
-            seq: 0,
-            last_arrival_ms: 0,
-            hash_keys: Default::default(),
-        }
-    }
 }
 
 /// One valid record, ready to apply.

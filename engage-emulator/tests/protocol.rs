@@ -31,7 +31,8 @@ fn four_body_encodings_give_the_same_state() {
     assert_ne!(unpadded, b64, "the padding case is exercised");
     let escaped: String = form_urlencoded::byte_serialize(unpadded.as_bytes()).collect();
     let mut states = Vec::new();
-    let sends: Vec<Box<dyn Fn(&Emulator) -> Reply>> = vec![
+    type Send<'a> = Box<dyn Fn(&Emulator) -> Reply + 'a>;
+    let sends: Vec<Send<'_>> = vec![
         Box::new(|e| post_json(e.addr(), "/engage?verbose=1", BATCH)),
         // Python SDK: form data=<json>, verbose and ip as form fields.
         Box::new(|e| {
