@@ -83,6 +83,7 @@ mod check;
 mod driver;
 mod encode;
 mod error;
+mod import;
 mod request;
 mod response;
 mod retry;
@@ -99,6 +100,10 @@ pub use batch::{
 pub use check::{CheckedRecord, GroupOperations, RecordProblem, check_record};
 pub use driver::{Clock, ManualClock, SystemClock, deliver, deliver_blocking};
 pub use error::{Problem, ValidationError, Warning, WarningKind};
+pub use import::{
+    ImportAction, ImportConfig, ImportEvent, ImportItem, ImportSummary, Importer, RequestId,
+    import, import_blocking,
+};
 pub use request::{Region, Target, TargetError, USER_AGENT_VALUE};
 pub use response::{Answer, FatalKind, ParseOptions, RecordFailure, parse_response, retry_after};
 pub use retry::{

@@ -431,6 +431,32 @@ impl Delivery {
         self.state == State::Done
     }
 
+    /// Whether a request is out, awaiting its response or error.
+    pub fn is_in_flight(&self) -> bool {
+        self.state == State::InFlight
+    }
+
+    /// When it waits to send again, and whether because of a 429.
+    pub fn waiting(&self) -> Option<(Instant, bool)> {
+        match self.state {
+            State::Waiting { until, throttled } => Some((until, throttled)),
+            _ => None,
+        }
+    }
+
+    /// Stops the delivery: every unsettled record is reported not delivered with `error`.
+    /// Ignored while a request is in flight (feed its answer first).
+    pub fn abort(&mut self, error: DeliveryError) {
+        if self.state == State::InFlight {
+            return;
+        }
+        let parts: Vec<Part> = self.queue.drain(..).collect();
+        for part in parts {
+            self.settle(&part.positions, error.clone());
+        }
+        self.state = State::Done;
+    }
+
     /// What to do next, at time `now`.
     pub fn poll(&mut self, now: Instant) -> Action {
         self.started.get_or_insert(now);

@@ -1,0 +1,277 @@
+//! The import scheduler: ordering per profile, the global 429 pause, bounded memory and
+//! accounting. Driven by hand on simulated time, and by the drivers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use engage_core::*;
+
+fn token() -> Token {
+    Token::new("tok").unwrap()
+}
+
+fn config(max_records: usize, concurrency: usize) -> ImportConfig {
+    ImportConfig::new(
+        BatchConfig::new(token(), Endpoint::Engage).max_records(max_records),
+        Target::base_url("http://127.0.0.1:9").unwrap(),
+    )
+    .concurrency(concurrency)
+    .policy(RetryPolicy::default().seed(3))
+}
+
+fn answer(status: u16, body: &str, headers: &[(&str, &str)]) -> http::Response<Bytes> {
+    let mut r = http::Response::new(Bytes::from(body.to_owned()));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    for (k, v) in headers {
+        r.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    r
+}
+
+fn ids(req: &http::Request<Bytes>) -> Vec<String> {
+    let v: Vec<serde_json::Value> = serde_json::from_slice(req.body()).unwrap();
+    v.iter()
+        .map(|r| r["$distinct_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_429_pauses_every_new_send() {
+    let mut imp = Importer::new(config(1, 3));
+    for id in ["a", "b", "c"] {
+        imp.push(Update::user(id).set([("x", 1)]));
+    }
+    imp.finish_input();
+    let clock = ManualClock::new();
+    let t0 = clock.now();
+    let ImportAction::Send { id: a, .. } = imp.poll(t0) else {
+        panic!()
+    };
+    let ImportAction::Send { id: b, .. } = imp.poll(t0) else {
+        panic!()
+    };
+    imp.on_result(
+        a,
+        t0,
+        clock.wall(),
+        Ok(answer(429, "{}", &[("retry-after", "5")])),
+    );
+    // c has not been sent yet and must wait for the pause.
+    let ImportAction::Wait { until: Some(until) } = imp.poll(t0) else {
+        panic!()
+    };
+    assert_eq!(until - t0, Duration::from_secs(5));
+    imp.on_result(b, t0, clock.wall(), Ok(answer(200, "1", &[])));
+    assert!(matches!(
+        imp.poll(t0 + Duration::from_secs(4)),
+        ImportAction::Wait { .. }
+    ));
+    let t5 = t0 + Duration::from_secs(5);
+    let mut sent = Vec::new();
+    while let ImportAction::Send { id, request } = imp.poll(t5) {
+        sent.push((id, ids(&request)));
+    }
+    let mut who: Vec<String> = sent.iter().flat_map(|s| s.1.clone()).collect();
+    who.sort();
+    assert_eq!(who, ["a", "c"]);
+    for (id, _) in sent {
+        imp.on_result(id, t5, clock.wall(), Ok(answer(200, "1", &[])));
+    }
+    assert!(matches!(imp.poll(t5), ImportAction::Done));
+    let s = imp.summary();
+    assert_eq!(
+        (s.records, s.accepted, s.throttled, s.requests),
+        (3, 3, 1, 4)
+    );
+}
+
+#[test]
+fn batches_sharing_a_profile_wait_for_each_other_in_order() {
+    let mut imp = Importer::new(config(2, 4));
+    // Batches: [a1,b1] [c1,d1] [a2,e1] [f1,g1]
+    for (id, n) in [
+        ("a", 1),
+        ("b", 1),
+        ("c", 1),
+        ("d", 1),
+        ("a", 2),
+        ("e", 1),
+        ("f", 1),
+        ("g", 1),
+    ] {
+        imp.push(Update::user(id).set([("n", n)]));
+    }
+    imp.finish_input();
+    let clock = ManualClock::new();
+    let t = clock.now();
+    let mut out = Vec::new();
+    while let ImportAction::Send { id, request } = imp.poll(t) {
+        out.push((id, ids(&request)));
+    }
+    // [a2,e1] is held back behind [a1,b1]; [f1,g1] does not share a profile and goes.
+    let sent: Vec<Vec<String>> = out.iter().map(|o| o.1.clone()).collect();
+    assert_eq!(sent, [vec!["a", "b"], vec!["c", "d"], vec!["f", "g"]]);
+    imp.on_result(out[0].0, t, clock.wall(), Ok(answer(200, "1", &[])));
+    let ImportAction::Send { request, .. } = imp.poll(t) else {
+        panic!()
+    };
+    assert_eq!(ids(&request), ["a", "e"]);
+}
+
+#[test]
+fn input_is_read_only_as_fast_as_batches_leave() {
+    let mut imp = Importer::new(config(10, 2));
+    let mut pushed = 0;
+    while imp.wants_input() && pushed < 10_000 {
+        imp.push(Update::user(format!("u{pushed}")).set([("x", 1)]));
+        pushed += 1;
+    }
+    // Two batches can go out and one more is formed ahead: bounded, not 10,000.
+    assert_eq!(pushed, 3 * 10);
+    let clock = ManualClock::new();
+    let mut ids = Vec::new();
+    while let ImportAction::Send { id, .. } = imp.poll(clock.now()) {
+        ids.push(id);
+    }
+    assert_eq!(ids.len(), 2);
+    // Both slots busy and one batch waiting: no more input until something settles.
+    assert!(!imp.wants_input());
+    imp.on_result(ids[0], clock.now(), clock.wall(), Ok(answer(200, "1", &[])));
+    let _ = imp.poll(clock.now());
+    assert!(imp.wants_input());
+}
+
+#[test]
+fn a_401_stops_sending_and_accounts_for_everything() {
+    let cfg = config(5, 2);
+    let clock = ManualClock::new();
+    let requests = Mutex::new(0);
+    let mut invalid = 0;
+    let mut delivered = 0;
+    let updates = (0..100u64).map(|i| {
+        if i == 7 {
+            Update::user("").set([("x", 1)])
+        } else {
+            Update::user(format!("u{i}")).set([("x", 1)])
+        }
+    });
+    let summary = block_on(import(
+        cfg,
+        updates,
+        &clock,
+        |_req| {
+            *requests.lock().unwrap() += 1;
+            std::future::ready(Ok(answer(
+                401,
+                r#"{"error":"Invalid token","status":"error"}"#,
+                &[],
+            )))
+        },
+        |d| {
+            clock.advance(d);
+            std::future::ready(())
+        },
+        |e| match e {
+            ImportEvent::Invalid(_) => invalid += 1,
+            ImportEvent::Delivered(r) => delivered += r.records.len(),
+            _ => unreachable!("only two kinds of event today"),
+        },
+    ));
+    assert!(
+        *requests.lock().unwrap() <= 2,
+        "stops after the first refusals"
+    );
+    assert_eq!(invalid, 1);
+    assert_eq!(delivered, 99);
+    assert_eq!(summary.records, 100);
+    assert_eq!(summary.not_delivered, 99);
+    assert_eq!(summary.settled(), 100);
+    assert!(summary.fatal.unwrap().contains("401"));
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+/// Real threads, a server stand-in that answers 503 now and then: no two requests in
+/// flight share a profile, each profile's updates arrive in input order, every update is
+/// accounted for once.
+#[test]
+fn blocking_import_keeps_per_profile_order_under_retries() {
+    let in_flight: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
+    let arrived: Mutex<HashMap<String, Vec<i64>>> = Mutex::new(HashMap::new());
+    let counter = Mutex::new(0u64);
+    let cfg = config(7, 4).policy(
+        RetryPolicy::default()
+            .backoff(Duration::from_millis(1), Duration::from_millis(2))
+            .seed(5),
+    );
+    let updates =
+        (0..600i64).map(|i| Update::user(format!("p{}", (i * 7919) % 23)).set([("seq", i)]));
+    let mut events = 0usize;
+    let summary = import_blocking(
+        cfg,
+        updates,
+        || {
+            |req: http::Request<Bytes>| {
+                let records: Vec<serde_json::Value> = serde_json::from_slice(req.body()).unwrap();
+                let profiles: HashSet<String> = records
+                    .iter()
+                    .map(|r| r["$distinct_id"].as_str().unwrap().to_owned())
+                    .collect();
+                {
+                    let mut busy = in_flight.lock().unwrap();
+                    for p in &profiles {
+                        assert!(busy.insert(p.clone()), "{p} in two requests at once");
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(300));
+                let fail = {
+                    let mut c = counter.lock().unwrap();
+                    *c += 1;
+                    (*c).is_multiple_of(5)
+                };
+                if !fail {
+                    let mut a = arrived.lock().unwrap();
+                    for r in &records {
+                        a.entry(r["$distinct_id"].as_str().unwrap().to_owned())
+                            .or_default()
+                            .push(r["$set"]["seq"].as_i64().unwrap());
+                    }
+                }
+                let mut busy = in_flight.lock().unwrap();
+                for p in &profiles {
+                    busy.remove(p);
+                }
+                Ok(if fail {
+                    answer(503, "", &[])
+                } else {
+                    answer(200, "1", &[])
+                })
+            }
+        },
+        |e| {
+            if let ImportEvent::Delivered(r) = e {
+                events += r.records.len();
+            }
+        },
+    );
+    assert_eq!(summary.records, 600);
+    assert_eq!(summary.accepted, 600);
+    assert_eq!(events, 600);
+    assert!(summary.retries > 0);
+    for (p, seqs) in arrived.into_inner().unwrap() {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{p}: {seqs:?}");
+    }
+}
