@@ -15,6 +15,18 @@ use crate::response::{Answer, FatalKind, ParseOptions, RecordFailure, parse_resp
 use crate::transport::{TransportError, TransportErrorKind};
 use crate::update::ProfileId;
 
+/// Emits a tracing event inside the batch's span when the `tracing` feature is on; nothing
+/// otherwise.
+macro_rules! trace_event {
+    ($self:ident, $level:ident, $($rest:tt)*) => {
+        #[cfg(feature = "tracing")]
+        {
+            let _entered = $self.span.enter();
+            tracing::$level!($($rest)*);
+        }
+    };
+}
+
 /// When and how often to retry. Defaults follow Mixpanel's advice: backoff from about
 /// 2 s doubling to 60 s with jitter, 10 attempts, 10 minutes in all.
 ///
@@ -378,6 +390,8 @@ pub struct Delivery {
     uncertain_resends: u32,
     unmapped: Vec<RecordFailure>,
     fatal: Option<DeliveryError>,
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
 }
 
 impl Delivery {
@@ -385,6 +399,8 @@ impl Delivery {
     pub fn new(batch: Batch, target: Target, policy: RetryPolicy) -> Self {
         let n = batch.len();
         let first_index = batch.record(0).map(|r| r.index()).unwrap_or(0);
+        #[cfg(feature = "tracing")]
+        let batch_endpoint_path = batch.endpoint().path();
         Delivery {
             target,
             policy,
@@ -408,6 +424,13 @@ impl Delivery {
             uncertain_resends: 0,
             unmapped: Vec::new(),
             fatal: None,
+            #[cfg(feature = "tracing")]
+            span: tracing::info_span!(
+                "engage_batch",
+                endpoint = batch_endpoint_path,
+                records = n,
+                first_index
+            ),
         }
     }
 
@@ -471,6 +494,13 @@ impl Delivery {
             }
             let Some(part) = self.queue.front_mut() else {
                 self.state = State::Done;
+                trace_event!(
+                    self,
+                    info,
+                    requests = self.requests,
+                    retries = self.retries,
+                    "batch settled"
+                );
                 continue;
             };
             if part.maybe_applied && part.batch.has_non_idempotent() {
@@ -521,6 +551,13 @@ impl Delivery {
                 self.retries += 1;
             }
             self.state = State::InFlight;
+            trace_event!(
+                self,
+                debug,
+                attempt = part.attempts,
+                records = part.batch.len(),
+                "sending"
+            );
             return Action::Send(self.target.request(&part.batch));
         }
     }
@@ -538,6 +575,13 @@ impl Delivery {
                 max_retry_after: self.policy.max_retry_after,
                 wall_now: wall,
             },
+        );
+        trace_event!(
+            self,
+            debug,
+            status = response.status().as_u16(),
+            attempt = self.attempt(),
+            "answer"
         );
         self.on_answer(now, answer);
     }
@@ -646,6 +690,7 @@ impl Delivery {
         let Some(part) = self.queue.front_mut() else {
             return;
         };
+        trace_event!(self, warn, error = %error, attempt = part.attempts, "transport error");
         if error.kind() == TransportErrorKind::Tls {
             self.fail_all(DeliveryError::Transport(error));
             return;
@@ -674,11 +719,14 @@ impl Delivery {
             return;
         };
         let attempts = part.attempts;
+        #[cfg(feature = "tracing")]
+        let records = part.batch.len();
         let last = part.last.clone().unwrap_or(LastFailure::Status {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             body: Bytes::new(),
         });
         if attempts >= self.policy.max_attempts {
+            trace_event!(self, error, attempts, last = %last, "giving up");
             let part = self.queue.pop_front().expect("front exists");
             self.settle(&part.positions, DeliveryError::Exhausted { attempts, last });
             return;
@@ -696,6 +744,15 @@ impl Delivery {
             return;
         }
         self.waited += delay;
+        trace_event!(
+            self,
+            warn,
+            attempt = attempts,
+            wait_ms = delay.as_millis() as u64,
+            throttled,
+            records,
+            "retrying"
+        );
         self.state = State::Waiting { until, throttled };
     }
 

@@ -1,0 +1,292 @@
+//! [engage](https://docs.rs/engage-core) transport over hyper-util's pooled client and
+//! hyper-rustls (ring, webpki roots), on tokio.
+//!
+//! ```no_run
+//! use engage_core::{BatchConfig, Endpoint, ImportConfig, Region, Target, Token, Update};
+//! use engage_hyper::HyperTransport;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let transport = HyperTransport::new()?;
+//! let config = ImportConfig::new(
+//!     BatchConfig::new(Token::new("my-project-token")?, Endpoint::Engage),
+//!     Target::region(Region::Us),
+//! );
+//! let updates = (0..10_000).map(|i| Update::user(format!("user-{i}")).set([("plan", "pro")]));
+//! let summary = transport.import(config, updates, |_event| {}).await;
+//! assert!(summary.all_accepted());
+//! # Ok(()) }
+//! ```
+//!
+//! The transport only moves bytes: it sends an `http::Request<Bytes>` and returns the
+//! `http::Response<Bytes>` of any status with every header, or a [`TransportError`] with
+//! its kind and whether the request may have reached the server. Batching, retries,
+//! `Retry-After`, 413 splits and accounting are engage-core's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use engage_core::{
+    Batch, ImportConfig, ImportEvent, ImportItem, ImportSummary, Report, RetryPolicy, SystemClock,
+    Target, TransportError, TransportErrorKind,
+};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Request, Response};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Largest response body read (Mixpanel's are tiny; this guards against a broken peer).
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The TLS setup could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A root certificate could not be added.
+    #[error("invalid root certificate: {0}")]
+    InvalidRoot(#[source] rustls::Error),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
+/// Options of a [`HyperTransport`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Builder {
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    pool_idle_timeout: Duration,
+    extra_roots: Vec<Vec<u8>>,
+    only_extra_roots: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            pool_idle_timeout: Duration::from_secs(60),
+            extra_roots: Vec::new(),
+            only_extra_roots: false,
+        }
+    }
+}
+
+impl Builder {
+    /// Time allowed to open a connection (default 10 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Time allowed for a whole exchange, connection included (default 30 s).
+    pub fn request_timeout(mut self, t: Duration) -> Self {
+        self.request_timeout = t;
+        self
+    }
+
+    /// How long an idle keep-alive connection is kept (default 60 s).
+    pub fn pool_idle_timeout(mut self, t: Duration) -> Self {
+        self.pool_idle_timeout = t;
+        self
+    }
+
+    /// Also trusts this root certificate (DER), e.g. a private proxy's or a test's.
+    pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.extra_roots.push(der.into());
+        self
+    }
+
+    /// Trusts only the roots added with [`add_root_certificate`](Self::add_root_certificate).
+    pub fn only_added_roots(mut self, yes: bool) -> Self {
+        self.only_extra_roots = yes;
+        self
+    }
+
+    /// Builds the transport. Must be called within a tokio runtime only when used, not here.
+    pub fn build(self) -> Result<HyperTransport, BuildError> {
+        let mut roots = rustls::RootCertStore::empty();
+        if !self.only_extra_roots {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            #[cfg(feature = "native-roots")]
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+        for der in &self.extra_roots {
+            roots
+                .add(rustls::pki_types::CertificateDer::from(der.clone()))
+                .map_err(BuildError::InvalidRoot)?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(BuildError::Tls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(self.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .build(https);
+        Ok(HyperTransport {
+            client,
+            request_timeout: self.request_timeout,
+        })
+    }
+}
+
+/// A pooled HTTP/1.1 keep-alive client over rustls. Cheap to clone (the pool is shared).
+#[derive(Clone, Debug)]
+pub struct HyperTransport {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    request_timeout: Duration,
+}
+
+impl HyperTransport {
+    /// Default options: webpki roots, 10 s connect and 30 s request timeouts.
+    pub fn new() -> Result<Self, BuildError> {
+        Builder::default().build()
+    }
+
+    /// Options.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Sends one request; returns the response of any status, every header and the whole
+    /// body, or a transport error.
+    pub async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
+        let request = request.map(Full::new);
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(classify)?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| match e.downcast::<hyper::Error>() {
+                    Ok(e) => TransportError::with_source(TransportErrorKind::Io, true, *e),
+                    Err(e) => {
+                        TransportError::new(TransportErrorKind::Protocol, true, e.to_string())
+                    }
+                })?
+                .to_bytes();
+            Ok(Response::from_parts(parts, body))
+        };
+        match tokio::time::timeout(self.request_timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::new(
+                TransportErrorKind::Timeout,
+                true,
+                format!("no complete answer within {:?}", self.request_timeout),
+            )),
+        }
+    }
+
+    /// Delivers one batch with engage-core's retry machine and tokio's sleep.
+    pub async fn deliver(&self, batch: Batch, target: &Target, policy: RetryPolicy) -> Report {
+        let delivery = engage_core::Delivery::new(batch, target.clone(), policy);
+        engage_core::deliver(delivery, &SystemClock, |r| self.send(r), tokio::time::sleep).await
+    }
+
+    /// Imports a stream of updates with `config.concurrency` requests in flight, keeping
+    /// each profile's updates in order (see [`engage_core::Importer`]).
+    pub async fn import<U, T>(
+        &self,
+        config: ImportConfig,
+        updates: U,
+        on_event: impl FnMut(ImportEvent),
+    ) -> ImportSummary
+    where
+        U: IntoIterator<Item = T>,
+        T: ImportItem,
+    {
+        engage_core::import(
+            config,
+            updates,
+            &SystemClock,
+            |r| self.send(r),
+            tokio::time::sleep,
+            on_event,
+        )
+        .await
+    }
+}
+
+/// Maps hyper-util's error to a kind, and whether the request may have reached the server.
+fn classify(e: hyper_util::client::legacy::Error) -> TransportError {
+    let tls = {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+        let mut found = false;
+        while let Some(s) = source {
+            if s.downcast_ref::<rustls::Error>().is_some() {
+                found = true;
+                break;
+            }
+            if let Some(io) = s.downcast_ref::<std::io::Error>()
+                && io
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                found = true;
+                break;
+            }
+            source = s.source();
+        }
+        // rustls errors can arrive type-erased inside io::Error; their variant names are
+        // distinctive enough to recognise in the debug form.
+        found || {
+            let debug = format!("{e:?}");
+            [
+                "InvalidCertificate",
+                "AlertReceived",
+                "PeerIncompatible",
+                "PeerMisbehaved",
+                "NoCertificatesPresented",
+                "InvalidMessage",
+            ]
+            .iter()
+            .any(|v| debug.contains(v))
+        }
+    };
+    if tls {
+        return TransportError::with_source(TransportErrorKind::Tls, false, e);
+    }
+    if e.is_connect() {
+        let timed_out = error_chain_mentions(&e, "timed out");
+        let kind = if timed_out {
+            TransportErrorKind::Timeout
+        } else {
+            TransportErrorKind::Connect
+        };
+        return TransportError::with_source(kind, false, e);
+    }
+    let hyper_error = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<hyper::Error>());
+    let kind = match hyper_error {
+        Some(h) if h.is_parse() || h.is_parse_status() => TransportErrorKind::Protocol,
+        _ => TransportErrorKind::Io,
+    };
+    TransportError::with_source(kind, true, e)
+}
+
+fn error_chain_mentions(e: &(dyn std::error::Error + 'static), needle: &str) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.to_string().contains(needle) {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}

@@ -1,0 +1,56 @@
+//! The conformance suite on engage-hyper, on a tokio runtime.
+
+use bytes::Bytes;
+use engage_conformance::{Harness, Options};
+use engage_core::{
+    Batch, ImportConfig, ImportEvent, ImportSummary, Report, RetryPolicy, Target, TransportError,
+    Update,
+};
+use engage_hyper::HyperTransport;
+
+struct Hyper {
+    runtime: tokio::runtime::Runtime,
+    transport: HyperTransport,
+}
+
+impl Harness for Hyper {
+    const NAME: &'static str = "engage-hyper";
+
+    fn build(options: &Options) -> Self {
+        let mut builder = HyperTransport::builder()
+            .request_timeout(options.request_timeout)
+            .connect_timeout(options.connect_timeout);
+        if let Some(der) = &options.root_der {
+            builder = builder.add_root_certificate(der.clone());
+        }
+        Hyper {
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+            transport: builder.build().unwrap(),
+        }
+    }
+
+    fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {
+        self.runtime.block_on(self.transport.send(request))
+    }
+
+    fn deliver(&self, batch: Batch, target: &Target, policy: RetryPolicy) -> Report {
+        self.runtime
+            .block_on(self.transport.deliver(batch, target, policy))
+    }
+
+    fn import(
+        &self,
+        config: ImportConfig,
+        updates: Vec<Update>,
+        on_event: &mut dyn FnMut(ImportEvent),
+    ) -> ImportSummary {
+        self.runtime
+            .block_on(self.transport.import(config, updates, on_event))
+    }
+}
+
+engage_conformance::conformance_suite!(Hyper);
