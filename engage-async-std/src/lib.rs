@@ -1,0 +1,385 @@
+//! [engage](https://docs.rs/engage-core) transport on futures-io: hyper 1's HTTP/1.1 client
+//! connection over any `AsyncRead + AsyncWrite` stream, TLS through futures-rustls (ring,
+//! webpki roots), with an injected [`Runtime`] for connecting, spawning and sleeping.
+//!
+//! async-std is discontinued upstream (RUSTSEC-2025-0052). This crate is written against
+//! futures-io and runs the same on [`AsyncStd`] and on [`Smol`], its maintained successor;
+//! implement [`Runtime`] for anything else.
+//!
+//! ```no_run
+//! use engage_async_std::{AsyncStd, AsyncStdTransport};
+//! use engage_core::{BatchConfig, Endpoint, ImportConfig, Region, Target, Token, Update};
+//!
+//! async_std::task::block_on(async {
+//!     let transport = AsyncStdTransport::new(AsyncStd).unwrap();
+//!     let config = ImportConfig::new(
+//!         BatchConfig::new(Token::new("my-project-token").unwrap(), Endpoint::Engage),
+//!         Target::region(Region::Us),
+//!     );
+//!     let updates = (0..10_000).map(|i| Update::user(format!("user-{i}")).set([("plan", "pro")]));
+//!     let summary = transport.import(config, updates, |_event| {}).await;
+//!     assert!(summary.all_accepted());
+//! });
+//! ```
+
+mod io;
+mod runtime;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use engage_core::{
+    Batch, ImportConfig, ImportEvent, ImportItem, ImportSummary, Report, RetryPolicy, SystemClock,
+    Target, TransportError, TransportErrorKind,
+};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HOST, HeaderValue};
+use hyper::{Request, Response, Uri};
+
+pub use io::FuturesIo;
+#[cfg(feature = "async-std")]
+pub use runtime::AsyncStd;
+#[cfg(feature = "smol")]
+pub use runtime::Smol;
+pub use runtime::{BoxFuture, Runtime};
+
+/// Largest response body read.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The TLS setup could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A root certificate could not be added.
+    #[error("invalid root certificate: {0}")]
+    InvalidRoot(#[source] rustls::Error),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
+/// Options of an [`AsyncStdTransport`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Builder {
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    extra_roots: Vec<Vec<u8>>,
+    only_extra_roots: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            extra_roots: Vec::new(),
+            only_extra_roots: false,
+        }
+    }
+}
+
+impl Builder {
+    /// Time allowed to open a connection, TLS included (default 10 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Time allowed for a whole exchange (default 30 s).
+    pub fn request_timeout(mut self, t: Duration) -> Self {
+        self.request_timeout = t;
+        self
+    }
+
+    /// Also trusts this root certificate (DER).
+    pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.extra_roots.push(der.into());
+        self
+    }
+
+    /// Trusts only the added roots.
+    pub fn only_added_roots(mut self, yes: bool) -> Self {
+        self.only_extra_roots = yes;
+        self
+    }
+
+    /// Builds the transport on `runtime`.
+    pub fn build<R: Runtime>(self, runtime: R) -> Result<AsyncStdTransport<R>, BuildError> {
+        let mut roots = rustls::RootCertStore::empty();
+        if !self.only_extra_roots {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        for der in &self.extra_roots {
+            roots
+                .add(rustls::pki_types::CertificateDer::from(der.clone()))
+                .map_err(BuildError::InvalidRoot)?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(BuildError::Tls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(AsyncStdTransport {
+            runtime,
+            tls: futures_rustls::TlsConnector::from(Arc::new(tls)),
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            pool: Arc::default(),
+        })
+    }
+}
+
+type PoolKey = (bool, String, u16);
+type Pool = Arc<Mutex<HashMap<PoolKey, Vec<SendRequest<Full<Bytes>>>>>>;
+
+/// An HTTP/1.1 keep-alive client on futures-io. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct AsyncStdTransport<R: Runtime> {
+    runtime: R,
+    tls: futures_rustls::TlsConnector,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    pool: Pool,
+}
+
+impl<R: Runtime> std::fmt::Debug for AsyncStdTransport<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncStdTransport")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+/// Races `fut` against `timer`: `None` if the timer wins.
+async fn with_timeout<T>(timer: BoxFuture<()>, fut: impl Future<Output = T>) -> Option<T> {
+    let mut fut = std::pin::pin!(fut);
+    let mut timer = timer;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+fn is_tls(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+}
+
+impl<R: Runtime> AsyncStdTransport<R> {
+    /// Default options on `runtime`.
+    pub fn new(runtime: R) -> Result<Self, BuildError> {
+        Builder::default().build(runtime)
+    }
+
+    /// Options.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A fresh connection: TCP, TLS for https, then the HTTP/1.1 handshake; the connection
+    /// task goes to the runtime's spawner.
+    async fn connect(
+        &self,
+        https: bool,
+        host: &str,
+        port: u16,
+    ) -> Result<SendRequest<Full<Bytes>>, TransportError> {
+        let connecting = async {
+            let tcp =
+                self.runtime.connect(host, port).await.map_err(|e| {
+                    TransportError::with_source(TransportErrorKind::Connect, false, e)
+                })?;
+            let io: Box<dyn runtime::Stream> = if https {
+                let name =
+                    rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
+                        TransportError::new(
+                            TransportErrorKind::Tls,
+                            false,
+                            format!("invalid server name {host:?}: {e}"),
+                        )
+                    })?;
+                let tls = self.tls.connect(name, tcp).await.map_err(|e| {
+                    let kind = if is_tls(&e) {
+                        TransportErrorKind::Tls
+                    } else {
+                        TransportErrorKind::Connect
+                    };
+                    TransportError::with_source(kind, false, e)
+                })?;
+                Box::new(tls)
+            } else {
+                Box::new(tcp)
+            };
+            let (sender, connection) = hyper::client::conn::http1::handshake(FuturesIo::new(io))
+                .await
+                .map_err(|e| TransportError::with_source(TransportErrorKind::Connect, false, e))?;
+            self.runtime.spawn(Box::pin(async move {
+                let _ = connection.await;
+            }));
+            Ok(sender)
+        };
+        match with_timeout(self.runtime.sleep(self.connect_timeout), connecting).await {
+            Some(result) => result,
+            None => Err(TransportError::new(
+                TransportErrorKind::Timeout,
+                false,
+                format!("no connection within {:?}", self.connect_timeout),
+            )),
+        }
+    }
+
+    fn pooled(&self, key: &PoolKey) -> Option<SendRequest<Full<Bytes>>> {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = pool.get_mut(key)?;
+        while let Some(sender) = idle.pop() {
+            if !sender.is_closed() && sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, key: PoolKey, sender: SendRequest<Full<Bytes>>) {
+        if !sender.is_closed() {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            pool.entry(key).or_default().push(sender);
+        }
+    }
+
+    /// Sends one request; returns the response of any status, every header and the whole
+    /// body, or a transport error.
+    pub async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
+        let uri = request.uri().clone();
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            other => {
+                return Err(TransportError::new(
+                    TransportErrorKind::Connect,
+                    false,
+                    format!("unsupported scheme {other:?}"),
+                ));
+            }
+        };
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let key: PoolKey = (https, host.clone(), port);
+        let (mut parts, body) = request.into_parts();
+        if !parts.headers.contains_key(HOST) {
+            let authority = uri.authority().map(|a| a.as_str()).unwrap_or(&host);
+            if let Ok(v) = HeaderValue::from_str(authority) {
+                parts.headers.insert(HOST, v);
+            }
+        }
+        // A client connection speaks origin-form: path and query only.
+        parts.uri = uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/")
+            .parse::<Uri>()
+            .unwrap_or_default();
+        let exchange = async {
+            let mut sender = match self.pooled(&key) {
+                Some(s) => s,
+                None => self.connect(https, &host, port).await?,
+            };
+            let request = Request::from_parts(parts.clone(), Full::new(body.clone()));
+            let response = match sender.send_request(request).await {
+                Ok(r) => r,
+                // A pooled connection the server had closed before the request went out:
+                // nothing was sent, so try once on a fresh connection.
+                Err(e) if e.is_canceled() => {
+                    sender = self.connect(https, &host, port).await?;
+                    sender
+                        .send_request(Request::from_parts(parts, Full::new(body)))
+                        .await
+                        .map_err(classify)?
+                }
+                Err(e) => return Err(classify(e)),
+            };
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| match e.downcast::<hyper::Error>() {
+                    Ok(e) => classify(*e),
+                    Err(e) => {
+                        TransportError::new(TransportErrorKind::Protocol, true, e.to_string())
+                    }
+                })?
+                .to_bytes();
+            self.give_back(key.clone(), sender);
+            Ok(Response::from_parts(parts, body))
+        };
+        match with_timeout(self.runtime.sleep(self.request_timeout), exchange).await {
+            Some(result) => result,
+            None => Err(TransportError::new(
+                TransportErrorKind::Timeout,
+                true,
+                format!("no complete answer within {:?}", self.request_timeout),
+            )),
+        }
+    }
+
+    /// Delivers one batch with engage-core's retry machine and the runtime's sleep.
+    pub async fn deliver(&self, batch: Batch, target: &Target, policy: RetryPolicy) -> Report {
+        let delivery = engage_core::Delivery::new(batch, target.clone(), policy);
+        engage_core::deliver(
+            delivery,
+            &SystemClock,
+            |r| self.send(r),
+            |d| self.runtime.sleep(d),
+        )
+        .await
+    }
+
+    /// Imports a stream of updates with `config.concurrency` requests in flight, keeping
+    /// each profile's updates in order (see [`engage_core::Importer`]).
+    pub async fn import<U, T>(
+        &self,
+        config: ImportConfig,
+        updates: U,
+        on_event: impl FnMut(ImportEvent),
+    ) -> ImportSummary
+    where
+        U: IntoIterator<Item = T>,
+        T: ImportItem,
+    {
+        engage_core::import(
+            config,
+            updates,
+            &SystemClock,
+            |r| self.send(r),
+            |d| self.runtime.sleep(d),
+            on_event,
+        )
+        .await
+    }
+}
+
+fn classify(e: hyper::Error) -> TransportError {
+    let kind = if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        TransportErrorKind::Protocol
+    } else {
+        TransportErrorKind::Io
+    };
+    TransportError::with_source(kind, !e.is_canceled(), e)
+}
