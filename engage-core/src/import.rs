@@ -121,7 +121,6 @@ pub struct RequestId(u64);
 
 /// What the caller should do next for an [`Importer`].
 #[derive(Debug)]
-#[non_exhaustive]
 // The request is moved straight into the transport: boxing would cost an allocation per send.
 #[allow(clippy::large_enum_variant)]
 pub enum ImportAction {

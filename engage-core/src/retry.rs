@@ -304,7 +304,6 @@ impl Report {
 
 /// What the caller should do next for a [`Delivery`].
 #[derive(Debug)]
-#[non_exhaustive]
 // The request is moved straight into the transport; boxing it would cost an allocation
 // per send for nothing.
 #[allow(clippy::large_enum_variant)]

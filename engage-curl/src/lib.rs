@@ -1,0 +1,391 @@
+//! [engage](https://docs.rs/engage-core) transport over libcurl (the `curl` crate): a
+//! blocking client that reuses its handle (keep-alive), and a concurrent importer on a
+//! `Multi` handle, many batches in flight on one thread.
+//!
+//! ```no_run
+//! use engage_core::{BatchConfig, Endpoint, ImportConfig, Region, Target, Token, Update};
+//! use engage_curl::CurlTransport;
+//!
+//! let transport = CurlTransport::new();
+//! let config = ImportConfig::new(
+//!     BatchConfig::new(Token::new("my-project-token").unwrap(), Endpoint::Engage),
+//!     Target::region(Region::Us),
+//! );
+//! let updates = (0..10_000).map(|i| Update::user(format!("user-{i}")).set([("plan", "pro")]));
+//! let summary = transport.import(config, updates, |_event| {});
+//! assert!(summary.all_accepted());
+//! ```
+//!
+//! Without libcurl's development headers the `curl` crate builds its bundled libcurl;
+//! features `static-curl`, `static-ssl` and `rustls` pass through to it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use curl::easy::{Easy2, Handler, HttpVersion, List, ReadError};
+use curl::multi::{Easy2Handle, Multi};
+use engage_core::{
+    Batch, ImportAction, ImportConfig, ImportEvent, ImportItem, ImportSummary, Importer, Report,
+    RetryPolicy, SystemClock, Target, TransportError, TransportErrorKind,
+};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+
+/// Largest response body kept.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Collects one exchange: the request body going out, the final response's headers and
+/// body coming in.
+#[derive(Debug, Default)]
+struct Exchange {
+    upload: Bytes,
+    sent: usize,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Vec<u8>,
+    too_large: bool,
+}
+
+impl Handler for Exchange {
+    fn read(&mut self, into: &mut [u8]) -> Result<usize, ReadError> {
+        let rest = &self.upload[self.sent..];
+        let n = rest.len().min(into.len());
+        into[..n].copy_from_slice(&rest[..n]);
+        self.sent += n;
+        Ok(n)
+    }
+
+    fn header(&mut self, line: &[u8]) -> bool {
+        if line.starts_with(b"HTTP/") {
+            // A new status line: a 100 Continue (or a redirect) came first; keep only the
+            // final response's headers.
+            self.headers.clear();
+        } else if let Some(colon) = line.iter().position(|&b| b == b':') {
+            let name = HeaderName::from_bytes(line[..colon].trim_ascii());
+            let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii());
+            if let (Ok(name), Ok(value)) = (name, value) {
+                self.headers.push((name, value));
+            }
+        }
+        true
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<usize, curl::easy::WriteError> {
+        if self.body.len() + data.len() > MAX_RESPONSE_BYTES {
+            self.too_large = true;
+            return Ok(0); // aborts the transfer
+        }
+        self.body.extend_from_slice(data);
+        Ok(data.len())
+    }
+}
+
+/// Options of a [`CurlTransport`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Builder {
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    extra_roots_pem: Vec<u8>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            extra_roots_pem: Vec::new(),
+        }
+    }
+}
+
+impl Builder {
+    /// Time allowed to open a connection (default 10 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Time allowed for a whole exchange (default 30 s).
+    pub fn request_timeout(mut self, t: Duration) -> Self {
+        self.request_timeout = t;
+        self
+    }
+
+    /// Trusts this root certificate (DER) for the requests' TLS (instead of the system's
+    /// default CA file).
+    pub fn add_root_certificate(mut self, der: &[u8]) -> Self {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        self.extra_roots_pem
+            .extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            self.extra_roots_pem.extend_from_slice(line);
+            self.extra_roots_pem.push(b'\n');
+        }
+        self.extra_roots_pem
+            .extend_from_slice(b"-----END CERTIFICATE-----\n");
+        self
+    }
+
+    /// Builds the transport.
+    pub fn build(self) -> CurlTransport {
+        CurlTransport {
+            easy: Mutex::new(Easy2::new(Exchange::default())),
+            options: self,
+        }
+    }
+}
+
+/// A blocking libcurl client: one reused handle (keep-alive) for [`send`](Self::send) and
+/// [`deliver`](Self::deliver); a `Multi` handle for [`import`](Self::import).
+#[derive(Debug)]
+pub struct CurlTransport {
+    easy: Mutex<Easy2<Exchange>>,
+    options: Builder,
+}
+
+impl Default for CurlTransport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Sets up `easy` for `request`.
+fn prepare(
+    easy: &mut Easy2<Exchange>,
+    request: Request<Bytes>,
+    options: &Builder,
+) -> Result<(), curl::Error> {
+    let (parts, body) = request.into_parts();
+    *easy.get_mut() = Exchange {
+        upload: body.clone(),
+        ..Exchange::default()
+    };
+    easy.url(&parts.uri.to_string())?;
+    easy.http_version(HttpVersion::V11)?;
+    if parts.method == http::Method::POST {
+        easy.post(true)?;
+        easy.post_field_size(body.len() as u64)?;
+    } else {
+        easy.custom_request(parts.method.as_str())?;
+        if !body.is_empty() {
+            easy.upload(true)?;
+            easy.in_filesize(body.len() as u64)?;
+        }
+    }
+    let mut headers = List::new();
+    for (name, value) in &parts.headers {
+        let mut line = name.as_str().as_bytes().to_vec();
+        line.extend_from_slice(b": ");
+        line.extend_from_slice(value.as_bytes());
+        headers.append(&String::from_utf8_lossy(&line))?;
+    }
+    // No `Expect: 100-continue` round trip before the body.
+    headers.append("Expect:")?;
+    easy.http_headers(headers)?;
+    easy.connect_timeout(options.connect_timeout)?;
+    easy.timeout(options.request_timeout)?;
+    easy.follow_location(false)?;
+    easy.signal(false)?;
+    if !options.extra_roots_pem.is_empty() {
+        easy.ssl_cainfo_blob(&options.extra_roots_pem)?;
+    }
+    Ok(())
+}
+
+/// The response of a finished transfer, or the classified error.
+fn finish(
+    easy: &mut Easy2<Exchange>,
+    result: Result<(), curl::Error>,
+) -> Result<Response<Bytes>, TransportError> {
+    if let Err(e) = result {
+        if easy.get_ref().too_large {
+            return Err(TransportError::new(
+                TransportErrorKind::Protocol,
+                true,
+                format!("response body over {MAX_RESPONSE_BYTES} bytes"),
+            ));
+        }
+        let connected = easy
+            .connect_time()
+            .map(|t| t > Duration::ZERO)
+            .unwrap_or(false);
+        return Err(classify(e, connected));
+    }
+    let code = easy
+        .response_code()
+        .map_err(|e| TransportError::with_source(TransportErrorKind::Protocol, true, e))?;
+    let status = u16::try_from(code)
+        .ok()
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| {
+            TransportError::new(TransportErrorKind::Protocol, true, format!("status {code}"))
+        })?;
+    let exchange = std::mem::take(easy.get_mut());
+    let mut response = Response::new(Bytes::from(exchange.body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for (name, value) in exchange.headers {
+        headers.append(name, value);
+    }
+    Ok(response)
+}
+
+/// `CURLE_WEIRD_SERVER_REPLY`: the peer did not speak HTTP.
+const WEIRD_SERVER_REPLY: u32 = 8;
+
+fn classify(e: curl::Error, connected: bool) -> TransportError {
+    let kind = if e.is_couldnt_resolve_host()
+        || e.is_couldnt_resolve_proxy()
+        || e.is_couldnt_connect()
+    {
+        TransportErrorKind::Connect
+    } else if e.is_operation_timedout() {
+        TransportErrorKind::Timeout
+    } else if e.is_ssl_connect_error()
+        || e.is_peer_failed_verification()
+        || e.is_ssl_certproblem()
+        || e.is_ssl_cacert()
+        || e.is_ssl_cipher()
+        || e.is_ssl_issuer_error()
+        || e.is_ssl_cacert_badfile()
+    {
+        TransportErrorKind::Tls
+    } else if e.code() == WEIRD_SERVER_REPLY || e.is_http2_error() || e.is_bad_content_encoding() {
+        TransportErrorKind::Protocol
+    } else {
+        TransportErrorKind::Io
+    };
+    let reached =
+        connected && !matches!(kind, TransportErrorKind::Connect | TransportErrorKind::Tls);
+    TransportError::with_source(kind, reached, e)
+}
+
+impl CurlTransport {
+    /// Default options: the system CA store, 10 s connect and 30 s request timeouts.
+    pub fn new() -> Self {
+        Builder::default().build()
+    }
+
+    /// Options.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Sends one request on the reused handle; returns the response of any status with
+    /// every header of the final response and the whole body, or a transport error.
+    pub fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
+        let mut easy = self.easy.lock().unwrap_or_else(|e| e.into_inner());
+        prepare(&mut easy, request, &self.options)
+            .map_err(|e| TransportError::with_source(TransportErrorKind::Protocol, false, e))?;
+        let result = easy.perform();
+        finish(&mut easy, result)
+    }
+
+    /// Delivers one batch with engage-core's retry machine, sleeping the thread between
+    /// attempts.
+    pub fn deliver(&self, batch: Batch, target: &Target, policy: RetryPolicy) -> Report {
+        let delivery = engage_core::Delivery::new(batch, target.clone(), policy);
+        engage_core::deliver_blocking(delivery, &SystemClock, |r| self.send(r), std::thread::sleep)
+    }
+
+    /// Imports a stream of updates with up to `config.concurrency` transfers in flight on
+    /// one `Multi` handle (no threads), keeping each profile's updates in order (see
+    /// [`engage_core::Importer`]).
+    pub fn import<U, T>(
+        &self,
+        config: ImportConfig,
+        updates: U,
+        mut on_event: impl FnMut(ImportEvent),
+    ) -> ImportSummary
+    where
+        U: IntoIterator<Item = T>,
+        T: ImportItem,
+    {
+        let mut importer = Importer::new(config);
+        let mut input = updates.into_iter();
+        let multi = Multi::new();
+        let mut running: HashMap<usize, (engage_core::RequestId, Easy2Handle<Exchange>)> =
+            HashMap::new();
+        let mut idle: Vec<Easy2<Exchange>> = Vec::new();
+        let mut next_token = 0usize;
+        loop {
+            while importer.wants_input() {
+                match input.next() {
+                    Some(item) => importer.push(item),
+                    None => importer.finish_input(),
+                }
+            }
+            while let Some(e) = importer.next_event() {
+                on_event(e);
+            }
+            match importer.poll(Instant::now()) {
+                ImportAction::Send { id, request } => {
+                    let mut easy = idle
+                        .pop()
+                        .unwrap_or_else(|| Easy2::new(Exchange::default()));
+                    let started = prepare(&mut easy, request, &self.options).map_err(|e| {
+                        TransportError::with_source(TransportErrorKind::Protocol, false, e)
+                    });
+                    let added = started.and_then(|()| {
+                        multi.add2(easy).map_err(|e| {
+                            TransportError::with_source(TransportErrorKind::Io, false, e)
+                        })
+                    });
+                    match added {
+                        Ok(mut handle) => {
+                            next_token += 1;
+                            let _ = handle.set_token(next_token);
+                            running.insert(next_token, (id, handle));
+                        }
+                        Err(e) => importer.on_result(id, Instant::now(), SystemTime::now(), Err(e)),
+                    }
+                }
+                ImportAction::NeedInput => {}
+                ImportAction::Done => break,
+                ImportAction::Wait { until } => {
+                    let _ = multi.perform();
+                    let mut finished = Vec::new();
+                    multi.messages(|m| {
+                        if let (Ok(token), Some(result)) = (m.token(), m.result()) {
+                            finished.push((token, result));
+                        }
+                    });
+                    let progressed = !finished.is_empty();
+                    for (token, result) in finished {
+                        let Some((id, handle)) = running.remove(&token) else {
+                            continue;
+                        };
+                        let outcome = match multi.remove2(handle) {
+                            Ok(mut easy) => {
+                                let r = finish(&mut easy, result);
+                                idle.push(easy);
+                                r
+                            }
+                            Err(e) => {
+                                Err(TransportError::with_source(TransportErrorKind::Io, true, e))
+                            }
+                        };
+                        importer.on_result(id, Instant::now(), SystemTime::now(), outcome);
+                    }
+                    if !progressed {
+                        let cap = Duration::from_millis(100);
+                        let wait = until.map_or(cap, |u| {
+                            u.saturating_duration_since(Instant::now()).min(cap)
+                        });
+                        if running.is_empty() {
+                            std::thread::sleep(wait);
+                        } else {
+                            let _ = multi.wait(&mut [], wait);
+                        }
+                    }
+                }
+            }
+        }
+        while let Some(e) = importer.next_event() {
+            on_event(e);
+        }
+        importer.summary().clone()
+    }
+}

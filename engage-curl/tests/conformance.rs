@@ -1,0 +1,44 @@
+//! The conformance suite on engage-curl: the blocking client, and the Multi importer.
+
+use bytes::Bytes;
+use engage_conformance::{Harness, Options};
+use engage_core::{
+    Batch, ImportConfig, ImportEvent, ImportSummary, Report, RetryPolicy, Target, TransportError,
+    Update,
+};
+use engage_curl::CurlTransport;
+
+struct Curl(CurlTransport);
+
+impl Harness for Curl {
+    const NAME: &'static str = "engage-curl";
+
+    fn build(options: &Options) -> Self {
+        let mut builder = CurlTransport::builder()
+            .request_timeout(options.request_timeout)
+            .connect_timeout(options.connect_timeout);
+        if let Some(der) = &options.root_der {
+            builder = builder.add_root_certificate(der);
+        }
+        Curl(builder.build())
+    }
+
+    fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {
+        self.0.send(request)
+    }
+
+    fn deliver(&self, batch: Batch, target: &Target, policy: RetryPolicy) -> Report {
+        self.0.deliver(batch, target, policy)
+    }
+
+    fn import(
+        &self,
+        config: ImportConfig,
+        updates: Vec<Update>,
+        on_event: &mut dyn FnMut(ImportEvent),
+    ) -> ImportSummary {
+        self.0.import(config, updates, on_event)
+    }
+}
+
+engage_conformance::conformance_suite!(Curl);
