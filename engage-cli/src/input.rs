@@ -1,0 +1,642 @@
+//! Reading input files: NDJSON, JSON arrays and CSV, each optionally gzip-compressed, as a
+//! stream of records with their file and line, never the whole file in memory.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use engage_core::{Properties, Update, Value};
+use serde_json::Value as Json;
+
+/// Input formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One update object per line.
+    Ndjson,
+    /// A JSON array of update objects.
+    Json,
+    /// CSV with a header row (needs --distinct-id-column, or --groups with --group-id-column).
+    Csv,
+}
+
+/// Operations a CSV row can become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CsvOp {
+    /// `$set`
+    Set,
+    /// `$set_once`
+    SetOnce,
+    /// `$add` (numbers only)
+    Add,
+    /// `$union` (each cell a one-item list)
+    Union,
+    /// `$append`
+    Append,
+    /// `$remove`
+    Remove,
+    /// `$unset` (the columns whose cell is not empty)
+    Unset,
+}
+
+/// How CSV rows become updates.
+#[derive(Debug, Clone)]
+pub struct CsvMapping {
+    /// Column holding the distinct_id (users) or the group id (groups).
+    pub id_column: String,
+    /// The group key, for `/groups`.
+    pub group_key: Option<String>,
+    /// The operation.
+    pub op: CsvOp,
+}
+
+/// One record read, or why it could not be read.
+#[derive(Debug)]
+pub enum Item {
+    /// An update, with its original text.
+    Update(Update, String),
+    /// A line that could not become an update.
+    Bad {
+        /// The original text (lossy UTF-8).
+        original: String,
+        /// Why.
+        reason: String,
+    },
+    /// A blank line (skipped).
+    Blank,
+}
+
+/// A record and where it came from.
+#[derive(Debug)]
+pub struct Record {
+    /// Index of the input in the list of inputs.
+    pub file: usize,
+    /// 1-based line (CSV: the row's line).
+    pub line: u64,
+    /// What was read.
+    pub item: Item,
+}
+
+/// Counts the bytes read from the underlying file (compressed bytes for `.gz`), for
+/// progress and ETA.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// An opened input.
+pub struct Input {
+    /// Name for messages and the failure file.
+    pub name: String,
+    /// Its size on disk, if known.
+    pub size: Option<u64>,
+    reader: Box<dyn BufRead>,
+    format: Format,
+}
+
+/// Opens `path` (`-` for stdin), detecting the format from the extension unless given.
+pub fn open(path: &str, format: Option<Format>, counter: Arc<AtomicU64>) -> io::Result<Input> {
+    let (raw, size): (Box<dyn Read>, Option<u64>) = if path == "-" {
+        (Box::new(io::stdin().lock()), None)
+    } else {
+        let f = File::open(path)?;
+        let size = f.metadata().ok().map(|m| m.len());
+        (Box::new(f), size)
+    };
+    let counted = Counting {
+        inner: raw,
+        count: counter,
+    };
+    let lower = path.to_ascii_lowercase();
+    let gz = lower.ends_with(".gz");
+    let stem = lower.strip_suffix(".gz").unwrap_or(&lower);
+    let mut reader: Box<dyn BufRead> = if gz {
+        Box::new(BufReader::with_capacity(
+            64 * 1024,
+            flate2::read::MultiGzDecoder::new(BufReader::new(counted)),
+        ))
+    } else {
+        Box::new(BufReader::with_capacity(64 * 1024, counted))
+    };
+    let format = match format {
+        Some(f) => f,
+        None => match Path::new(stem).extension().and_then(|e| e.to_str()) {
+            Some("csv") => Format::Csv,
+            Some("json") => {
+                // `.json` holds an array, or NDJSON: look at the first byte that matters.
+                let buf = reader.fill_buf()?;
+                let first = buf
+                    .iter()
+                    .find(|b| !(b.is_ascii_whitespace() || matches!(b, 0xEF | 0xBB | 0xBF)));
+                if first == Some(&b'[') {
+                    Format::Json
+                } else {
+                    Format::Ndjson
+                }
+            }
+            _ => Format::Ndjson,
+        },
+    };
+    Ok(Input {
+        name: path.to_owned(),
+        size,
+        reader,
+        format,
+    })
+}
+
+/// The records of one input, lazily.
+pub fn records(
+    input: Input,
+    file: usize,
+    csv: Option<&CsvMapping>,
+) -> Box<dyn Iterator<Item = Record>> {
+    match input.format {
+        Format::Ndjson => Box::new(Ndjson {
+            reader: input.reader,
+            file,
+            line: 0,
+            done: false,
+        }),
+        Format::Json => Box::new(JsonArray::new(input.reader, file)),
+        Format::Csv => match csv {
+            Some(mapping) => Box::new(CsvRows::new(input.reader, file, mapping.clone())),
+            None => Box::new(std::iter::once(Record {
+                file,
+                line: 1,
+                item: Item::Bad {
+                    original: String::new(),
+                    reason: "CSV input needs --distinct-id-column (or --groups with --group-key and --group-id-column)".into(),
+                },
+            })),
+        },
+    }
+}
+
+/// Parses one JSON update object.
+fn parse_update(bytes: &[u8]) -> Item {
+    let original = String::from_utf8_lossy(bytes).into_owned();
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Item::Bad {
+            original,
+            reason: format!("invalid UTF-8: {e}"),
+        };
+    }
+    match serde_json::from_slice::<Json>(bytes) {
+        Ok(v @ Json::Object(_)) => Item::Update(Update::raw(v), original),
+        Ok(other) => Item::Bad {
+            original,
+            reason: format!("expected an update object, found {}", kind(&other)),
+        },
+        Err(e) => {
+            let reason = if e.to_string().contains("number out of range") {
+                format!("number out of range (NaN and Infinity have no JSON form): {e}")
+            } else {
+                format!("malformed JSON: {e}")
+            };
+            Item::Bad { original, reason }
+        }
+    }
+}
+
+fn kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+struct Ndjson {
+    reader: Box<dyn BufRead>,
+    file: usize,
+    line: u64,
+    done: bool,
+}
+
+impl Iterator for Ndjson {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        if self.done {
+            return None;
+        }
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => {
+                self.done = true;
+                None
+            }
+            Ok(_) => {
+                self.line += 1;
+                let mut bytes: &[u8] = &buf;
+                if self.line == 1 {
+                    bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+                }
+                let bytes = bytes.trim_ascii();
+                let item = if bytes.is_empty() {
+                    Item::Blank
+                } else {
+                    parse_update(bytes)
+                };
+                Some(Record {
+                    file: self.file,
+                    line: self.line,
+                    item,
+                })
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Record {
+                    file: self.file,
+                    line: self.line + 1,
+                    item: Item::Bad {
+                        original: String::new(),
+                        reason: format!("read error, rest of the file skipped: {e}"),
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// Splits a top-level JSON array into its elements as bytes, tracking strings and depth,
+/// so a huge array streams and one bad element fails alone.
+struct JsonArray {
+    reader: Box<dyn BufRead>,
+    file: usize,
+    line: u64,
+    started: bool,
+    done: bool,
+}
+
+impl JsonArray {
+    fn new(reader: Box<dyn BufRead>, file: usize) -> Self {
+        JsonArray {
+            reader,
+            file,
+            line: 1,
+            started: false,
+            done: false,
+        }
+    }
+
+    fn byte(&mut self) -> io::Result<Option<u8>> {
+        let buf = self.reader.fill_buf()?;
+        let Some(&b) = buf.first() else {
+            return Ok(None);
+        };
+        self.reader.consume(1);
+        if b == b'\n' {
+            self.line += 1;
+        }
+        Ok(Some(b))
+    }
+
+    fn bad(&mut self, line: u64, original: Vec<u8>, reason: String) -> Option<Record> {
+        self.done = true;
+        Some(Record {
+            file: self.file,
+            line,
+            item: Item::Bad {
+                original: String::from_utf8_lossy(&original).into_owned(),
+                reason,
+            },
+        })
+    }
+
+    fn next_element(&mut self) -> io::Result<Option<Record>> {
+        if !self.started {
+            // Skip a BOM and whitespace up to '['.
+            loop {
+                match self.byte()? {
+                    None => return Ok(None), // empty file
+                    Some(b) if b.is_ascii_whitespace() || matches!(b, 0xEF | 0xBB | 0xBF) => {}
+                    Some(b'[') => break,
+                    Some(_) => {
+                        let line = self.line;
+                        return Ok(self.bad(
+                            line,
+                            Vec::new(),
+                            "a JSON array input must start with '['".into(),
+                        ));
+                    }
+                }
+            }
+            self.started = true;
+        }
+        // Skip separators up to the next element or the closing bracket.
+        let first = loop {
+            match self.byte()? {
+                None => {
+                    let line = self.line;
+                    return Ok(self.bad(line, Vec::new(), "the JSON array is not closed".into()));
+                }
+                Some(b) if b.is_ascii_whitespace() || b == b',' => {}
+                Some(b']') => {
+                    self.done = true;
+                    return Ok(None);
+                }
+                Some(b) => break b,
+            }
+        };
+        let line = self.line;
+        let mut element = vec![first];
+        let mut scan = Scanner::default();
+        scan.feed(first);
+        let scalar = !matches!(first, b'{' | b'[' | b'"');
+        while scan.depth > 0 || scan.in_string || scalar {
+            let Some(b) = self.reader.fill_buf()?.first().copied() else {
+                if scalar && scan.depth == 0 {
+                    break;
+                }
+                return Ok(self.bad(
+                    line,
+                    element,
+                    "the JSON array ends inside an element".into(),
+                ));
+            };
+            if scalar && (b == b',' || b == b']' || b.is_ascii_whitespace()) {
+                break; // end of a scalar element
+            }
+            self.byte()?;
+            element.push(b);
+            scan.feed(b);
+            if scan.depth < 0 {
+                return Ok(self.bad(
+                    line,
+                    element,
+                    "unbalanced brackets in the JSON array".into(),
+                ));
+            }
+        }
+        Ok(Some(Record {
+            file: self.file,
+            line,
+            item: parse_update(&element),
+        }))
+    }
+}
+
+/// Tracks strings and nesting depth over JSON bytes.
+#[derive(Default)]
+struct Scanner {
+    depth: i64,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Scanner {
+    fn feed(&mut self, b: u8) {
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+            }
+        } else {
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => self.depth -= 1,
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Iterator for JsonArray {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        if self.done {
+            return None;
+        }
+        match self.next_element() {
+            Ok(r) => {
+                if r.is_none() {
+                    self.done = true;
+                }
+                r
+            }
+            Err(e) => {
+                let line = self.line;
+                self.bad(
+                    line,
+                    Vec::new(),
+                    format!("read error, rest of the file skipped: {e}"),
+                )
+            }
+        }
+    }
+}
+
+struct CsvRows {
+    reader: csv::Reader<Box<dyn BufRead>>,
+    headers: Option<Vec<String>>,
+    file: usize,
+    mapping: CsvMapping,
+    done: bool,
+}
+
+impl CsvRows {
+    fn new(reader: Box<dyn BufRead>, file: usize, mapping: CsvMapping) -> Self {
+        CsvRows {
+            reader: csv::ReaderBuilder::new().flexible(true).from_reader(reader),
+            headers: None,
+            file,
+            mapping,
+            done: false,
+        }
+    }
+}
+
+/// A CSV cell typed: integer, float, boolean or string.
+fn typed(cell: &str) -> Value {
+    if let Ok(i) = cell.parse::<i64>() {
+        return Value::Int(i);
+    }
+    if let Ok(f) = cell.parse::<f64>()
+        && f.is_finite()
+        && cell.bytes().any(|b| b.is_ascii_digit())
+    {
+        return Value::Float(f);
+    }
+    match cell {
+        "true" | "TRUE" | "True" => Value::Bool(true),
+        "false" | "FALSE" | "False" => Value::Bool(false),
+        _ => Value::String(cell.to_owned()),
+    }
+}
+
+impl Iterator for CsvRows {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        if self.done {
+            return None;
+        }
+        if self.headers.is_none() {
+            match self.reader.headers() {
+                Ok(h) => {
+                    let mut names: Vec<String> = h.iter().map(str::to_owned).collect();
+                    if let Some(first) = names.first_mut() {
+                        *first = first.trim_start_matches('\u{feff}').to_owned();
+                    }
+                    if !names.contains(&self.mapping.id_column) {
+                        self.done = true;
+                        return Some(Record {
+                            file: self.file,
+                            line: 1,
+                            item: Item::Bad {
+                                original: names.join(","),
+                                reason: format!(
+                                    "the header has no column {:?}",
+                                    self.mapping.id_column
+                                ),
+                            },
+                        });
+                    }
+                    self.headers = Some(names);
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Record {
+                        file: self.file,
+                        line: 1,
+                        item: Item::Bad {
+                            original: String::new(),
+                            reason: format!("unreadable CSV header: {e}"),
+                        },
+                    });
+                }
+            }
+        }
+        let headers = self.headers.as_ref()?;
+        let mut row = csv::StringRecord::new();
+        match self.reader.read_record(&mut row) {
+            Ok(false) => {
+                self.done = true;
+                None
+            }
+            Ok(true) => {
+                let line = row.position().map_or(0, |p| p.line());
+                let mut original = serde_json::Map::new();
+                for (h, cell) in headers.iter().zip(row.iter()) {
+                    original.insert(h.clone(), Json::String(cell.to_owned()));
+                }
+                let original = Json::Object(original).to_string();
+                if row.iter().all(|c| c.trim().is_empty()) {
+                    return Some(Record {
+                        file: self.file,
+                        line,
+                        item: Item::Blank,
+                    });
+                }
+                let item = row_update(headers, &row, &self.mapping, original);
+                Some(Record {
+                    file: self.file,
+                    line,
+                    item,
+                })
+            }
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                Some(Record {
+                    file: self.file,
+                    line,
+                    item: Item::Bad {
+                        original: String::new(),
+                        reason: format!("unreadable CSV row: {e}"),
+                    },
+                })
+            }
+        }
+    }
+}
+
+fn row_update(
+    headers: &[String],
+    row: &csv::StringRecord,
+    m: &CsvMapping,
+    original: String,
+) -> Item {
+    let mut id = None;
+    let mut cells: Vec<(String, &str)> = Vec::new();
+    for (h, cell) in headers.iter().zip(row.iter()) {
+        if *h == m.id_column {
+            id = Some(cell.trim().to_owned());
+        } else if !cell.trim().is_empty() {
+            cells.push((h.clone(), cell.trim()));
+        }
+    }
+    let id = id.unwrap_or_default();
+    if id.is_empty() {
+        return Item::Bad {
+            original,
+            reason: format!(
+                "empty {} in column {:?}",
+                if m.group_key.is_some() {
+                    "group id"
+                } else {
+                    "distinct_id"
+                },
+                m.id_column
+            ),
+        };
+    }
+    let props = || -> Properties { cells.iter().map(|(k, v)| (k.clone(), typed(v))).collect() };
+    let op = match m.op {
+        CsvOp::Set => engage_core::Operation::Set(props()),
+        CsvOp::SetOnce => engage_core::Operation::SetOnce(props()),
+        CsvOp::Append => engage_core::Operation::Append(props()),
+        CsvOp::Remove => engage_core::Operation::Remove(props()),
+        CsvOp::Union => engage_core::Operation::Union(
+            cells
+                .iter()
+                .map(|(k, v)| (k.clone(), vec![typed(v)]))
+                .collect(),
+        ),
+        CsvOp::Unset => {
+            engage_core::Operation::Unset(cells.iter().map(|(k, _)| k.clone()).collect())
+        }
+        CsvOp::Add => {
+            let mut numbers = Vec::new();
+            for (k, v) in &cells {
+                match typed(v) {
+                    Value::Int(i) => numbers.push((k.clone(), engage_core::Number::Int(i))),
+                    Value::Float(f) => numbers.push((k.clone(), engage_core::Number::Float(f))),
+                    _ => {
+                        return Item::Bad {
+                            original,
+                            reason: format!("column {k:?}: $add needs a number, found {v:?}"),
+                        };
+                    }
+                }
+            }
+            engage_core::Operation::Add(numbers)
+        }
+    };
+    let profile = match &m.group_key {
+        Some(key) => engage_core::ProfileId::Group {
+            key: key.clone(),
+            id,
+        },
+        None => engage_core::ProfileId::User { distinct_id: id },
+    };
+    Item::Update(Update::new(profile, op), original)
+}

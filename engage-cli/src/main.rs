@@ -1,0 +1,264 @@
+//! `engage`: bulk import of Mixpanel profile updates, and the local emulator.
+
+mod input;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use input::{CsvOp, Format};
+
+/// Send profile updates to Mixpanel's /engage and /groups endpoints, correctly and fast.
+#[derive(Debug, Parser)]
+#[command(name = "engage", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Import profile updates from NDJSON, JSON array or CSV files (optionally .gz).
+    #[command(long_about = IMPORT_ABOUT, after_long_help = IMPORT_EXAMPLES)]
+    Import(Box<ImportArgs>),
+    /// Run the local Mixpanel emulator in the foreground (same options as engage-emulator).
+    #[command(
+        long_about = "Runs the emulator in the foreground. The first line on stdout is exactly \
+        `listening on http://HOST:PORT` (the real port when 0 was asked); it serves until SIGINT \
+        or SIGTERM and exits 0.",
+        after_long_help = "EXAMPLES:\n  engage serve --addr 127.0.0.1:8480\n  engage serve --token my-token --fail-rate 0.2 --seed 7"
+    )]
+    Serve(engage_emulator::EmulatorArgs),
+}
+
+const IMPORT_ABOUT: &str = "\
+Reads update objects in Mixpanel's own shape ($distinct_id, or $group_key + $group_id, one \
+operation, modifiers), validates them, batches them (at most 2000 updates and a byte cap per \
+request) and sends them with retries, keeping each profile's updates in input order.
+
+Input formats are detected by extension (.ndjson/.jsonl, .json, .csv, each optionally .gz) \
+or set with --format; `-` reads standard input (NDJSON unless --format says otherwise).
+
+Bad input never stops the import: a malformed line, a wrong type, 1e999, invalid UTF-8 or a \
+missing id becomes an entry in the summary and in the --failed file, and every good line is \
+still imported. A UTF-8 BOM, CRLF line ends and blank lines are accepted.
+
+Exit status: 0 when every record was accepted; 2 when some were rejected, invalid or not \
+delivered; 1 on a fatal error (bad flags, unreadable input, a 401/403 from the server).";
+
+const IMPORT_EXAMPLES: &str = "\
+EXAMPLES:
+  Try it locally, against the embedded emulator:
+    engage import examples/profiles.ndjson --emulator
+
+  Import into the EU data centre, keep the failures:
+    MIXPANEL_TOKEN=... engage import users.ndjson.gz --region eu --failed failed.ndjson
+
+  A CSV of user attributes, $set by the user_id column:
+    engage import users.csv --distinct-id-column user_id --op set --token ...
+
+  Group profiles:
+    engage import companies.csv --groups --group-key company --group-id-column id --token ...
+
+  Look before sending: write the request bodies to a folder:
+    engage import users.ndjson --dry-run --out bodies/ --token ...";
+
+/// Which HTTP stack sends the requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportChoice {
+    /// hyper-util + rustls on tokio.
+    Hyper,
+    /// libcurl, concurrent transfers on a Multi handle.
+    Curl,
+    /// hyper over futures-io on async-std.
+    AsyncStd,
+}
+
+/// Mixpanel's data residency regions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RegionChoice {
+    /// api.mixpanel.com
+    Us,
+    /// api-eu.mixpanel.com
+    Eu,
+    /// api-in.mixpanel.com
+    In,
+}
+
+/// The summary's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object on stdout: records, accepted, rejected, invalid, not_delivered,
+    /// requests, retries, uncertain, elapsed_s.
+    Json,
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 && v < 86_400.0 {
+        Ok(v)
+    } else {
+        Err("the timeout must be a number of seconds above 0, e.g. 0.5 or 30".into())
+    }
+}
+
+fn parse_batch_size(s: &str) -> Result<usize, String> {
+    let v: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if (1..=2000).contains(&v) {
+        Ok(v)
+    } else {
+        Err("Mixpanel takes 1 to 2000 updates per request".into())
+    }
+}
+
+/// Options of `engage import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Input files; `-` is standard input.
+    #[arg(value_name = "FILE", default_value = "-")]
+    pub files: Vec<String>,
+
+    /// Input format, instead of detecting it from the extension.
+    #[arg(long, value_enum, help_heading = "Input")]
+    pub format: Option<Format>,
+    /// CSV: the column holding the distinct_id.
+    #[arg(long, value_name = "COL", help_heading = "Input")]
+    pub distinct_id_column: Option<String>,
+    /// CSV: the operation each row becomes.
+    #[arg(long, value_enum, default_value = "set", help_heading = "Input")]
+    pub op: CsvOp,
+    /// Group profiles: send to /groups (records carry $group_key and $group_id).
+    #[arg(long, help_heading = "Input")]
+    pub groups: bool,
+    /// CSV with --groups: the group key every row belongs to (e.g. company).
+    #[arg(long, value_name = "NAME", help_heading = "Input")]
+    pub group_key: Option<String>,
+    /// CSV with --groups: the column holding the group id.
+    #[arg(long, value_name = "COL", help_heading = "Input")]
+    pub group_id_column: Option<String>,
+
+    /// Project token, filled in where a record has none. Default: $MIXPANEL_TOKEN.
+    #[arg(
+        long,
+        env = "MIXPANEL_TOKEN",
+        hide_env_values = true,
+        help_heading = "Target"
+    )]
+    pub token: Option<String>,
+    /// Replace a record's own different $token instead of rejecting the record.
+    #[arg(long, help_heading = "Target")]
+    pub override_token: bool,
+    /// Mixpanel region.
+    #[arg(long, value_enum, default_value = "us", help_heading = "Target")]
+    pub region: RegionChoice,
+    /// Any base URL instead of a region (a proxy, an emulator).
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "emulator",
+        help_heading = "Target"
+    )]
+    pub endpoint: Option<String>,
+    /// Start the emulator in-process and import into it; at the end, print how many
+    /// profiles it holds and one of them.
+    #[arg(long, help_heading = "Target")]
+    pub emulator: bool,
+
+    /// HTTP stack.
+    #[arg(long, value_enum, default_value = "hyper", help_heading = "Sending")]
+    pub transport: TransportChoice,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256), help_heading = "Sending")]
+    pub concurrency: u16,
+    /// Updates per request (at most 2000).
+    #[arg(long, default_value_t = 2000, value_parser = parse_batch_size, help_heading = "Sending")]
+    pub batch_size: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = engage_core::DEFAULT_MAX_BODY_BYTES, help_heading = "Sending")]
+    pub max_body_bytes: usize,
+    /// Send strict=0: Mixpanel then answers without per-record errors.
+    #[arg(long, help_heading = "Sending")]
+    pub no_strict: bool,
+    /// Send ip=1: let Mixpanel geolocate profiles from this machine's address (off by
+    /// default, which would put every profile in your data centre's city).
+    #[arg(long, help_heading = "Sending")]
+    pub geolocate: bool,
+    /// Retries per request after the first attempt.
+    #[arg(long, default_value_t = 9, help_heading = "Sending")]
+    pub max_retries: u32,
+    /// First backoff delay, doubling per retry, with jitter.
+    #[arg(
+        long,
+        default_value_t = 2000,
+        value_name = "MS",
+        help_heading = "Sending"
+    )]
+    pub backoff_base_ms: u64,
+    /// Longest backoff delay.
+    #[arg(
+        long,
+        default_value_t = 60_000,
+        value_name = "MS",
+        help_heading = "Sending"
+    )]
+    pub backoff_max_ms: u64,
+    /// Per-request timeout in seconds; fractions allowed (0.5).
+    #[arg(long, default_value = "30", value_name = "SECS", value_parser = parse_timeout, help_heading = "Sending")]
+    pub timeout: f64,
+    /// Never resend $add/$append after a failure that may have applied them; report them
+    /// as not delivered instead.
+    #[arg(long, help_heading = "Sending")]
+    pub at_most_once: bool,
+
+    /// Validate and batch without sending.
+    #[arg(long, help_heading = "Output")]
+    pub dry_run: bool,
+    /// With --dry-run: write each request body into this folder.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "dry_run",
+        help_heading = "Output"
+    )]
+    pub out: Option<PathBuf>,
+    /// Write every rejected, invalid or undelivered record here as NDJSON: the original
+    /// record, its file and line, and the reason.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub failed: Option<PathBuf>,
+    /// The summary's format.
+    #[arg(long, value_enum, default_value = "text", help_heading = "Output")]
+    pub report: ReportFormat,
+    /// Show progress on stderr even when it is not a terminal.
+    #[arg(long, conflicts_with = "quiet", help_heading = "Output")]
+    pub progress: bool,
+    /// No progress and no text summary (a --report json object is still printed).
+    #[arg(long, short, help_heading = "Output")]
+    pub quiet: bool,
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version are not errors; bad flags exit 1 (not clap's 2, which
+            // means "some records failed" here).
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let code = match cli.command {
+        Command::Import(args) => run::import(*args),
+        Command::Serve(args) => match engage_emulator::run_cli(&args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("engage serve: {e}");
+                1
+            }
+        },
+    };
+    std::process::exit(code);
+}

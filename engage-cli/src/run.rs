@@ -1,0 +1,543 @@
+//! `engage import`: the pipeline from files to the server, with progress, the failure file
+//! and the summary.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use engage_core::{
+    BatchConfig, Batcher, Endpoint, ImportConfig, ImportEvent, ImportSummary, RecordOutcome,
+    Region, RetryPolicy, Target, Token, Update,
+};
+use serde_json::{Value as Json, json};
+
+use crate::input::{self, CsvMapping, Item, Record};
+use crate::{ImportArgs, RegionChoice, ReportFormat, TransportChoice};
+
+/// A record waiting for its fate: where it came from and its original text.
+struct Pending {
+    file: usize,
+    line: u64,
+    original: String,
+}
+
+/// What the pipeline shares between the reader, the event handler and the end.
+struct State {
+    files: Vec<String>,
+    pending: HashMap<u64, Pending>,
+    next_index: u64,
+    read: u64,
+    blank: u64,
+    bad_input: u64,
+    failures: Option<BufWriter<File>>,
+    failure_write_error: Option<String>,
+    progress: Progress,
+    warnings_shown: u64,
+}
+
+impl State {
+    fn fail(&mut self, file: usize, line: u64, original: &str, kind: &str, reason: &str) {
+        let Some(w) = self.failures.as_mut() else {
+            return;
+        };
+        let record = serde_json::from_str::<Json>(original)
+            .unwrap_or_else(|_| Json::String(original.to_owned()));
+        let entry = json!({
+            "file": self.files.get(file).cloned().unwrap_or_default(),
+            "line": line,
+            "kind": kind,
+            "reason": reason,
+            "record": record,
+        });
+        if let Err(e) = writeln!(w, "{entry}")
+            && self.failure_write_error.is_none()
+        {
+            self.failure_write_error = Some(e.to_string());
+        }
+    }
+
+    fn settle(&mut self, index: u64, kind: &str, reason: &str) {
+        if let Some(p) = self.pending.remove(&index) {
+            self.fail(p.file, p.line, &p.original, kind, reason);
+        }
+    }
+
+    fn on_event(&mut self, event: ImportEvent) {
+        match event {
+            ImportEvent::Invalid(e) => {
+                let reason = e.to_string();
+                self.settle(e.index, "invalid", &reason);
+            }
+            ImportEvent::Delivered(report) => {
+                self.progress.batches += 1;
+                self.progress.retries += u64::from(report.retries);
+                for w in report.batch.warnings() {
+                    if self.warnings_shown < 20 && !self.progress.quiet {
+                        self.progress.println(&format!("warning: {w}"));
+                    }
+                    self.warnings_shown += 1;
+                }
+                for r in &report.records {
+                    match &r.outcome {
+                        RecordOutcome::Accepted => {
+                            self.pending.remove(&r.index);
+                            self.progress.accepted += 1;
+                        }
+                        RecordOutcome::Rejected { field, message } => {
+                            let reason = match field {
+                                Some(f) => format!("rejected by Mixpanel: {message} (field {f})"),
+                                None => format!("rejected by Mixpanel: {message}"),
+                            };
+                            self.settle(r.index, "rejected", &reason);
+                        }
+                        RecordOutcome::NotDelivered(e) => {
+                            self.settle(r.index, "not_delivered", &format!("not delivered: {e}"));
+                        }
+                        _ => {
+                            self.settle(r.index, "not_delivered", "unknown outcome");
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.progress.tick(self.read);
+    }
+}
+
+/// Progress on stderr: a bar on a terminal, plain lines with --progress elsewhere.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    plain: bool,
+    quiet: bool,
+    started: Instant,
+    last: Instant,
+    bytes: Arc<AtomicU64>,
+    total_bytes: Option<u64>,
+    batches: u64,
+    retries: u64,
+    accepted: u64,
+}
+
+impl Progress {
+    fn new(
+        show: bool,
+        force: bool,
+        quiet: bool,
+        bytes: Arc<AtomicU64>,
+        total_bytes: Option<u64>,
+    ) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = (!quiet && show && terminal).then(|| {
+            let bar = match total_bytes {
+                Some(t) => indicatif::ProgressBar::new(t),
+                None => indicatif::ProgressBar::no_length(),
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}) eta {eta} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        let now = Instant::now();
+        Progress {
+            plain: !quiet && force && !terminal,
+            bar,
+            quiet,
+            started: now,
+            last: now,
+            bytes,
+            total_bytes,
+            batches: 0,
+            retries: 0,
+            accepted: 0,
+        }
+    }
+
+    fn tick(&mut self, records: u64) {
+        if self.bar.is_none() && !self.plain {
+            return;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.last) < Duration::from_millis(250) {
+            return;
+        }
+        self.last = now;
+        let secs = now.duration_since(self.started).as_secs_f64().max(1e-3);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let msg = format!(
+            "{records} records ({:.0}/s), {:.1} MB/s, {} batches, {} retries",
+            records as f64 / secs,
+            bytes as f64 / secs / 1e6,
+            self.batches,
+            self.retries
+        );
+        if let Some(bar) = &self.bar {
+            bar.set_position(bytes);
+            bar.set_message(msg);
+        } else {
+            let eta = self
+                .total_bytes
+                .filter(|t| *t > 0 && bytes > 0)
+                .map(|t| {
+                    format!(
+                        ", eta {:.0} s",
+                        (t.saturating_sub(bytes)) as f64 / (bytes as f64 / secs)
+                    )
+                })
+                .unwrap_or_default();
+            eprintln!("progress: {msg}{eta}");
+        }
+    }
+
+    fn println(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Runs `engage import`; returns the exit status.
+pub fn import(args: ImportArgs) -> i32 {
+    match run(args) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("engage import: {message}");
+            1
+        }
+    }
+}
+
+fn run(args: ImportArgs) -> Result<i32, String> {
+    let started = Instant::now();
+    let endpoint = if args.groups {
+        Endpoint::Groups
+    } else {
+        Endpoint::Engage
+    };
+    let csv = match (&args.distinct_id_column, &args.group_id_column, args.groups) {
+        (_, Some(col), true) => Some(CsvMapping {
+            id_column: col.clone(),
+            group_key: Some(
+                args.group_key
+                    .clone()
+                    .ok_or("--groups with --group-id-column needs --group-key NAME")?,
+            ),
+            op: args.op,
+        }),
+        (Some(col), _, false) => Some(CsvMapping {
+            id_column: col.clone(),
+            group_key: None,
+            op: args.op,
+        }),
+        _ => None,
+    };
+    let token = match (&args.token, args.emulator) {
+        (Some(t), _) => t.clone(),
+        (None, true) => "emulator-token".to_owned(),
+        (None, false) => {
+            return Err("no token: pass --token or set MIXPANEL_TOKEN (or use --emulator)".into());
+        }
+    };
+    let token = Token::new(&token).map_err(|e| e.to_string())?;
+
+    // Open every input first: an unreadable one stops everything before anything is sent.
+    let bytes = Arc::new(AtomicU64::new(0));
+    let mut inputs = Vec::new();
+    for path in &args.files {
+        let input = input::open(path, args.format, bytes.clone())
+            .map_err(|e| format!("cannot read {path}: {e}"))?;
+        inputs.push(input);
+    }
+    let total_bytes = inputs.iter().map(|i| i.size).sum::<Option<u64>>();
+    let files: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
+    let failures = match &args.failed {
+        Some(path) => {
+            Some(BufWriter::new(File::create(path).map_err(|e| {
+                format!("cannot write {}: {e}", path.display())
+            })?))
+        }
+        None => None,
+    };
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let state = Rc::new(RefCell::new(State {
+        files,
+        pending: HashMap::new(),
+        next_index: 0,
+        read: 0,
+        blank: 0,
+        bad_input: 0,
+        failures,
+        failure_write_error: None,
+        progress: Progress::new(true, args.progress, args.quiet, bytes.clone(), total_bytes),
+        warnings_shown: 0,
+    }));
+
+    let reader_state = state.clone();
+    let updates = inputs
+        .into_iter()
+        .enumerate()
+        .flat_map(move |(i, input)| input::records(input, i, csv.as_ref()))
+        .filter_map(move |record: Record| {
+            let mut st = reader_state.borrow_mut();
+            match record.item {
+                Item::Blank => {
+                    st.blank += 1;
+                    None
+                }
+                Item::Bad { original, reason } => {
+                    st.read += 1;
+                    st.bad_input += 1;
+                    st.fail(record.file, record.line, &original, "invalid", &reason);
+                    None
+                }
+                Item::Update(update, original) => {
+                    st.read += 1;
+                    let index = st.next_index;
+                    st.next_index += 1;
+                    st.pending.insert(
+                        index,
+                        Pending {
+                            file: record.file,
+                            line: record.line,
+                            original,
+                        },
+                    );
+                    let read = st.read;
+                    st.progress.tick(read);
+                    Some((index, update))
+                }
+            }
+        });
+
+    let batch = BatchConfig::new(token.clone(), endpoint)
+        .max_records(args.batch_size)
+        .max_body_bytes(args.max_body_bytes)
+        .override_token(args.override_token);
+
+    let (summary, emulator) = if args.dry_run {
+        (dry_run(batch, updates, &state, args.out.as_deref())?, None)
+    } else {
+        let emulator = if args.emulator {
+            let e = engage_emulator::Emulator::start(
+                engage_emulator::EmulatorConfig::default()
+                    .token(token.expose())
+                    .max_body_bytes(args.max_body_bytes.max(engage_core::DEFAULT_MAX_BODY_BYTES)),
+            )
+            .map_err(|e| format!("cannot start the emulator: {e}"))?;
+            Some(e)
+        } else {
+            None
+        };
+        let target = match (&args.endpoint, &emulator) {
+            (Some(url), _) => Target::base_url(url).map_err(|e| e.to_string())?,
+            (None, Some(e)) => Target::base_url(&e.base_url()).map_err(|e| e.to_string())?,
+            (None, None) => Target::region(match args.region {
+                RegionChoice::Us => Region::Us,
+                RegionChoice::Eu => Region::Eu,
+                RegionChoice::In => Region::India,
+            }),
+        }
+        .strict(!args.no_strict)
+        .geolocate(args.geolocate);
+        let policy = RetryPolicy::default()
+            .max_attempts(args.max_retries.saturating_add(1))
+            .backoff(
+                Duration::from_millis(args.backoff_base_ms),
+                Duration::from_millis(args.backoff_max_ms),
+            )
+            .at_most_once(args.at_most_once);
+        let config = ImportConfig::new(batch, target)
+            .policy(policy)
+            .concurrency(usize::from(args.concurrency));
+        let timeout = Duration::from_secs_f64(args.timeout);
+        let events = state.clone();
+        let on_event = move |e: ImportEvent| events.borrow_mut().on_event(e);
+        let summary = match args.transport {
+            TransportChoice::Hyper => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start tokio: {e}"))?;
+                let transport = engage_hyper::HyperTransport::builder()
+                    .request_timeout(timeout)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                runtime.block_on(transport.import(config, updates, on_event))
+            }
+            TransportChoice::Curl => engage_curl::CurlTransport::builder()
+                .request_timeout(timeout)
+                .build()
+                .import(config, updates, on_event),
+            TransportChoice::AsyncStd => {
+                let transport =
+                    engage_async_std::AsyncStdTransport::<engage_async_std::AsyncStd>::builder()
+                        .request_timeout(timeout)
+                        .build(engage_async_std::AsyncStd)
+                        .map_err(|e| e.to_string())?;
+                async_std::task::block_on(transport.import(config, updates, on_event))
+            }
+        };
+        (summary, emulator)
+    };
+
+    let mut st = state.borrow_mut();
+    st.progress.finish();
+    if let Some(w) = st.failures.as_mut()
+        && let Err(e) = w.flush()
+    {
+        st.failure_write_error.get_or_insert(e.to_string());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let invalid = summary.invalid + st.bad_input;
+    let records = st.read;
+    let report = json!({
+        "records": records,
+        "accepted": summary.accepted,
+        "rejected": summary.rejected,
+        "invalid": invalid,
+        "not_delivered": summary.not_delivered,
+        "requests": summary.requests,
+        "retries": summary.retries,
+        "uncertain": summary.uncertain,
+        "elapsed_s": (elapsed * 1000.0).round() / 1000.0,
+        "batches": summary.batches,
+        "blank_lines": st.blank,
+        "warnings": summary.warnings,
+        "dry_run": args.dry_run,
+        "fatal": summary.fatal,
+    });
+    match args.report {
+        ReportFormat::Json => println!("{report}"),
+        ReportFormat::Text if !args.quiet => {
+            let rate = records as f64 / elapsed.max(1e-3);
+            let verb = if args.dry_run {
+                "would send"
+            } else {
+                "accepted"
+            };
+            println!("{:<21}{records}", "records read");
+            println!("{verb:<21}{}", summary.accepted);
+            println!("{:<21}{}", "rejected by Mixpanel", summary.rejected);
+            println!("{:<21}{invalid}", "invalid (not sent)");
+            println!("{:<21}{}", "not delivered", summary.not_delivered);
+            println!(
+                "{:<21}{} ({} batches)",
+                "requests", summary.requests, summary.batches
+            );
+            println!("{:<21}{}", "retries", summary.retries);
+            println!("{:<21}{}", "uncertain resends", summary.uncertain);
+            if st.blank > 0 {
+                println!("{:<21}{}", "blank lines skipped", st.blank);
+            }
+            if summary.warnings > 0 {
+                println!("{:<21}{}", "truncation warnings", summary.warnings);
+            }
+            println!("{:<21}{elapsed:.2} s ({rate:.0} records/s)", "elapsed");
+            if let Some(f) = &summary.fatal {
+                println!("{:<21}{f}", "stopped");
+            }
+        }
+        ReportFormat::Text => {}
+    }
+    if let Some(e) = &emulator
+        && args.report == ReportFormat::Text
+        && !args.quiet
+    {
+        let profiles = e.profiles();
+        let groups = e.groups();
+        println!(
+            "{:<21}{} user profiles, {} group profiles",
+            "emulator holds",
+            profiles.len(),
+            groups.values().map(|g| g.len()).sum::<usize>()
+        );
+        if let Some((id, p)) = profiles.iter().next() {
+            println!("{:<21}{id}: {}", "sample profile", Json::Object(p.clone()));
+        } else if let Some((key, g)) = groups.iter().next()
+            && let Some((id, p)) = g.iter().next()
+        {
+            println!(
+                "{:<21}{key}/{id}: {}",
+                "sample group",
+                Json::Object(p.clone())
+            );
+        }
+    }
+    if let Some(e) = &st.failure_write_error {
+        eprintln!("engage import: could not write the failure file: {e}");
+        return Ok(1);
+    }
+    if summary.fatal.is_some() {
+        return Ok(1);
+    }
+    Ok(
+        if summary.accepted == records && records == summary.records + st.bad_input {
+            0
+        } else {
+            2
+        },
+    )
+}
+
+/// Validates and batches without sending; writes the bodies if asked.
+fn dry_run(
+    config: BatchConfig,
+    updates: impl Iterator<Item = (u64, Update)>,
+    state: &Rc<RefCell<State>>,
+    out: Option<&std::path::Path>,
+) -> Result<ImportSummary, String> {
+    let mut batcher = Batcher::new(config);
+    let mut summary = ImportSummary::default();
+    let mut n = 0u64;
+    let mut write =
+        |batch: engage_core::Batch, summary: &mut ImportSummary| -> Result<(), String> {
+            n += 1;
+            summary.batches += 1;
+            summary.accepted += batch.len() as u64;
+            summary.warnings += batch.warnings().len() as u64;
+            let mut st = state.borrow_mut();
+            for r in batch.records() {
+                st.pending.remove(&r.index());
+            }
+            if let Some(dir) = out {
+                let path = dir.join(format!("batch-{n:06}.json"));
+                std::fs::write(&path, batch.body())
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
+            Ok(())
+        };
+    for (index, update) in updates {
+        summary.records += 1;
+        match batcher.push_at(index, &update) {
+            Ok(None) => {}
+            Ok(Some(batch)) => write(batch, &mut summary)?,
+            Err(e) => {
+                summary.invalid += 1;
+                state.borrow_mut().on_event(ImportEvent::Invalid(e));
+            }
+        }
+    }
+    if let Some(batch) = batcher.finish() {
+        write(batch, &mut summary)?;
+    }
+    Ok(summary)
+}

@@ -1,0 +1,543 @@
+//! The built `engage` binary against the emulator.
+
+use std::io::Write;
+use std::path::Path;
+
+use assert_cmd::Command;
+use engage_emulator::{EMULATOR_PROPERTIES, Emulator, EmulatorConfig, FaultConfig, FaultKind};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "cli-token";
+
+fn emulator() -> Emulator {
+    Emulator::start(EmulatorConfig::default().token(TOKEN)).unwrap()
+}
+
+fn engage() -> Command {
+    let mut c = Command::cargo_bin("engage").unwrap();
+    c.env_remove("MIXPANEL_TOKEN");
+    c
+}
+
+fn import(e: &Emulator, args: &[&str]) -> Command {
+    let mut c = engage();
+    c.arg("import").args(args).args([
+        "--endpoint",
+        &e.base_url(),
+        "--token",
+        TOKEN,
+        "--backoff-base-ms",
+        "5",
+        "--backoff-max-ms",
+        "20",
+    ]);
+    c
+}
+
+fn props(e: &Emulator, id: &str) -> Value {
+    let mut p = e.profile(id).unwrap_or_else(|| panic!("no profile {id}"));
+    for k in EMULATOR_PROPERTIES {
+        p.remove(k);
+    }
+    Value::Object(p)
+}
+
+fn report(out: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(out);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+const NDJSON: &str = r#"{"$distinct_id":"a","$set":{"plan":"pro","n":1}}
+{"$distinct_id":"a","$add":{"n":2}}
+{"$distinct_id":"b","$union":{"tags":["x","y"]}}
+"#;
+
+fn expect_ndjson_state(e: &Emulator) {
+    assert_eq!(props(e, "a"), json!({"plan": "pro", "n": 3}));
+    assert_eq!(props(e, "b"), json!({"tags": ["x", "y"]}));
+}
+
+#[test]
+fn every_input_format_gives_the_expected_state() {
+    let dir = tempfile::tempdir().unwrap();
+    // NDJSON.
+    let e = emulator();
+    let f = write(dir.path(), "in.ndjson", NDJSON.as_bytes());
+    import(&e, &[&f]).assert().code(0);
+    expect_ndjson_state(&e);
+    // The same gzip-compressed.
+    let e = emulator();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(NDJSON.as_bytes()).unwrap();
+    let f = write(dir.path(), "in.ndjson.gz", &gz.finish().unwrap());
+    import(&e, &[&f]).assert().code(0);
+    expect_ndjson_state(&e);
+    // A JSON array, pretty-printed, in a .json file.
+    let e = emulator();
+    let records: Vec<Value> = NDJSON
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let f = write(
+        dir.path(),
+        "in.json",
+        serde_json::to_string_pretty(&records).unwrap().as_bytes(),
+    );
+    import(&e, &[&f]).assert().code(0);
+    expect_ndjson_state(&e);
+    // Standard input, through curl and async-std.
+    for transport in ["curl", "async-std"] {
+        let e = emulator();
+        import(&e, &["-", "--transport", transport])
+            .write_stdin(NDJSON)
+            .assert()
+            .code(0);
+        expect_ndjson_state(&e);
+    }
+    // CSV of user attributes, typed values, empty cells skipped.
+    let e = emulator();
+    let f = write(
+        dir.path(),
+        "users.csv",
+        b"user_id,name,seats,mrr,active,city\nu1,Ada,3,149.5,true,\nu2,Alan,,0,false,Wilmslow\n",
+    );
+    import(&e, &[&f, "--distinct-id-column", "user_id"])
+        .assert()
+        .code(0);
+    assert_eq!(
+        props(&e, "u1"),
+        json!({"name": "Ada", "seats": 3, "mrr": 149.5, "active": true})
+    );
+    assert_eq!(
+        props(&e, "u2"),
+        json!({"name": "Alan", "mrr": 0, "active": false, "city": "Wilmslow"})
+    );
+    // CSV with --op add.
+    let f = write(dir.path(), "adds.csv", b"user_id,seats\nu1,2\n");
+    import(&e, &[&f, "--distinct-id-column", "user_id", "--op", "add"])
+        .assert()
+        .code(0);
+    assert_eq!(props(&e, "u1")["seats"], 5);
+    // CSV of groups.
+    let e = emulator();
+    let f = write(
+        dir.path(),
+        "companies.csv",
+        b"id,name,employees\nacme,Acme,450\n",
+    );
+    import(
+        &e,
+        &[
+            &f,
+            "--groups",
+            "--group-key",
+            "company",
+            "--group-id-column",
+            "id",
+        ],
+    )
+    .assert()
+    .code(0);
+    let acme = &e.groups()["company"]["acme"];
+    assert_eq!(
+        (acme["name"].clone(), acme["employees"].clone()),
+        (json!("Acme"), json!(450))
+    );
+    // Group NDJSON.
+    let f = write(
+        dir.path(),
+        "groups.ndjson",
+        br#"{"$group_key":"company","$group_id":"initech","$set":{"name":"Initech"}}"#,
+    );
+    import(&e, &[&f, "--groups"]).assert().code(0);
+    assert_eq!(e.groups()["company"]["initech"]["name"], "Initech");
+}
+
+#[test]
+fn report_json_matches_what_the_emulator_saw() {
+    let e = emulator();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = String::new();
+    for i in 0..2500 {
+        lines.push_str(&format!(
+            "{{\"$distinct_id\":\"u{}\",\"$add\":{{\"n\":1}}}}\n",
+            i % 300
+        ));
+    }
+    lines.push_str("{\"$distinct_id\":\"bad\",\"$add\":{\"n\":\"one\"}}\n");
+    let f = write(dir.path(), "many.ndjson", lines.as_bytes());
+    let out = import(&e, &[&f, "--report", "json", "--batch-size", "500"])
+        .assert()
+        .code(2)
+        .get_output()
+        .stdout
+        .clone();
+    let r = report(&out);
+    let stats = e.stats();
+    assert_eq!(r["records"], 2501);
+    assert_eq!(r["accepted"], 2500);
+    assert_eq!(r["accepted"], stats.accepted);
+    assert_eq!(r["invalid"], 1);
+    assert_eq!(r["rejected"], stats.rejected);
+    assert_eq!(r["requests"], stats.requests);
+    assert_eq!(r["not_delivered"], 0);
+    for key in ["retries", "uncertain", "elapsed_s"] {
+        assert!(r.get(key).is_some(), "{key}");
+    }
+    assert_eq!(props(&e, "u0")["n"], 9);
+}
+
+#[test]
+fn the_failure_file_holds_exactly_the_bad_lines() {
+    let e = emulator();
+    let dir = tempfile::tempdir().unwrap();
+    let mut input: Vec<u8> = Vec::new();
+    input.extend_from_slice(b"\xEF\xBB\xBF{\"$distinct_id\":\"bom\",\"$set\":{\"a\":1}}\r\n"); // 1: BOM, CRLF
+    input.extend_from_slice(b"{\"$distinct_id\":\"x\",\"$set\":{\"a\":\r\n"); // 2: malformed
+    input.extend_from_slice(b"\r\n"); // 3: blank
+    input.extend_from_slice(b"{\"$distinct_id\":\"y\",\"$add\":{\"n\":\"one\"}}\n"); // 4: wrong type
+    input.extend_from_slice(b"{\"$distinct_id\":\"z\",\"$set\":{\"big\":1e999}}\n"); // 5: 1e999
+    input.extend_from_slice(b"{\"$distinct_id\":\"\xff\xfe\",\"$set\":{\"a\":1}}\n"); // 6: invalid UTF-8
+    input.extend_from_slice(b"{\"$set\":{\"a\":1}}\n"); // 7: missing id
+    input.extend_from_slice(b"[1,2]\n"); // 8: not an object
+    input.extend_from_slice(b"{\"$distinct_id\":\"good\",\"$set\":{\"a\":2}}\n"); // 9
+    input.extend_from_slice(
+        b"{\"$distinct_id\":\"other\",\"$token\":\"someone-else\",\"$set\":{\"a\":2}}",
+    ); // 10: other token, no newline
+    let f = write(dir.path(), "bad.ndjson", &input);
+    let failed = dir.path().join("failed.ndjson");
+    let out = import(
+        &e,
+        &[&f, "--failed", failed.to_str().unwrap(), "--report", "json"],
+    )
+    .assert()
+    .code(2)
+    .get_output()
+    .stdout
+    .clone();
+    let r = report(&out);
+    assert_eq!(r["records"], 9);
+    assert_eq!(r["accepted"], 2);
+    assert_eq!(r["invalid"], 7);
+    assert_eq!(r["blank_lines"], 1);
+    assert_eq!(props(&e, "bom"), json!({"a": 1}));
+    assert_eq!(props(&e, "good"), json!({"a": 2}));
+    let entries: Vec<Value> = std::fs::read_to_string(&failed)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Unparseable lines are written when read, invalid updates when validated: sort.
+    let mut lines: Vec<u64> = entries
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    lines.sort();
+    assert_eq!(lines, [2, 4, 5, 6, 7, 8, 10]);
+    for e in &entries {
+        assert!(e["file"].as_str().unwrap().ends_with("bad.ndjson"));
+        assert!(!e["reason"].as_str().unwrap().is_empty());
+        assert_eq!(e["kind"], "invalid");
+    }
+    let reason = |line: u64| {
+        entries.iter().find(|e| e["line"] == line).unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(reason(2).contains("malformed JSON"), "{}", reason(2));
+    assert!(reason(4).contains("$add"), "{}", reason(4));
+    assert!(reason(5).contains("out of range"), "{}", reason(5));
+    assert!(reason(6).contains("UTF-8"), "{}", reason(6));
+    assert!(reason(7).contains("$distinct_id"), "{}", reason(7));
+    assert!(reason(10).contains("token"), "{}", reason(10));
+    // The original record is kept as it was.
+    let line4 = entries.iter().find(|e| e["line"] == 4).unwrap();
+    assert_eq!(
+        line4["record"],
+        json!({"$distinct_id": "y", "$add": {"n": "one"}})
+    );
+}
+
+#[test]
+fn rejected_and_undelivered_records_are_in_the_failure_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // The emulator rejects a group $add (allowed through the escape hatch).
+    let e = emulator();
+    let f = write(
+        dir.path(),
+        "g.ndjson",
+        b"{\"$group_key\":\"c\",\"$group_id\":\"a\",\"$set\":{\"x\":1}}\n{\"$group_key\":\"c\",\"$group_id\":\"a\",\"$add\":{\"n\":1}}\n",
+    );
+    let failed = dir.path().join("f1.ndjson");
+    import(&e, &[&f, "--groups", "--failed", failed.to_str().unwrap()])
+        .assert()
+        .code(2);
+    let text = std::fs::read_to_string(&failed).unwrap();
+    let entries: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 1, "{text}");
+    assert_eq!(entries[0]["line"], 2);
+    assert_eq!(entries[0]["kind"], "rejected");
+    // Nothing listening: every record not delivered.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let f = write(dir.path(), "u.ndjson", NDJSON.as_bytes());
+    let failed = dir.path().join("f2.ndjson");
+    let out = engage()
+        .args([
+            "import",
+            &f,
+            "--token",
+            TOKEN,
+            "--endpoint",
+            &format!("http://{port}"),
+            "--max-retries",
+            "1",
+            "--backoff-base-ms",
+            "1",
+        ])
+        .args(["--failed", failed.to_str().unwrap(), "--report", "json"])
+        .assert()
+        .code(2)
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(report(&out)["not_delivered"], 3);
+    let text = std::fs::read_to_string(&failed).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    assert!(
+        text.contains("not_delivered") && text.contains("connect"),
+        "{text}"
+    );
+}
+
+#[test]
+fn exit_codes() {
+    let e = emulator();
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good.ndjson", NDJSON.as_bytes());
+    import(&e, &[&good]).assert().code(0);
+    let bad = write(dir.path(), "bad.ndjson", b"nope\n");
+    import(&e, &[&bad]).assert().code(2);
+    // Fatal: bad flags, unreadable input, no token, a refused token (401).
+    engage()
+        .args(["import", &good, "--batch-size", "5000", "--token", "t"])
+        .assert()
+        .code(1);
+    engage().args(["import", "--no-such-flag"]).assert().code(1);
+    import(&e, &["/no/such/file.ndjson"]).assert().code(1);
+    engage()
+        .args(["import", &good, "--endpoint", &e.base_url()])
+        .assert()
+        .code(1);
+    let out = engage()
+        .args([
+            "import",
+            &good,
+            "--endpoint",
+            &e.base_url(),
+            "--token",
+            "wrong",
+            "--report",
+            "json",
+        ])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let r = report(&out);
+    assert_eq!(r["not_delivered"], 3);
+    assert!(r["fatal"].as_str().unwrap().contains("401"));
+    // Help is not an error.
+    engage().args(["import", "--help"]).assert().code(0);
+}
+
+#[test]
+fn empty_inputs() {
+    let e = emulator();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "empty.ndjson", b"");
+    let out = import(&e, &[&f, "--report", "json"])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(report(&out)["records"], 0);
+    let f = write(dir.path(), "empty.json", b"[]");
+    import(&e, &[&f]).assert().code(0);
+}
+
+#[test]
+fn at_most_once_leaves_no_duplicate_batch_under_faults() {
+    let e = Emulator::start(EmulatorConfig::default().token(TOKEN).faults(FaultConfig {
+        fail_rate: 0.3,
+        kinds: vec![
+            FaultKind::AppliedThen500,
+            FaultKind::Close,
+            FaultKind::Unavailable,
+            FaultKind::InternalError,
+        ],
+        seed: 11,
+        ..FaultConfig::default()
+    }))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = String::new();
+    for i in 0..3000 {
+        match i % 3 {
+            0 => lines.push_str(&format!(
+                "{{\"$distinct_id\":\"u{}\",\"$add\":{{\"n\":1}}}}\n",
+                i % 50
+            )),
+            1 => lines.push_str(&format!(
+                "{{\"$distinct_id\":\"u{}\",\"$append\":{{\"log\":{i}}}}}\n",
+                i % 50
+            )),
+            _ => lines.push_str(&format!(
+                "{{\"$distinct_id\":\"u{}\",\"$set\":{{\"last\":{i}}}}}\n",
+                i % 50
+            )),
+        }
+    }
+    let f = write(dir.path(), "adds.ndjson", lines.as_bytes());
+    let out = import(
+        &e,
+        &[
+            &f,
+            "--at-most-once",
+            "--batch-size",
+            "100",
+            "--report",
+            "json",
+        ],
+    )
+    .assert()
+    .get_output()
+    .stdout
+    .clone();
+    let r = report(&out);
+    let stats = e.stats();
+    assert!(stats.faults_injected > 3, "{stats:?}");
+    assert_eq!(stats.duplicate_batches, 0, "{stats:?}");
+    assert_eq!(r["uncertain"], 0);
+    assert_eq!(r["records"], 3000);
+    let settled = ["accepted", "rejected", "invalid", "not_delivered"]
+        .iter()
+        .map(|k| r[k].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(settled, 3000, "{r}");
+}
+
+#[test]
+fn dry_run_writes_bodies_of_at_most_2000_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = String::new();
+    for i in 0..4500 {
+        lines.push_str(&format!(
+            "{{\"$distinct_id\":\"u{i}\",\"$set\":{{\"i\":{i}}}}}\n"
+        ));
+    }
+    lines.push_str("{\"$distinct_id\":\"\",\"$set\":{}}\n");
+    let f = write(dir.path(), "dry.ndjson", lines.as_bytes());
+    let out_dir = dir.path().join("bodies");
+    let out = engage()
+        .args([
+            "import",
+            &f,
+            "--dry-run",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--token",
+            TOKEN,
+            "--report",
+            "json",
+        ])
+        .assert()
+        .code(2)
+        .get_output()
+        .stdout
+        .clone();
+    let r = report(&out);
+    assert_eq!(r["records"], 4501);
+    assert_eq!(r["invalid"], 1);
+    assert_eq!(r["requests"], 0);
+    let mut files: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3);
+    let mut total = 0;
+    for path in files {
+        let body: Vec<Value> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(body.len() <= 2000);
+        assert!(body.iter().all(|r| r["$token"] == TOKEN));
+        total += body.len();
+    }
+    assert_eq!(total, 4500);
+}
+
+#[test]
+fn help_reads_like_a_man_page() {
+    let out = engage()
+        .args(["import", "--help"])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8_lossy(&out);
+    for needle in [
+        "--concurrency",
+        "[default: 4]",
+        "--batch-size",
+        "[default: 2000]",
+        "--at-most-once",
+        "EXAMPLES",
+        "Exit status",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?}");
+    }
+    let out = engage()
+        .args(["serve", "--help"])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("--fail-rate") && text.contains("EXAMPLES"));
+}
+
+#[test]
+fn serve_prints_its_address_first() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("engage"))
+        .args(["serve", "--token", "t"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
