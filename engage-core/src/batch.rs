@@ -343,6 +343,8 @@ pub struct Batcher {
     next_index: u64,
     /// Size of the last finished body, to size the next buffer without regrowth.
     last_body_len: usize,
+    /// Records in the last finished batch, likewise.
+    last_records: usize,
 }
 
 impl fmt::Debug for Batcher {
@@ -371,6 +373,7 @@ impl Batcher {
             scratch_warnings: Vec::new(),
             next_index: 0,
             last_body_len: 0,
+            last_records: 0,
         }
     }
 
@@ -408,6 +411,8 @@ impl Batcher {
             self.body
                 .reserve(capacity.min(self.config.max_body_bytes + 1024));
             self.body.push(b'[');
+            self.records
+                .reserve(self.last_records.clamp(16, self.config.max_records));
         }
         let before = self.body.len();
         if !self.records.is_empty() {
@@ -504,6 +509,7 @@ impl Batcher {
     fn take_batch(&mut self) -> Batch {
         self.body.push(b']');
         self.last_body_len = self.body.len();
+        self.last_records = self.records.len();
         let body = std::mem::take(&mut self.body);
         Batch {
             endpoint: self.config.endpoint,

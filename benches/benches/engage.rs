@@ -1,0 +1,236 @@
+//! engage's benchmarks, each beside its baseline in the same group and the same run.
+//!
+//! cargo bench -p engage-benches --bench engage -- encode   (or build_encode, parse, batch, import)
+
+use std::hint::black_box;
+use std::time::{Duration, SystemTime};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use engage_benches::{customers, to_derived, to_update, to_value, workload};
+use engage_core::{
+    BatchConfig, Batcher, Endpoint, ImportConfig, ParseOptions, Properties, RetryPolicy, Target,
+    Token, Update, parse_response,
+};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+const N: usize = 20_000;
+
+fn config() -> BatchConfig {
+    BatchConfig::new(Token::new(TOKEN).unwrap(), Endpoint::Engage)
+}
+
+/// Encodes updates into 2000-update bodies; returns the bytes written.
+fn engage_encode(updates: &[Update]) -> usize {
+    let mut batcher = Batcher::new(config());
+    let mut bytes = 0;
+    for u in updates {
+        if let Some(batch) = batcher.push(u).expect("valid") {
+            bytes += batch.body().len();
+            black_box(batch);
+        }
+    }
+    if let Some(batch) = batcher.finish() {
+        bytes += batch.body().len();
+        black_box(batch);
+    }
+    bytes
+}
+
+fn serde_encode<T: serde::Serialize>(records: &[T]) -> usize {
+    let mut bytes = 0;
+    for chunk in records.chunks(2000) {
+        let mut body = Vec::with_capacity(chunk.len() * 160);
+        serde_json::to_writer(&mut body, chunk).unwrap();
+        bytes += body.len();
+        black_box(body);
+    }
+    bytes
+}
+
+fn encode(c: &mut Criterion) {
+    let recs = workload(N, 42);
+    let updates: Vec<Update> = recs.iter().map(to_update).collect();
+    let values: Vec<serde_json::Value> = recs.iter().map(|r| to_value(r, TOKEN)).collect();
+    let derived: Vec<_> = recs.iter().map(|r| to_derived(r, TOKEN)).collect();
+    let bytes = engage_encode(&updates);
+    let mut g = c.benchmark_group("encode");
+    g.throughput(Throughput::ElementsAndBytes {
+        elements: N as u64,
+        bytes: bytes as u64,
+    });
+    g.bench_function("engage", |b| b.iter(|| engage_encode(black_box(&updates))));
+    g.bench_function("serde_json_value", |b| {
+        b.iter(|| serde_encode(black_box(&values)))
+    });
+    g.bench_function("serde_derive", |b| {
+        b.iter(|| serde_encode(black_box(&derived)))
+    });
+    g.finish();
+}
+
+fn build_encode(c: &mut Criterion) {
+    let people = customers(N, 7);
+    let mut g = c.benchmark_group("build_encode");
+    let bytes = {
+        let mut batcher = Batcher::new(config());
+        let mut n = 0;
+        for (id, c) in &people {
+            let u = Update::user(id.clone()).set(Properties::from_serialize(c).unwrap());
+            if let Some(b) = batcher.push(&u).unwrap() {
+                n += b.body().len();
+            }
+        }
+        n + batcher.finish().map_or(0, |b| b.body().len())
+    };
+    g.throughput(Throughput::ElementsAndBytes {
+        elements: N as u64,
+        bytes: bytes as u64,
+    });
+    g.bench_function("engage", |b| {
+        b.iter(|| {
+            let mut batcher = Batcher::new(config());
+            for (id, c) in black_box(&people) {
+                let u = Update::user(id.clone()).set(Properties::from_serialize(c).unwrap());
+                if let Some(batch) = batcher.push(&u).unwrap() {
+                    black_box(batch);
+                }
+            }
+            black_box(batcher.finish())
+        })
+    });
+    g.bench_function("serde_json_value", |b| {
+        b.iter(|| {
+            for chunk in black_box(&people).chunks(2000) {
+                let records: Vec<serde_json::Value> = chunk
+                    .iter()
+                    .map(|(id, c)| {
+                        serde_json::json!({"$token": TOKEN, "$distinct_id": id, "$set": serde_json::to_value(c).unwrap()})
+                    })
+                    .collect();
+                let mut body = Vec::with_capacity(chunk.len() * 200);
+                serde_json::to_writer(&mut body, &records).unwrap();
+                black_box(body);
+            }
+        })
+    });
+    g.finish();
+}
+
+fn parse(c: &mut Criterion) {
+    let opts = ParseOptions {
+        max_retry_after: Duration::from_secs(60),
+        wall_now: SystemTime::now(),
+    };
+    let strict = {
+        let failed: Vec<_> = (0..100)
+            .map(|i| serde_json::json!({"index": i * 3, "$distinct_id": format!("user-{i}"), "field": "$add", "message": "'$add' value must be a number"}))
+            .collect();
+        serde_json::json!({"code": 400, "error": "some data points in the request failed validation", "status": "Bad Request", "num_records_imported": 1900, "failed_records": failed}).to_string()
+    };
+    let answers = [
+        ("plain", 200, "1".to_owned()),
+        ("verbose", 200, r#"{"error":null,"status":1}"#.to_owned()),
+        ("strict_100_failed", 400, strict),
+    ];
+    let mut g = c.benchmark_group("parse");
+    for (name, status, body) in answers {
+        let mut r = http::Response::new(bytes::Bytes::from(body.clone()));
+        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        g.throughput(Throughput::ElementsAndBytes {
+            elements: 1,
+            bytes: body.len() as u64,
+        });
+        g.bench_function(name, |b| b.iter(|| parse_response(black_box(&r), opts)));
+    }
+    g.finish();
+}
+
+fn batch(c: &mut Criterion) {
+    let updates: Vec<Update> = workload(100_000, 9).iter().map(to_update).collect();
+    let mut g = c.benchmark_group("batch");
+    let bytes = engage_encode(&updates);
+    g.throughput(Throughput::ElementsAndBytes {
+        elements: updates.len() as u64,
+        bytes: bytes as u64,
+    });
+    // 64 KiB bodies: the byte cap bites before the 2000-record limit.
+    for (name, max_bytes) in [
+        ("records_limit_2000", 2 << 20),
+        ("byte_cap_64KiB", 64 << 10),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut batcher = Batcher::new(config().max_body_bytes(max_bytes));
+                let mut n = 0;
+                for u in black_box(&updates) {
+                    if batcher.push(u).unwrap().is_some() {
+                        n += 1;
+                    }
+                }
+                n + usize::from(batcher.finish().is_some())
+            })
+        });
+    }
+    g.finish();
+}
+
+fn import(c: &mut Criterion) {
+    let updates: Vec<Update> = workload(100_000, 11).iter().map(to_update).collect();
+    let emulator =
+        engage_emulator::Emulator::start(engage_emulator::EmulatorConfig::default()).unwrap();
+    let import_config = |concurrency: usize| {
+        ImportConfig::new(config(), Target::base_url(&emulator.base_url()).unwrap())
+            .concurrency(concurrency)
+            .policy(RetryPolicy::default())
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let hyper = engage_hyper::HyperTransport::new().unwrap();
+    let curl = engage_curl::CurlTransport::new();
+    let async_std = engage_async_std::AsyncStdTransport::new(engage_async_std::AsyncStd).unwrap();
+    let mut g = c.benchmark_group("import");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    g.throughput(Throughput::Elements(updates.len() as u64));
+    for concurrency in [1, 4] {
+        let setup = || {
+            emulator.reset();
+            updates.clone()
+        };
+        let check = |s: engage_core::ImportSummary| assert_eq!(s.accepted, 100_000, "{s:?}");
+        g.bench_function(format!("hyper_c{concurrency}"), |b| {
+            b.iter_batched(
+                setup,
+                |u| check(runtime.block_on(hyper.import(import_config(concurrency), u, |_| {}))),
+                BatchSize::PerIteration,
+            )
+        });
+        g.bench_function(format!("curl_c{concurrency}"), |b| {
+            b.iter_batched(
+                setup,
+                |u| check(curl.import(import_config(concurrency), u, |_| {})),
+                BatchSize::PerIteration,
+            )
+        });
+        g.bench_function(format!("async_std_c{concurrency}"), |b| {
+            b.iter_batched(
+                setup,
+                |u| {
+                    check(async_std::task::block_on(async_std.import(
+                        import_config(concurrency),
+                        u,
+                        |_| {},
+                    )))
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, encode, build_encode, parse, batch, import);
+criterion_main!(benches);
