@@ -412,7 +412,7 @@ impl Batcher {
                 .reserve(capacity.min(self.config.max_body_bytes + 1024));
             self.body.push(b'[');
             self.records
-                .reserve(self.last_records.clamp(16, self.config.max_records));
+                .reserve(self.last_records.max(16).min(self.config.max_records));
         }
         let before = self.body.len();
         if !self.records.is_empty() {
