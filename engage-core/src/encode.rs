@@ -33,32 +33,73 @@ static ESCAPE: [u8; 256] = {
 
 static HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Writes `s` as a JSON string literal, quotes included.
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any of the 8 bytes in `chunk` needs escaping: below 0x20, `"` or `\\`.
+/// Bit tricks on a whole word ("has less than" / "has zero byte"): exact for the
+/// existence test, which is all the fast path needs.
+#[inline(always)]
+fn any_to_escape(chunk: u64) -> bool {
+    let control = chunk.wrapping_sub(LO * 0x20) & !chunk & HI;
+    let q = chunk ^ (LO * u64::from(b'"'));
+    let quote = q.wrapping_sub(LO) & !q & HI;
+    let b = chunk ^ (LO * u64::from(b'\\'));
+    let backslash = b.wrapping_sub(LO) & !b & HI;
+    (control | quote | backslash) != 0
+}
+
+/// Escapes `bytes[from..to]` byte by byte, copying runs; `start` is the first byte not
+/// yet copied. Returns the new `start`. Only reached for words holding a byte to escape.
+#[cold]
+#[inline(never)]
+fn escape_range(out: &mut Vec<u8>, bytes: &[u8], from: usize, to: usize, mut start: usize) -> usize {
+    let mut i = from;
+    while i < to {
+        let b = bytes[i];
+        let esc = ESCAPE[b as usize];
+        if esc != 0 {
+            out.extend_from_slice(&bytes[start..i]);
+            if esc == b'u' {
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 0xf) as usize],
+                ]);
+            } else {
+                out.extend_from_slice(&[b'\\', esc]);
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    start
+}
+
+/// Writes `s` as a JSON string literal, quotes included. Each 8-byte word is tested in one
+/// go and the tail byte by byte; only words holding a byte to escape are walked, so the
+/// common string is a test per word and one copy.
 #[inline]
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc = ESCAPE[b as usize];
-        if esc == 0 {
-            continue;
+    let mut i = 0;
+    let len = bytes.len();
+    while i + 8 <= len {
+        let word = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        if any_to_escape(word) {
+            start = escape_range(out, bytes, i, i + 8, start);
         }
-        out.extend_from_slice(&bytes[start..i]);
-        if esc == b'u' {
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 0xf) as usize],
-            ]);
-        } else {
-            out.extend_from_slice(&[b'\\', esc]);
-        }
-        start = i + 1;
+        i += 8;
+    }
+    // The last 0..=7 bytes: a table lookup each.
+    if bytes[i..].iter().any(|&b| ESCAPE[b as usize] != 0) {
+        start = escape_range(out, bytes, i, len, start);
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
@@ -529,6 +570,29 @@ fn write_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_test_finds_every_byte_to_escape() {
+        for b in 0u8..=255 {
+            for pos in 0..8 {
+                let mut word = [b'a'; 8];
+                word[pos] = b;
+                let needs = b < 0x20 || b == b'"' || b == b'\\';
+                assert_eq!(any_to_escape(u64::from_le_bytes(word)), needs, "byte {b:#x} at {pos}");
+            }
+        }
+        // Neighbouring high bytes never hide one.
+        let word = [0xff, 0x1f, 0x80, b'"', 0xc3, 0xa9, b'\\', 0x00];
+        assert!(any_to_escape(u64::from_le_bytes(word)));
+    }
+
+    #[test]
+    fn long_strings_escape_like_json() {
+        let s = "plain words then \"quotes\" and \\ and\n\tcontrols\u{1}é😀 over several words";
+        let mut out = Vec::new();
+        write_str(&mut out, s);
+        assert_eq!(out, serde_json::to_vec(s).unwrap());
+    }
 
     #[test]
     fn escapes_like_json() {
