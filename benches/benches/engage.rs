@@ -193,7 +193,7 @@ fn import(c: &mut Criterion) {
     let async_std = engage_async_std::AsyncStdTransport::new(engage_async_std::AsyncStd).unwrap();
     let mut g = c.benchmark_group("import");
     g.sample_size(10);
-    g.measurement_time(Duration::from_secs(20));
+    g.measurement_time(Duration::from_secs(8));
     g.throughput(Throughput::Elements(updates.len() as u64));
     for concurrency in [1, 4] {
         let setup = || {

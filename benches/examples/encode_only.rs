@@ -21,7 +21,10 @@ fn main() {
     for _ in 0..iterations {
         match method.as_str() {
             "engage" => {
-                let mut batcher = Batcher::new(BatchConfig::new(Token::new(TOKEN).unwrap(), Endpoint::Engage));
+                let mut batcher = Batcher::new(BatchConfig::new(
+                    Token::new(TOKEN).unwrap(),
+                    Endpoint::Engage,
+                ));
                 for u in &updates {
                     if let Some(b) = batcher.push(u).unwrap() {
                         total += b.body().len();

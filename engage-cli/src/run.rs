@@ -96,7 +96,16 @@ impl State {
                             self.settle(r.index, "rejected", &reason);
                         }
                         RecordOutcome::NotDelivered(e) => {
-                            self.settle(r.index, "not_delivered", &format!("not delivered: {e}"));
+                            let caveat = if r.maybe_applied {
+                                " (an attempt may have been applied: sending it again may apply it twice)"
+                            } else {
+                                ""
+                            };
+                            self.settle(
+                                r.index,
+                                "not_delivered",
+                                &format!("not delivered: {e}{caveat}"),
+                            );
                         }
                         _ => {
                             self.settle(r.index, "not_delivered", "unknown outcome");
@@ -415,6 +424,7 @@ fn run(args: ImportArgs) -> Result<i32, String> {
         "rejected": summary.rejected,
         "invalid": invalid,
         "not_delivered": summary.not_delivered,
+        "not_delivered_maybe_applied": summary.maybe_applied,
         "requests": summary.requests,
         "retries": summary.retries,
         "uncertain": summary.uncertain,

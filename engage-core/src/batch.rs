@@ -52,9 +52,10 @@ impl BatchConfig {
         self
     }
 
-    /// At most `n` bytes per request body (at least 64 bytes).
+    /// At most `n` bytes per request body (at least 64 bytes; at most what 2000 updates of
+    /// 1 MB can fill, which also keeps body offsets within `u32`).
     pub fn max_body_bytes(mut self, n: usize) -> Self {
-        self.max_body_bytes = n.max(64);
+        self.max_body_bytes = n.clamp(64, MAX_RECORDS_PER_REQUEST * (MAX_UPDATE_BYTES + 1) + 2);
         self
     }
 
@@ -409,7 +410,7 @@ impl Batcher {
                 16 * 1024
             };
             self.body
-                .reserve(capacity.min(self.config.max_body_bytes + 1024));
+                .reserve(capacity.min(self.config.max_body_bytes.saturating_add(1024)));
             self.body.push(b'[');
             self.records
                 .reserve(self.last_records.max(16).min(self.config.max_records));

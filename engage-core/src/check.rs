@@ -17,7 +17,7 @@ pub enum GroupOperations {
 }
 
 /// A record that passed [`check_record`], borrowed from the JSON it came from.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct CheckedRecord<'a> {
     /// `$token`, if the record carries one (never empty).
@@ -32,6 +32,18 @@ pub struct CheckedRecord<'a> {
     pub payload: &'a Json,
     /// The whole object.
     pub object: &'a Map<String, Json>,
+}
+
+impl std::fmt::Debug for CheckedRecord<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The object holds the token: show the parts that identify the record only.
+        f.debug_struct("CheckedRecord")
+            .field("token", &self.token.map(|_| "…"))
+            .field("distinct_id", &self.distinct_id)
+            .field("group", &self.group)
+            .field("operation", &self.operation)
+            .finish()
+    }
 }
 
 impl CheckedRecord<'_> {

@@ -53,7 +53,13 @@ fn any_to_escape(chunk: u64) -> bool {
 /// yet copied. Returns the new `start`. Only reached for words holding a byte to escape.
 #[cold]
 #[inline(never)]
-fn escape_range(out: &mut Vec<u8>, bytes: &[u8], from: usize, to: usize, mut start: usize) -> usize {
+fn escape_range(
+    out: &mut Vec<u8>,
+    bytes: &[u8],
+    from: usize,
+    to: usize,
+    mut start: usize,
+) -> usize {
     let mut i = from;
     while i < to {
         let b = bytes[i];
@@ -163,11 +169,28 @@ fn check_string(property: &str, s: &str, warnings: &mut Warnings) {
     }
 }
 
+/// Deepest nesting of lists and objects accepted (Mixpanel keeps 3 levels of objects; this
+/// only guards the recursion).
+const MAX_DEPTH: u32 = 32;
+
+/// First and last second Mixpanel's `YYYY-MM-DDTHH:MM:SS` form can write (years 0–9999).
+const DATE_RANGE: std::ops::RangeInclusive<i64> = -62_167_219_200..=253_402_300_799;
+
 fn write_value(
     out: &mut Vec<u8>,
     v: &Value,
     property: &str,
     warnings: &mut Warnings,
+) -> Result<(), Problem> {
+    write_nested(out, v, property, warnings, 0)
+}
+
+fn write_nested(
+    out: &mut Vec<u8>,
+    v: &Value,
+    property: &str,
+    warnings: &mut Warnings,
+    depth: u32,
 ) -> Result<(), Problem> {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
@@ -181,17 +204,21 @@ fn write_value(
             write_str(out, s);
         }
         Value::DateTime(d) => {
+            if !DATE_RANGE.contains(&d.unix_seconds()) {
+                return Err(Problem::DateOutOfRange);
+            }
             out.push(b'"');
             d.write_to(out);
             out.push(b'"');
         }
+        Value::List(_) | Value::Object(_) if depth >= MAX_DEPTH => return Err(Problem::TooDeep),
         Value::List(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_value(out, item, property, warnings)?;
+                write_nested(out, item, property, warnings, depth + 1)?;
             }
             out.push(b']');
         }
@@ -203,7 +230,7 @@ fn write_value(
                 }
                 write_str(out, k);
                 out.push(b':');
-                write_value(out, item, property, warnings)?;
+                write_nested(out, item, property, warnings, depth + 1)?;
             }
             out.push(b'}');
         }
@@ -578,7 +605,11 @@ mod tests {
                 let mut word = [b'a'; 8];
                 word[pos] = b;
                 let needs = b < 0x20 || b == b'"' || b == b'\\';
-                assert_eq!(any_to_escape(u64::from_le_bytes(word)), needs, "byte {b:#x} at {pos}");
+                assert_eq!(
+                    any_to_escape(u64::from_le_bytes(word)),
+                    needs,
+                    "byte {b:#x} at {pos}"
+                );
             }
         }
         // Neighbouring high bytes never hide one.

@@ -12,6 +12,12 @@ pub enum Problem {
     /// A float is NaN or infinite: JSON has no form for it.
     #[error("NaN or infinite number has no JSON form")]
     NonFiniteNumber,
+    /// A date outside the years 0–9999 `YYYY-MM-DDTHH:MM:SS` can write.
+    #[error("date outside the years 0 to 9999")]
+    DateOutOfRange,
+    /// Lists and objects nested deeper than 32 levels.
+    #[error("nested deeper than 32 levels")]
+    TooDeep,
     /// A required key is missing.
     #[error("missing {0}")]
     Missing(&'static str),

@@ -99,6 +99,9 @@ pub struct ImportSummary {
     pub batches: u64,
     /// Truncation warnings.
     pub warnings: u64,
+    /// Of the not delivered, those an attempt may have applied anyway (see
+    /// [`RecordReport::maybe_applied`](crate::RecordReport::maybe_applied)).
+    pub maybe_applied: u64,
     /// Why the import stopped sending (401, 403, TLS), if it did.
     pub fatal: Option<String>,
 }
@@ -120,7 +123,6 @@ impl ImportSummary {
 pub struct RequestId(u64);
 
 /// What the caller should do next for an [`Importer`].
-#[derive(Debug)]
 // The request is moved straight into the transport: boxing would cost an allocation per send.
 #[allow(clippy::large_enum_variant)]
 pub enum ImportAction {
@@ -141,6 +143,23 @@ pub enum ImportAction {
     NeedInput,
     /// Input finished and everything settled.
     Done,
+}
+
+impl std::fmt::Debug for ImportAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // The body holds the token: show its size only.
+            ImportAction::Send { id, request } => f
+                .debug_struct("Send")
+                .field("id", id)
+                .field("uri", request.uri())
+                .field("body_bytes", &request.body().len())
+                .finish(),
+            ImportAction::Wait { until } => f.debug_struct("Wait").field("until", until).finish(),
+            ImportAction::NeedInput => f.write_str("NeedInput"),
+            ImportAction::Done => f.write_str("Done"),
+        }
+    }
 }
 
 /// An item of input: an [`Update`] (numbered after the previous one) or `(index, Update)`
@@ -212,7 +231,9 @@ fn profile_keys(batch: &Batch) -> Vec<u64> {
 
 impl Importer {
     /// An importer with `config`.
-    pub fn new(config: ImportConfig) -> Self {
+    pub fn new(mut config: ImportConfig) -> Self {
+        // The field is public: hold the invariant here too, or nothing would ever start.
+        config.concurrency = config.concurrency.max(1);
         Importer {
             batcher: Batcher::new(config.batch.clone()),
             config,
@@ -246,6 +267,12 @@ impl Importer {
             Err(e) => {
                 self.summary.invalid += 1;
                 self.events.push_back(ImportEvent::Invalid(e));
+            }
+        }
+        if self.input_done {
+            // Pushed after finish_input: send it rather than leave it in the open batch.
+            if let Some(batch) = self.batcher.finish() {
+                self.enqueue(batch);
             }
         }
     }
@@ -299,18 +326,26 @@ impl Importer {
                 RecordOutcome::Rejected { .. } => s.rejected += 1,
                 RecordOutcome::NotDelivered(_) => s.not_delivered += 1,
             }
+            if r.maybe_applied {
+                s.maybe_applied += 1;
+            }
             if r.is_uncertain() {
                 s.uncertain += 1;
             }
         }
-        if let Some(fatal) = &report.fatal
-            && self.fatal.is_none()
-        {
-            s.fatal = Some(fatal.to_string());
-            self.fatal = Some(fatal.clone());
-            self.abort_queued();
+        if let Some(fatal) = &report.fatal {
+            self.note_fatal(fatal.clone());
         }
         self.events.push_back(ImportEvent::Delivered(report));
+    }
+
+    /// The first fatal refusal stops every further send.
+    fn note_fatal(&mut self, fatal: DeliveryError) {
+        if self.fatal.is_none() {
+            self.summary.fatal = Some(fatal.to_string());
+            self.fatal = Some(fatal);
+            self.abort_queued();
+        }
     }
 
     /// After a fatal refusal nothing more is sent: queued batches are reported not
@@ -421,8 +456,24 @@ impl Importer {
                 ImportAction::NeedInput
             };
         }
-        if deadline.is_none() && self.in_flight() == 0 && !self.input_done && self.wants_input() {
-            return ImportAction::NeedInput;
+        if deadline.is_none() && self.in_flight() == 0 {
+            if !self.input_done {
+                return ImportAction::NeedInput;
+            }
+            // Nothing in flight, nothing to wait for, yet batches left: cannot happen with
+            // concurrency ≥ 1. Settle them rather than let a driver spin.
+            debug_assert!(
+                false,
+                "importer stuck with {} pending batches",
+                self.pending.len()
+            );
+            let pending: Vec<(Batch, Vec<u64>)> = self.pending.drain(..).collect();
+            for (batch, _) in pending {
+                let mut d = Delivery::new(batch, self.config.target.clone(), self.config.policy);
+                d.abort(DeliveryError::Abandoned);
+                self.settle(d.into_report());
+            }
+            return ImportAction::Done;
         }
         ImportAction::Wait { until: deadline }
     }
@@ -447,9 +498,13 @@ impl Importer {
         if let Some((until, true)) = slot.delivery.waiting() {
             self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
         }
-        if self.fatal.is_some() && !slot.delivery.is_done() {
-            let fatal = self.fatal.clone().expect("checked");
-            slot.delivery.abort(fatal);
+        if let Some(fatal) = self.fatal.clone() {
+            if !slot.delivery.is_done() {
+                slot.delivery.abort(fatal);
+            }
+        } else if let Some(fatal) = slot.delivery.fatal().cloned() {
+            // Stop the others now, before any of them sends again.
+            self.note_fatal(fatal);
         }
     }
 
@@ -607,7 +662,17 @@ where
                 loop {
                     let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     let Ok((id, request)) = job else { return };
-                    if done_tx.send((id, send(request))).is_err() {
+                    // A panicking send must not leave the importer waiting forever.
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| send(request)))
+                            .unwrap_or_else(|_| {
+                                Err(TransportError::new(
+                                    crate::transport::TransportErrorKind::Protocol,
+                                    true,
+                                    "the send function panicked",
+                                ))
+                            });
+                    if done_tx.send((id, result)).is_err() {
                         return;
                     }
                 }

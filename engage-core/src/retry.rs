@@ -27,6 +27,10 @@ macro_rules! trace_event {
     };
 }
 
+/// No single wait is longer than a day, whatever the settings or the server say: keeps
+/// instant arithmetic far from overflow.
+const LONGEST_WAIT: Duration = Duration::from_secs(86_400);
+
 /// When and how often to retry. Defaults follow Mixpanel's advice: backoff from about
 /// 2 s doubling to 60 s with jitter, 10 attempts, 10 minutes in all.
 ///
@@ -75,8 +79,8 @@ impl RetryPolicy {
     /// Exponential backoff: `base` doubling per attempt up to `max`, with jitter (each
     /// wait is between half and all of that).
     pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
-        self.backoff_base = base;
-        self.backoff_max = max.max(base);
+        self.backoff_base = base.min(LONGEST_WAIT);
+        self.backoff_max = max.max(base).min(LONGEST_WAIT);
         self
     }
 
@@ -88,7 +92,7 @@ impl RetryPolicy {
 
     /// Longest `Retry-After` honoured (longer ones are cut to this).
     pub fn max_retry_after(mut self, max: Duration) -> Self {
-        self.max_retry_after = max;
+        self.max_retry_after = max.min(LONGEST_WAIT);
         self
     }
 
@@ -207,6 +211,13 @@ pub enum DeliveryError {
     /// The delivery was stopped before this record was settled.
     #[error("delivery stopped before the record was settled")]
     Abandoned,
+    /// Mixpanel rejected records of this request without saying which (no usable index
+    /// or id): this record may have been applied or rejected.
+    #[error("{count} rejection(s) in the answer name no record; this one's fate is unknown")]
+    UnmappedRejections {
+        /// Rejections that named no record.
+        count: usize,
+    },
 }
 
 /// What became of one record.
@@ -239,6 +250,10 @@ pub struct RecordReport {
     /// How many times it was resent after an attempt that may have applied it. Non-zero
     /// only for `$add`/`$append` records: if accepted, it may have counted more than once.
     pub uncertain_resends: u32,
+    /// Not delivered, but an attempt may have been applied anyway (a 5xx, a timeout or a
+    /// connection lost after sending, an answer of no known shape): sending it again
+    /// later may apply it twice.
+    pub maybe_applied: bool,
 }
 
 impl RecordReport {
@@ -303,7 +318,6 @@ impl Report {
 }
 
 /// What the caller should do next for a [`Delivery`].
-#[derive(Debug)]
 // The request is moved straight into the transport; boxing it would cost an allocation
 // per send for nothing.
 #[allow(clippy::large_enum_variant)]
@@ -322,6 +336,27 @@ pub enum Action {
     AwaitResponse,
     /// Finished: take the [`Report`] with [`Delivery::into_report`].
     Done,
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // The body holds the token: show its size only.
+            Action::Send(r) => f
+                .debug_struct("Send")
+                .field("method", r.method())
+                .field("uri", r.uri())
+                .field("body_bytes", &r.body().len())
+                .finish(),
+            Action::Wait { until, throttled } => f
+                .debug_struct("Wait")
+                .field("until", until)
+                .field("throttled", throttled)
+                .finish(),
+            Action::AwaitResponse => f.write_str("AwaitResponse"),
+            Action::Done => f.write_str("Done"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -382,6 +417,7 @@ pub struct Delivery {
     started: Option<Instant>,
     outcomes: Vec<Option<RecordOutcome>>,
     uncertain: Vec<u32>,
+    maybe_applied: Vec<bool>,
     requests: u32,
     retries: u32,
     throttled: u32,
@@ -416,6 +452,7 @@ impl Delivery {
             started: None,
             outcomes: vec![None; n],
             uncertain: vec![0; n],
+            maybe_applied: vec![false; n],
             requests: 0,
             retries: 0,
             throttled: 0,
@@ -456,6 +493,11 @@ impl Delivery {
     /// Whether a request is out, awaiting its response or error.
     pub fn is_in_flight(&self) -> bool {
         self.state == State::InFlight
+    }
+
+    /// The refusal that ended the whole delivery (401, 403, TLS), once there is one.
+    pub fn fatal(&self) -> Option<&DeliveryError> {
+        self.fatal.as_ref()
     }
 
     /// When it waits to send again, and whether because of a 429.
@@ -526,6 +568,7 @@ impl Delivery {
                         self.outcomes[p] = Some(RecordOutcome::NotDelivered(
                             DeliveryError::UncertainResendRefused { last: last.clone() },
                         ));
+                        self.maybe_applied[p] = true;
                     }
                     if empty {
                         self.queue.pop_front();
@@ -604,20 +647,48 @@ impl Delivery {
             }
             Answer::SomeRejected { failures, .. } => {
                 let part = self.queue.pop_front().expect("front exists");
+                let mut unmapped = Vec::new();
                 for f in failures {
-                    match f.position.and_then(|i| part.positions.get(i)) {
-                        Some(&p) => {
+                    let by_index = f.position.and_then(|i| part.positions.get(i).copied());
+                    // Without a usable index, the echoed id names the record if it is
+                    // unique in this request.
+                    let by_id = || {
+                        let id = f.echoed_id.as_deref()?;
+                        let mut hits = part.batch.records().filter(|r| {
+                            let key = r.profile_key();
+                            serde_json::from_slice::<String>(key.id).ok().as_deref() == Some(id)
+                        });
+                        let first = hits.next()?;
+                        hits.next()
+                            .is_none()
+                            .then(|| part.positions[first.position()])
+                    };
+                    match by_index.or_else(by_id) {
+                        Some(p) => {
                             self.outcomes[p] = Some(RecordOutcome::Rejected {
                                 field: f.field,
                                 message: f.message,
                             })
                         }
-                        None => self.unmapped.push(f),
+                        None => unmapped.push(f),
                     }
                 }
+                let unknown = unmapped.len();
                 for p in part.positions {
-                    self.outcomes[p].get_or_insert(RecordOutcome::Accepted);
+                    if self.outcomes[p].is_none() {
+                        self.outcomes[p] = Some(if unknown == 0 {
+                            RecordOutcome::Accepted
+                        } else {
+                            // Some rejection names no record: which ones were applied is
+                            // unknown, so none is reported accepted.
+                            self.maybe_applied[p] = true;
+                            RecordOutcome::NotDelivered(DeliveryError::UnmappedRejections {
+                                count: unknown,
+                            })
+                        });
+                    }
                 }
+                self.unmapped.extend(unmapped);
             }
             Answer::NoneAccepted { error } => {
                 let part = self.queue.pop_front().expect("front exists");
@@ -673,7 +744,9 @@ impl Delivery {
                     self.fail_all(error);
                 } else {
                     let part = self.queue.pop_front().expect("front exists");
-                    self.settle(&part.positions, error);
+                    // A success status with a body of no known shape may have applied them.
+                    let maybe = part.maybe_applied || kind == FatalKind::UnrecognizedBody;
+                    self.settle_maybe_applied(&part.positions, error, maybe);
                 }
             }
         }
@@ -700,8 +773,18 @@ impl Delivery {
     }
 
     fn settle(&mut self, positions: &[usize], error: DeliveryError) {
+        self.settle_maybe_applied(positions, error, false);
+    }
+
+    fn settle_maybe_applied(
+        &mut self,
+        positions: &[usize],
+        error: DeliveryError,
+        maybe_applied: bool,
+    ) {
         for &p in positions {
             self.outcomes[p] = Some(RecordOutcome::NotDelivered(error.clone()));
+            self.maybe_applied[p] |= maybe_applied;
         }
     }
 
@@ -727,21 +810,31 @@ impl Delivery {
         if attempts >= self.policy.max_attempts {
             trace_event!(self, error, attempts, last = %last, "giving up");
             let part = self.queue.pop_front().expect("front exists");
-            self.settle(&part.positions, DeliveryError::Exhausted { attempts, last });
-            return;
-        }
-        let delay = retry_after.unwrap_or_else(|| self.backoff(attempts));
-        let started = self.started.unwrap_or(now);
-        let until = now + delay;
-        if until.saturating_duration_since(started) > self.policy.time_budget {
-            let part = self.queue.pop_front().expect("front exists");
-            let budget = self.policy.time_budget;
-            self.settle(
+            let maybe = part.maybe_applied;
+            self.settle_maybe_applied(
                 &part.positions,
-                DeliveryError::BudgetExceeded { budget, last },
+                DeliveryError::Exhausted { attempts, last },
+                maybe,
             );
             return;
         }
+        let delay = retry_after
+            .unwrap_or_else(|| self.backoff(attempts))
+            .min(LONGEST_WAIT);
+        let started = self.started.unwrap_or(now);
+        let until = now.checked_add(delay);
+        if until.is_none_or(|u| u.saturating_duration_since(started) > self.policy.time_budget) {
+            let part = self.queue.pop_front().expect("front exists");
+            let budget = self.policy.time_budget;
+            let maybe = part.maybe_applied;
+            self.settle_maybe_applied(
+                &part.positions,
+                DeliveryError::BudgetExceeded { budget, last },
+                maybe,
+            );
+            return;
+        }
+        let until = until.expect("checked above");
         self.waited += delay;
         trace_event!(
             self,
@@ -769,7 +862,7 @@ impl Delivery {
         let jitter = if nanos == 0 {
             0
         } else {
-            self.next_random() % (nanos + 1)
+            self.next_random() % nanos.saturating_add(1)
         };
         half + Duration::from_nanos(jitter)
     }
@@ -790,17 +883,23 @@ impl Delivery {
             .outcomes
             .into_iter()
             .zip(self.uncertain)
+            .zip(self.maybe_applied)
             .enumerate()
-            .map(|(position, (outcome, uncertain_resends))| RecordReport {
-                index: self
-                    .original
-                    .record(position)
-                    .map(|r| r.index())
-                    .unwrap_or_default(),
-                position,
-                outcome: outcome.unwrap_or(RecordOutcome::NotDelivered(DeliveryError::Abandoned)),
-                uncertain_resends,
-            })
+            .map(
+                |(position, ((outcome, uncertain_resends), maybe_applied))| RecordReport {
+                    index: self
+                        .original
+                        .record(position)
+                        .map(|r| r.index())
+                        .unwrap_or_default(),
+                    position,
+                    maybe_applied: maybe_applied
+                        && matches!(outcome, Some(RecordOutcome::NotDelivered(_)) | None),
+                    outcome: outcome
+                        .unwrap_or(RecordOutcome::NotDelivered(DeliveryError::Abandoned)),
+                    uncertain_resends,
+                },
+            )
             .collect();
         Report {
             records,

@@ -38,9 +38,11 @@ impl Token {
         &self.0
     }
 
-    /// The first four characters followed by an ellipsis, safe to show.
+    /// The first four characters (fewer for short tokens: never more than half)
+    /// followed by an ellipsis, safe to show.
     pub fn redacted(&self) -> String {
-        let prefix: String = self.0.chars().take(4).collect();
+        let shown = (self.0.chars().count() / 2).min(4);
+        let prefix: String = self.0.chars().take(shown).collect();
         format!("{prefix}…")
     }
 }

@@ -275,3 +275,60 @@ fn blocking_import_keeps_per_profile_order_under_retries() {
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{p}: {seqs:?}");
     }
 }
+
+#[test]
+fn a_zero_concurrency_field_still_imports() {
+    let mut cfg = config(10, 1);
+    cfg.concurrency = 0;
+    let clock = ManualClock::new();
+    let summary = block_on(import(
+        cfg,
+        (0..25).map(|i| Update::user(format!("u{i}")).set([("x", 1)])),
+        &clock,
+        |_req| std::future::ready(Ok(answer(200, "1", &[]))),
+        |d| {
+            clock.advance(d);
+            std::future::ready(())
+        },
+        |_| {},
+    ));
+    assert_eq!(summary.accepted, 25);
+}
+
+#[test]
+fn a_panicking_send_is_a_transport_error_not_a_hang() {
+    let cfg = config(5, 2).policy(RetryPolicy::default().max_attempts(1));
+    let summary = import_blocking(
+        cfg,
+        (0..10).map(|i| Update::user(format!("u{i}")).set([("x", 1)])),
+        || {
+            |_req: http::Request<Bytes>| -> Result<http::Response<Bytes>, TransportError> {
+                panic!("boom")
+            }
+        },
+        |_| {},
+    );
+    assert_eq!(summary.not_delivered, 10);
+}
+
+#[test]
+fn updates_pushed_after_finish_are_still_sent() {
+    let mut imp = Importer::new(config(10, 1));
+    imp.push(Update::user("a").set([("x", 1)]));
+    imp.finish_input();
+    imp.push(Update::user("b").set([("x", 1)]));
+    let clock = ManualClock::new();
+    let mut sent = 0;
+    loop {
+        match imp.poll(clock.now()) {
+            ImportAction::Send { id, .. } => {
+                sent += 1;
+                imp.on_result(id, clock.now(), clock.wall(), Ok(answer(200, "1", &[])));
+            }
+            ImportAction::Done => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(sent, 2);
+    assert_eq!(imp.summary().accepted, 2);
+}

@@ -487,3 +487,22 @@ fn token_never_whole_in_debug_or_errors() {
         assert!(!text.contains("SECRET-other"), "{text}");
     }
 }
+
+#[test]
+fn dates_out_of_range_and_deep_nesting_are_errors() {
+    let err = push_err(Update::user("u").set([("d", DateTime::from_unix_seconds(i64::MAX / 2))]));
+    assert_eq!(err.problem, Problem::DateOutOfRange);
+    let mut deep = Value::Int(1);
+    for _ in 0..40 {
+        deep = Value::List(vec![deep]);
+    }
+    let err = push_err(Update::user("u").set([("deep", deep)]));
+    assert_eq!(err.problem, Problem::TooDeep);
+    assert_eq!(err.property.as_deref(), Some("deep"));
+}
+
+#[test]
+fn short_tokens_are_not_shown_whole() {
+    assert_eq!(Token::new("abcd").unwrap().redacted(), "ab…");
+    assert_eq!(Token::new("a").unwrap().redacted(), "…");
+}

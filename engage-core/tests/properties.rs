@@ -42,7 +42,7 @@ fn value() -> impl Strategy<Value = Value> {
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(Value::Float),
         nasty_string().prop_map(Value::String),
-        (-5_000_000_000i64..300_000_000_000)
+        (-62_167_219_200i64..=253_402_300_799)
             .prop_map(|s| Value::DateTime(DateTime::from_unix_seconds(s))),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {

@@ -530,3 +530,100 @@ fn the_async_driver_runs_on_simulated_time() {
     assert_eq!(report.records[0].uncertain_resends, 2);
     assert!(clock.elapsed() >= Duration::from_secs(5));
 }
+
+#[test]
+fn huge_waits_never_overflow_time_arithmetic() {
+    let (report, sent, waits) = run(
+        batch_of(vec![Update::user("u").set([("a", 1)])]),
+        RetryPolicy::default()
+            .max_retry_after(Duration::MAX)
+            .backoff(Duration::MAX, Duration::MAX)
+            .time_budget(Duration::MAX),
+        vec![
+            Ok(answer(429, "", &[("retry-after", "18446744073709551615")])),
+            Ok(answer(503, "", &[])),
+            ok(),
+        ],
+    );
+    assert!(report.all_accepted());
+    assert_eq!(sent.len(), 3);
+    assert!(
+        waits.iter().all(|w| *w <= Duration::from_secs(86_400)),
+        "{waits:?}"
+    );
+}
+
+#[test]
+fn rejections_naming_no_record_never_count_as_accepted() {
+    let b = batch_of(vec![
+        Update::user("a").set([("x", 1)]),
+        Update::user("b").set([("x", 2)]),
+        Update::user("c").set([("x", 3)]),
+    ]);
+    // No index, but a unique echoed id: mapped by id.
+    let by_id = r#"{"code":400,"status":"Bad Request","failed_records":[{"$distinct_id":"b","message":"bad"}]}"#;
+    let (report, _, _) = run(
+        b.clone(),
+        RetryPolicy::default(),
+        vec![Ok(answer(400, by_id, &[]))],
+    );
+    assert_eq!((report.accepted(), report.rejected()), (2, 1));
+    assert!(matches!(
+        report.records[1].outcome,
+        RecordOutcome::Rejected { .. }
+    ));
+    // Neither index nor id: nobody is reported accepted.
+    let anonymous =
+        r#"{"code":400,"status":"Bad Request","failed_records":[{"index":99,"message":"bad"}]}"#;
+    let (report, _, _) = run(
+        b,
+        RetryPolicy::default(),
+        vec![Ok(answer(400, anonymous, &[]))],
+    );
+    assert_eq!(report.accepted(), 0);
+    assert_eq!(report.not_delivered(), 3);
+    assert!(report.records.iter().all(|r| r.maybe_applied));
+    assert!(matches!(
+        report.records[0].outcome,
+        RecordOutcome::NotDelivered(DeliveryError::UnmappedRejections { count: 1 })
+    ));
+}
+
+#[test]
+fn not_delivered_after_an_ambiguous_failure_says_it_may_have_been_applied() {
+    let script = (0..2).map(|_| Ok(answer(500, "", &[]))).collect();
+    let (report, _, _) = run(
+        mixed_batch(),
+        RetryPolicy::default().max_attempts(2).seed(1),
+        script,
+    );
+    assert_eq!(report.not_delivered(), 4);
+    assert!(report.records.iter().all(|r| r.maybe_applied));
+    let refused = Err(TransportError::new(
+        TransportErrorKind::Connect,
+        false,
+        "refused",
+    ));
+    let (report, _, _) = run(
+        mixed_batch(),
+        RetryPolicy::default().max_attempts(1),
+        vec![refused],
+    );
+    assert!(report.records.iter().all(|r| !r.maybe_applied));
+}
+
+#[test]
+fn actions_never_show_the_token() {
+    let token = Token::new("SECRET-token-value").unwrap();
+    let b = batches(
+        BatchConfig::new(token, Endpoint::Engage),
+        [Update::user("u").set([("a", 1)])],
+    )
+    .next()
+    .unwrap()
+    .unwrap();
+    let mut d = Delivery::new(b, Target::default(), RetryPolicy::default());
+    let action = d.poll(ManualClock::new().now());
+    let text = format!("{action:?}");
+    assert!(text.contains("Send") && !text.contains("SECRET"), "{text}");
+}

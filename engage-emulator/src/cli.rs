@@ -40,7 +40,7 @@ fn rate(s: &str) -> Result<f64, String> {
 }
 
 /// Options of the emulator's command line.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 #[command(after_help = "EXAMPLES:\n  \
     engage-emulator --addr 127.0.0.1:8480\n  \
     engage-emulator --token my-token --script 429-retry-after,503,ok --fail-rate 0.1 --seed 7\n\n\
@@ -77,6 +77,17 @@ pub struct EmulatorArgs {
     /// Requests whose headers or body take longer than this (ms) are answered 408.
     #[arg(long, default_value_t = 10_000)]
     pub body_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for EmulatorArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatorArgs")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("fail_rate", &self.fail_rate)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EmulatorArgs {

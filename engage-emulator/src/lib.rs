@@ -51,7 +51,7 @@ pub use state::{EMULATOR_PROPERTIES, Profile, Stats};
 use server::{Settings, Shared, lock};
 
 /// How to run the emulator.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct EmulatorConfig {
     /// Address to listen on; the default `127.0.0.1:0` picks a free loopback port.
@@ -65,6 +65,18 @@ pub struct EmulatorConfig {
     pub body_timeout: Duration,
     /// Fault injection.
     pub faults: FaultConfig,
+}
+
+impl std::fmt::Debug for EmulatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatorConfig")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("body_timeout", &self.body_timeout)
+            .field("faults", &self.faults)
+            .finish()
+    }
 }
 
 impl Default for EmulatorConfig {
@@ -113,12 +125,19 @@ impl EmulatorConfig {
 
 /// A running emulator. It serves on its own thread (with its own small tokio runtime), so
 /// it works from synchronous tests and from any async runtime. Dropping it shuts it down.
-#[derive(Debug)]
 pub struct Emulator {
     addr: SocketAddr,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("addr", &self.addr)
+            .finish()
+    }
 }
 
 impl Emulator {

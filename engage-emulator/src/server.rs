@@ -21,11 +21,21 @@ use crate::state::{Geo, Stats, Store, Valid, time_ms};
 const MAX_RECORDS: usize = 2000;
 
 /// What the server is configured with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Settings {
     pub(crate) token: Option<String>,
     pub(crate) max_body_bytes: usize,
     pub(crate) body_timeout: Duration,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("body_timeout", &self.body_timeout)
+            .finish()
+    }
 }
 
 /// State shared by every connection and the library handle.
@@ -284,16 +294,7 @@ async fn ingest(
     req: Request<Incoming>,
     endpoint: Endpoint,
 ) -> Answer {
-    let fault = {
-        let mut store = lock(&shared.store);
-        store.stats.requests += 1;
-        let fault = lock(&shared.faults).next();
-        if fault.is_some() {
-            store.stats.faults_injected += 1;
-        }
-        fault
-    };
-    let slow = lock(&shared.faults).slow_delay();
+    lock(&shared.store).stats.requests += 1;
     let method = req.method().clone();
     if method != Method::POST && method != Method::GET {
         return Ok(error_response(
@@ -316,6 +317,15 @@ async fn ingest(
         Ok(b) => b,
         Err(r) => return Ok(r),
     };
+    // Faults are drawn for requests that got this far, so a script stays in step with
+    // the requests a client meant to make.
+    let (fault, slow) = {
+        let mut faults = lock(&shared.faults);
+        (faults.next(), faults.slow_delay())
+    };
+    if fault.is_some() {
+        lock(&shared.store).stats.faults_injected += 1;
+    }
     match fault {
         Some(FaultKind::Close) => return Err(CloseConnection),
         Some(FaultKind::TooManyRequests) | Some(FaultKind::TooManyRequestsRetryAfter) => {
@@ -486,7 +496,9 @@ async fn ingest(
         let mut store = lock(&shared.store);
         store.stats.records_received += n as u64;
         store.stats.rejected += failed.len() as u64;
-        store.apply(&body, valid, non_idempotent);
+        // The decoded data, not the raw body: GET requests have none, and a form body and a
+        // JSON body with the same records are the same batch.
+        store.apply(&data, valid, non_idempotent);
     }
     if fault == Some(FaultKind::AppliedThen500) {
         return Ok(error_response(

@@ -137,3 +137,21 @@ fn duplicate_batches_are_counted() {
     post_json(e.addr(), "/engage", invalid);
     assert_eq!(e.stats().duplicate_batches, 1);
 }
+
+#[test]
+fn get_requests_are_told_apart_by_their_data() {
+    use base64::Engine as _;
+    let e = Emulator::start(EmulatorConfig::default()).unwrap();
+    for n in 1..=3 {
+        let body = format!(r#"[{{"$token":"t","$distinct_id":"u","$add":{{"n":{n}}}}}]"#);
+        let data = base64::engine::general_purpose::STANDARD.encode(body);
+        let escaped: String = form_urlencoded::byte_serialize(data.as_bytes()).collect();
+        assert_eq!(
+            get(e.addr(), &format!("/engage?data={escaped}")).status,
+            200
+        );
+    }
+    assert_eq!(n(&e), Some(json!(6)));
+    assert_eq!(e.stats().repeated_bodies, 0);
+    assert_eq!(e.stats().duplicate_batches, 0);
+}
