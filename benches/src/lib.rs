@@ -12,26 +12,18 @@ use engage_core::{DateTime, Number, Operation, ProfileId, Properties, Update, Va
 use serde::{Serialize, Serializer};
 use serde_json::{Value as Json, json};
 
-/// splitmix64.
+/// The seeded generator of the workload, with a helper to pick from a slice.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(engage_core::SplitMix64);
 
 impl Rng {
     /// From a seed.
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    /// Next number.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        Rng(engage_core::SplitMix64::new(seed))
     }
     /// Below `n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
+        self.0.below(n)
     }
     /// One of `items`.
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {

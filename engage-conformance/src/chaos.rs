@@ -6,27 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use engage_core::{ImportEvent, Operation, ProfileId, RecordOutcome, Update, Value};
 use serde_json::{Map, Value as Json};
 
-/// splitmix64, for a deterministic workload.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    /// The next number.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// A number below `n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+/// The seeded generator of the workload.
+pub type Rng = engage_core::SplitMix64;
 
 const CITIES: [&str; 5] = ["Kraków", "São Paulo", "Zürich", "Reykjavík", "Paris"];
 const TAGS: [&str; 6] = ["beta", "vip", "eu", "mobile", "trial", "churn-risk"];

@@ -87,6 +87,7 @@ mod import;
 mod request;
 mod response;
 mod retry;
+mod rng;
 mod ser;
 mod token;
 mod transport;
@@ -109,6 +110,7 @@ pub use response::{Answer, FatalKind, ParseOptions, RecordFailure, parse_respons
 pub use retry::{
     Action, Delivery, DeliveryError, LastFailure, RecordOutcome, RecordReport, Report, RetryPolicy,
 };
+pub use rng::SplitMix64;
 pub use ser::SerializeError;
 pub use token::{EmptyToken, Token};
 pub use transport::{TransportError, TransportErrorKind};

@@ -410,7 +410,7 @@ enum State {
 pub struct Delivery {
     target: Target,
     policy: RetryPolicy,
-    rng: u64,
+    rng: crate::rng::SplitMix64,
     original: Batch,
     queue: VecDeque<Part>,
     state: State,
@@ -439,7 +439,9 @@ impl Delivery {
         Delivery {
             target,
             policy,
-            rng: policy.seed ^ first_index.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            rng: crate::rng::SplitMix64::new(
+                policy.seed ^ first_index.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ),
             queue: VecDeque::from([Part {
                 batch: batch.clone(),
                 positions: (0..n).collect(),
@@ -862,18 +864,9 @@ impl Delivery {
         let jitter = if nanos == 0 {
             0
         } else {
-            self.next_random() % nanos.saturating_add(1)
+            self.rng.below(nanos.saturating_add(1))
         };
         half + Duration::from_nanos(jitter)
-    }
-
-    /// splitmix64.
-    fn next_random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
     }
 
     /// The report. Records not settled yet (when called before [`Action::Done`]) are

@@ -161,14 +161,14 @@ mod script_serde {
 pub(crate) struct Injector {
     config: FaultConfig,
     script_pos: usize,
-    rng: u64,
+    rng: engage_core::SplitMix64,
     next_kind: usize,
 }
 
 impl Injector {
     pub(crate) fn new(config: FaultConfig) -> Self {
         Injector {
-            rng: config.seed,
+            rng: engage_core::SplitMix64::new(config.seed),
             config,
             script_pos: 0,
             next_kind: 0,
@@ -192,13 +192,7 @@ impl Injector {
         if self.config.fail_rate <= 0.0 || self.config.kinds.is_empty() {
             return None;
         }
-        // splitmix64 → uniform in [0, 1).
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        let draw = (z >> 11) as f64 / (1u64 << 53) as f64;
+        let draw = self.rng.unit();
         if draw >= self.config.fail_rate {
             return None;
         }
