@@ -296,11 +296,14 @@ impl<R: Runtime> AsyncStdTransport<R> {
             .unwrap_or("/")
             .parse::<Uri>()
             .unwrap_or_default();
+        // Set once a connection is in hand: a timeout before that never sent anything.
+        let connected = std::sync::atomic::AtomicBool::new(false);
         let exchange = async {
             let mut sender = match self.pooled(&key) {
                 Some(s) => s,
                 None => self.connect(https, &host, port).await?,
             };
+            connected.store(true, std::sync::atomic::Ordering::Relaxed);
             let request = Request::from_parts(parts.clone(), Full::new(body.clone()));
             let response = match sender.send_request(request).await {
                 Ok(r) => r,
@@ -333,7 +336,7 @@ impl<R: Runtime> AsyncStdTransport<R> {
             Some(result) => result,
             None => Err(TransportError::new(
                 TransportErrorKind::Timeout,
-                true,
+                connected.load(std::sync::atomic::Ordering::Relaxed),
                 format!("no complete answer within {:?}", self.request_timeout),
             )),
         }

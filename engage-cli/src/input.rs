@@ -219,6 +219,10 @@ fn kind(v: &Json) -> &'static str {
     }
 }
 
+/// Longest line or array element read: Mixpanel takes 1 MB per update, so anything far
+/// beyond is an error, not a reason to hold gigabytes.
+const MAX_LINE_BYTES: u64 = 8 * 1024 * 1024;
+
 struct Ndjson {
     reader: Box<dyn BufRead>,
     file: usize,
@@ -234,10 +238,41 @@ impl Iterator for Ndjson {
             return None;
         }
         let mut buf = Vec::new();
-        match self.reader.read_until(b'\n', &mut buf) {
+        match (&mut self.reader)
+            .take(MAX_LINE_BYTES)
+            .read_until(b'\n', &mut buf)
+        {
             Ok(0) => {
                 self.done = true;
                 None
+            }
+            Ok(n) if n as u64 == MAX_LINE_BYTES && buf.last() != Some(&b'\n') => {
+                // Skip the rest of the over-long line without holding it.
+                self.line += 1;
+                let mut rest = Vec::new();
+                loop {
+                    rest.clear();
+                    match (&mut self.reader)
+                        .take(MAX_LINE_BYTES)
+                        .read_until(b'\n', &mut rest)
+                    {
+                        Ok(0) => break,
+                        Ok(_) if rest.last() == Some(&b'\n') => break,
+                        Ok(_) => continue,
+                        Err(_) => break,
+                    }
+                }
+                buf.truncate(200);
+                Some(Record {
+                    file: self.file,
+                    line: self.line,
+                    item: Item::Bad {
+                        original: String::from_utf8_lossy(&buf).into_owned(),
+                        reason: format!(
+                            "line longer than {MAX_LINE_BYTES} bytes (an update is at most 1 MB)"
+                        ),
+                    },
+                })
             }
             Ok(_) => {
                 self.line += 1;
@@ -346,6 +381,22 @@ impl JsonArray {
                 }
                 Some(b) if b.is_ascii_whitespace() || b == b',' => {}
                 Some(b']') => {
+                    // Nothing but whitespace may follow the array.
+                    loop {
+                        match self.byte()? {
+                            None => break,
+                            Some(b) if b.is_ascii_whitespace() => {}
+                            Some(_) => {
+                                let line = self.line;
+                                return Ok(self.bad(
+                                    line,
+                                    Vec::new(),
+                                    "content after the closing ']' of the JSON array is not read"
+                                        .into(),
+                                ));
+                            }
+                        }
+                    }
                     self.done = true;
                     return Ok(None);
                 }
@@ -372,6 +423,10 @@ impl JsonArray {
                 break; // end of a scalar element
             }
             self.byte()?;
+            if element.len() as u64 >= MAX_LINE_BYTES {
+                element.truncate(200);
+                return Ok(self.bad(line, element, format!("array element longer than {MAX_LINE_BYTES} bytes; the rest of the file is skipped")));
+            }
             element.push(b);
             scan.feed(b);
             if scan.depth < 0 {
@@ -465,16 +520,26 @@ impl CsvRows {
     }
 }
 
-/// A CSV cell typed: integer, float, boolean or string.
+/// A CSV cell typed: integer, float, boolean or string. Cells that only look numeric are
+/// kept as text: leading zeros (`00501`), a sign (`+1555…`), an exponent (`1e3`) or more
+/// digits than a float holds exactly (long ids).
 fn typed(cell: &str) -> Value {
-    if let Ok(i) = cell.parse::<i64>() {
-        return Value::Int(i);
-    }
-    if let Ok(f) = cell.parse::<f64>()
-        && f.is_finite()
-        && cell.bytes().any(|b| b.is_ascii_digit())
-    {
-        return Value::Float(f);
+    let digits = cell.bytes().filter(u8::is_ascii_digit).count();
+    let unsigned = cell.strip_prefix('-').unwrap_or(cell);
+    let leading_zero =
+        unsigned.len() > 1 && unsigned.starts_with('0') && !unsigned.starts_with("0.");
+    let has_exponent = cell.bytes().any(|b| b == b'e' || b == b'E');
+    let numeric_looking = !cell.starts_with('+') && !has_exponent && !leading_zero && digits <= 15;
+    if numeric_looking {
+        if let Ok(i) = cell.parse::<i64>() {
+            return Value::Int(i);
+        }
+        if let Ok(f) = cell.parse::<f64>()
+            && f.is_finite()
+            && digits > 0
+        {
+            return Value::Float(f);
+        }
     }
     match cell {
         "true" | "TRUE" | "True" => Value::Bool(true),
@@ -545,6 +610,20 @@ impl Iterator for CsvRows {
                         file: self.file,
                         line,
                         item: Item::Blank,
+                    });
+                }
+                if row.len() != headers.len() {
+                    return Some(Record {
+                        file: self.file,
+                        line,
+                        item: Item::Bad {
+                            original,
+                            reason: format!(
+                                "{} fields where the header has {} (an unquoted comma?)",
+                                row.len(),
+                                headers.len()
+                            ),
+                        },
                     });
                 }
                 let item = row_update(headers, &row, &self.mapping, original);

@@ -388,18 +388,21 @@ fn run(args: ImportArgs) -> Result<i32, String> {
                     .map_err(|e| format!("cannot start tokio: {e}"))?;
                 let transport = engage_hyper::HyperTransport::builder()
                     .request_timeout(timeout)
+                    .connect_timeout(timeout.min(Duration::from_secs(10)))
                     .build()
                     .map_err(|e| e.to_string())?;
                 runtime.block_on(transport.import(config, updates, on_event))
             }
             TransportChoice::Curl => engage_curl::CurlTransport::builder()
                 .request_timeout(timeout)
+                .connect_timeout(timeout.min(Duration::from_secs(10)))
                 .build()
                 .import(config, updates, on_event),
             TransportChoice::AsyncStd => {
                 let transport =
                     engage_async_std::AsyncStdTransport::<engage_async_std::AsyncStd>::builder()
                         .request_timeout(timeout)
+                        .connect_timeout(timeout.min(Duration::from_secs(10)))
                         .build(engage_async_std::AsyncStd)
                         .map_err(|e| e.to_string())?;
                 async_std::task::block_on(transport.import(config, updates, on_event))

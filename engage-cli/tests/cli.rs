@@ -541,3 +541,56 @@ fn serve_prints_its_address_first() {
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn csv_rows_that_do_not_fit_the_header_and_look_alike_cells() {
+    let e = emulator();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "odd.csv",
+        b"user_id,name,zip,phone,big\nu1,Ada,00501,+15551234567,12345678901234567890\nu2,Smith, John,1,2,3\n",
+    );
+    let failed = dir.path().join("f.ndjson");
+    import(
+        &e,
+        &[
+            &f,
+            "--distinct-id-column",
+            "user_id",
+            "--failed",
+            failed.to_str().unwrap(),
+        ],
+    )
+    .assert()
+    .code(2);
+    assert_eq!(
+        props(&e, "u1"),
+        json!({"name": "Ada", "zip": "00501", "phone": "+15551234567", "big": "12345678901234567890"})
+    );
+    assert!(e.profile("u2").is_none());
+    let text = std::fs::read_to_string(&failed).unwrap();
+    assert!(text.contains("fields where the header has"), "{text}");
+}
+
+#[test]
+fn content_after_a_json_array_is_reported() {
+    let e = emulator();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "two.json",
+        br#"[{"$distinct_id":"a","$set":{"x":1}}][{"$distinct_id":"b","$set":{"x":2}}]"#,
+    );
+    let out = import(&e, &[&f, "--report", "json"])
+        .assert()
+        .code(2)
+        .get_output()
+        .stdout
+        .clone();
+    let r = report(&out);
+    assert_eq!(
+        (r["accepted"].as_u64(), r["invalid"].as_u64()),
+        (Some(1), Some(1))
+    );
+}

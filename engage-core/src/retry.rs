@@ -518,7 +518,8 @@ impl Delivery {
         }
         let parts: Vec<Part> = self.queue.drain(..).collect();
         for part in parts {
-            self.settle(&part.positions, error.clone());
+            // What an earlier attempt may have applied stays said.
+            self.settle_maybe_applied(&part.positions, error.clone(), part.maybe_applied);
         }
         self.state = State::Done;
     }
@@ -793,7 +794,7 @@ impl Delivery {
     fn fail_all(&mut self, error: DeliveryError) {
         let parts: Vec<Part> = self.queue.drain(..).collect();
         for part in parts {
-            self.settle(&part.positions, error.clone());
+            self.settle_maybe_applied(&part.positions, error.clone(), part.maybe_applied);
         }
         self.fatal = Some(error);
     }

@@ -235,16 +235,18 @@ fn finish(
 /// `CURLE_WEIRD_SERVER_REPLY`: the peer did not speak HTTP.
 const WEIRD_SERVER_REPLY: u32 = 8;
 
-fn classify(e: curl::Error, connected: bool) -> TransportError {
+fn classify(e: curl::Error, sent: bool) -> TransportError {
     let kind = if e.is_couldnt_resolve_host()
         || e.is_couldnt_resolve_proxy()
         || e.is_couldnt_connect()
+        || e.is_ssl_connect_error()
     {
+        // `is_ssl_connect_error` also covers a connection reset during the handshake:
+        // retryable, unlike the certificate failures below.
         TransportErrorKind::Connect
     } else if e.is_operation_timedout() {
         TransportErrorKind::Timeout
-    } else if e.is_ssl_connect_error()
-        || e.is_peer_failed_verification()
+    } else if e.is_peer_failed_verification()
         || e.is_ssl_certproblem()
         || e.is_ssl_cacert()
         || e.is_ssl_cipher()
@@ -257,8 +259,7 @@ fn classify(e: curl::Error, connected: bool) -> TransportError {
     } else {
         TransportErrorKind::Io
     };
-    let reached =
-        connected && !matches!(kind, TransportErrorKind::Connect | TransportErrorKind::Tls);
+    let reached = sent && !matches!(kind, TransportErrorKind::Connect | TransportErrorKind::Tls);
     TransportError::with_source(kind, reached, e)
 }
 
@@ -336,8 +337,26 @@ impl CurlTransport {
                     match added {
                         Ok(mut handle) => {
                             next_token += 1;
-                            let _ = handle.set_token(next_token);
-                            running.insert(next_token, (id, handle));
+                            match handle.set_token(next_token) {
+                                Ok(()) => {
+                                    running.insert(next_token, (id, handle));
+                                }
+                                Err(e) => {
+                                    // Its completion could not be matched: never start it.
+                                    let _ = multi.remove2(handle);
+                                    let err = TransportError::with_source(
+                                        TransportErrorKind::Io,
+                                        false,
+                                        e,
+                                    );
+                                    importer.on_result(
+                                        id,
+                                        Instant::now(),
+                                        SystemTime::now(),
+                                        Err(err),
+                                    );
+                                }
+                            }
                         }
                         Err(e) => importer.on_result(id, Instant::now(), SystemTime::now(), Err(e)),
                     }
@@ -345,7 +364,19 @@ impl CurlTransport {
                 ImportAction::NeedInput => {}
                 ImportAction::Done => break,
                 ImportAction::Wait { until } => {
-                    let _ = multi.perform();
+                    if let Err(e) = multi.perform() {
+                        // The Multi handle itself failed: no transfer will complete.
+                        for (_, (id, handle)) in running.drain() {
+                            let _ = multi.remove2(handle);
+                            let err = TransportError::with_source(
+                                TransportErrorKind::Io,
+                                true,
+                                e.clone(),
+                            );
+                            importer.on_result(id, Instant::now(), SystemTime::now(), Err(err));
+                        }
+                        continue;
+                    }
                     let mut finished = Vec::new();
                     multi.messages(|m| {
                         if let (Ok(token), Some(result)) = (m.token(), m.result()) {

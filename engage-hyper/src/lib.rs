@@ -168,7 +168,10 @@ impl HyperTransport {
     /// Sends one request; returns the response of any status, every header and the whole
     /// body, or a transport error.
     pub async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
-        let request = request.map(Full::new);
+        let mut request = request.map(Full::new);
+        // Tells, on a timeout, whether a connection was ever obtained (and so whether the
+        // request may have gone out).
+        let connection = hyper_util::client::legacy::connect::capture_connection(&mut request);
         let exchange = async {
             let response = self.client.request(request).await.map_err(classify)?;
             let (parts, body) = response.into_parts();
@@ -188,7 +191,7 @@ impl HyperTransport {
             Ok(result) => result,
             Err(_) => Err(TransportError::new(
                 TransportErrorKind::Timeout,
-                true,
+                connection.connection_metadata().is_some(),
                 format!("no complete answer within {:?}", self.request_timeout),
             )),
         }
@@ -226,46 +229,12 @@ impl HyperTransport {
 
 /// Maps hyper-util's error to a kind, and whether the request may have reached the server.
 fn classify(e: hyper_util::client::legacy::Error) -> TransportError {
-    let tls = {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-        let mut found = false;
-        while let Some(s) = source {
-            if s.downcast_ref::<rustls::Error>().is_some() {
-                found = true;
-                break;
-            }
-            if let Some(io) = s.downcast_ref::<std::io::Error>()
-                && io
-                    .get_ref()
-                    .is_some_and(|inner| inner.is::<rustls::Error>())
-            {
-                found = true;
-                break;
-            }
-            source = s.source();
-        }
-        // rustls errors can arrive type-erased inside io::Error; their variant names are
-        // distinctive enough to recognise in the debug form.
-        found || {
-            let debug = format!("{e:?}");
-            [
-                "InvalidCertificate",
-                "AlertReceived",
-                "PeerIncompatible",
-                "PeerMisbehaved",
-                "NoCertificatesPresented",
-                "InvalidMessage",
-            ]
-            .iter()
-            .any(|v| debug.contains(v))
-        }
-    };
-    if tls {
-        return TransportError::with_source(TransportErrorKind::Tls, false, e);
-    }
     if e.is_connect() {
-        let timed_out = error_chain_mentions(&e, "timed out");
-        let kind = if timed_out {
+        // Nothing was sent. TLS failures while connecting (an untrusted certificate) will
+        // not heal; others (refused, unreachable, timed out) may.
+        let kind = if is_tls(&e) {
+            TransportErrorKind::Tls
+        } else if chain_has_timeout(&e) {
             TransportErrorKind::Timeout
         } else {
             TransportErrorKind::Connect
@@ -280,10 +249,42 @@ fn classify(e: hyper_util::client::legacy::Error) -> TransportError {
     TransportError::with_source(kind, true, e)
 }
 
-fn error_chain_mentions(e: &(dyn std::error::Error + 'static), needle: &str) -> bool {
+/// Whether a connect error comes from TLS. rustls errors can arrive type-erased inside
+/// `io::Error`, so besides the type, the debug form is read for rustls's variant names.
+fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    let debug = format!("{e:?}");
+    [
+        "InvalidCertificate",
+        "AlertReceived",
+        "PeerIncompatible",
+        "PeerMisbehaved",
+        "NoCertificatesPresented",
+    ]
+    .iter()
+    .any(|v| debug.contains(v))
+}
+
+fn chain_has_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(c) = cur {
-        if c.to_string().contains(needle) {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            || c.to_string().contains("timed out")
+        {
             return true;
         }
         cur = c.source();
