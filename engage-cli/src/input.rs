@@ -500,8 +500,52 @@ impl Iterator for JsonArray {
     }
 }
 
+/// Remembers where the newlines are in what the csv reader has read ahead, so a record's
+/// byte offset gives its line whatever the line ends (the csv crate's own line count is off
+/// by one with CRLF). Holds only the newlines of the read-ahead window.
+#[derive(Default)]
+struct Newlines {
+    offsets: std::collections::VecDeque<u64>,
+    read: u64,
+    passed: u64,
+}
+
+impl Newlines {
+    /// The 1-based line of the byte at `offset` (offsets must not go backwards).
+    fn line_of(&mut self, offset: u64) -> u64 {
+        // `<=`: with CRLF the csv crate reports a record as starting on the previous
+        // line's `\n`, which still ends the previous line.
+        while self.offsets.front().is_some_and(|&n| n <= offset) {
+            self.offsets.pop_front();
+            self.passed += 1;
+        }
+        self.passed + 1
+    }
+}
+
+struct LineTracking<R> {
+    inner: R,
+    newlines: std::rc::Rc<std::cell::RefCell<Newlines>>,
+}
+
+impl<R: Read> Read for LineTracking<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut nl = self.newlines.borrow_mut();
+        let base = nl.read;
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b == b'\n' {
+                nl.offsets.push_back(base + i as u64);
+            }
+        }
+        nl.read += n as u64;
+        Ok(n)
+    }
+}
+
 struct CsvRows {
-    reader: csv::Reader<Box<dyn BufRead>>,
+    reader: csv::Reader<LineTracking<Box<dyn BufRead>>>,
+    newlines: std::rc::Rc<std::cell::RefCell<Newlines>>,
     headers: Option<Vec<String>>,
     file: usize,
     mapping: CsvMapping,
@@ -510,8 +554,16 @@ struct CsvRows {
 
 impl CsvRows {
     fn new(reader: Box<dyn BufRead>, file: usize, mapping: CsvMapping) -> Self {
+        let newlines = std::rc::Rc::new(std::cell::RefCell::new(Newlines::default()));
+        let tracked = LineTracking {
+            inner: reader,
+            newlines: newlines.clone(),
+        };
         CsvRows {
-            reader: csv::ReaderBuilder::new().flexible(true).from_reader(reader),
+            reader: csv::ReaderBuilder::new()
+                .flexible(true)
+                .from_reader(tracked),
+            newlines,
             headers: None,
             file,
             mapping,
@@ -599,7 +651,9 @@ impl Iterator for CsvRows {
                 None
             }
             Ok(true) => {
-                let line = row.position().map_or(0, |p| p.line());
+                let line = row
+                    .position()
+                    .map_or(0, |p| self.newlines.borrow_mut().line_of(p.byte()));
                 let mut original = serde_json::Map::new();
                 for (h, cell) in headers.iter().zip(row.iter()) {
                     original.insert(h.clone(), Json::String(cell.to_owned()));

@@ -594,3 +594,26 @@ fn content_after_a_json_array_is_reported() {
         (Some(1), Some(1))
     );
 }
+
+#[test]
+fn csv_line_numbers_hold_with_crlf_and_quoted_newlines() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body) in [
+        ("crlf.csv", &b"user_id,note,seats\r\nu1,ok,3\r\n,missing id,2\r\nu3,\"two\r\nlines\",1\r\n,again,4\r\n"[..]),
+        ("lf.csv", &b"user_id,note,seats\nu1,ok,3\n,missing id,2\nu3,\"two\nlines\",1\n,again,4\n"[..]),
+    ] {
+        let f = write(dir.path(), name, body);
+        let failed = dir.path().join(format!("{name}.failed"));
+        engage()
+            .args(["import", &f, "--distinct-id-column", "user_id", "--dry-run", "--token", TOKEN])
+            .args(["--failed", failed.to_str().unwrap()])
+            .assert()
+            .code(2);
+        let lines: Vec<u64> = std::fs::read_to_string(&failed)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["line"].as_u64().unwrap())
+            .collect();
+        assert_eq!(lines, [3, 6], "{name}");
+    }
+}
