@@ -6,20 +6,24 @@
 //! futures-io and runs the same on [`AsyncStd`] and on [`Smol`], its maintained successor;
 //! implement [`Runtime`] for anything else.
 //!
-//! ```no_run
+//! ```
 //! use engage_async_std::{AsyncStd, AsyncStdTransport};
-//! use engage_core::{BatchConfig, Endpoint, ImportConfig, Region, Target, Token, Update};
+//! use engage_core::{BatchConfig, Endpoint, ImportConfig, Target, Token, Update};
 //!
-//! async_std::task::block_on(async {
-//!     let transport = AsyncStdTransport::new(AsyncStd).unwrap();
-//!     let config = ImportConfig::new(
-//!         BatchConfig::new(Token::new("my-project-token").unwrap(), Endpoint::Engage),
-//!         Target::region(Region::Us),
-//!     );
-//!     let updates = (0..10_000).map(|i| Update::user(format!("user-{i}")).set([("plan", "pro")]));
-//!     let summary = transport.import(config, updates, |_event| {}).await;
-//!     assert!(summary.all_accepted());
-//! });
+//! # let emulator = engage_emulator::Emulator::start(Default::default()).unwrap();
+//! # let base_url = emulator.base_url();
+//! // For Mixpanel itself: Target::region(Region::Us).
+//! let config = ImportConfig::new(
+//!     BatchConfig::new(Token::new("my-project-token")?, Endpoint::Engage),
+//!     Target::base_url(&base_url)?,
+//! );
+//! let updates = (0..5_000).map(|i| Update::user(format!("user-{}", i % 100)).add([("logins", 1)]));
+//! let transport = AsyncStdTransport::new(AsyncStd)?;
+//! // The same on smol: AsyncStdTransport::new(Smol) and smol::block_on.
+//! let summary = async_std::task::block_on(transport.import(config, updates, |_event| {}));
+//! assert!(summary.all_accepted());
+//! # assert_eq!(emulator.profile("user-7").unwrap()["logins"], 50);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod io;

@@ -2,18 +2,22 @@
 //! blocking client that reuses its handle (keep-alive), and a concurrent importer on a
 //! `Multi` handle, many batches in flight on one thread.
 //!
-//! ```no_run
-//! use engage_core::{BatchConfig, Endpoint, ImportConfig, Region, Target, Token, Update};
+//! ```
+//! use engage_core::{BatchConfig, Endpoint, ImportConfig, Target, Token, Update};
 //! use engage_curl::CurlTransport;
 //!
-//! let transport = CurlTransport::new();
+//! # let emulator = engage_emulator::Emulator::start(Default::default()).unwrap();
+//! # let base_url = emulator.base_url();
+//! // For Mixpanel itself: Target::region(Region::Us).
 //! let config = ImportConfig::new(
-//!     BatchConfig::new(Token::new("my-project-token").unwrap(), Endpoint::Engage),
-//!     Target::region(Region::Us),
+//!     BatchConfig::new(Token::new("my-project-token")?, Endpoint::Engage),
+//!     Target::base_url(&base_url)?,
 //! );
-//! let updates = (0..10_000).map(|i| Update::user(format!("user-{i}")).set([("plan", "pro")]));
-//! let summary = transport.import(config, updates, |_event| {});
+//! let updates = (0..5_000).map(|i| Update::user(format!("user-{}", i % 100)).add([("logins", 1)]));
+//! let summary = CurlTransport::new().import(config, updates, |_event| {});
 //! assert!(summary.all_accepted());
+//! # assert_eq!(emulator.profile("user-7").unwrap()["logins"], 50);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! Without libcurl's development headers the `curl` crate builds its bundled libcurl;

@@ -1,20 +1,27 @@
 //! [engage](https://docs.rs/engage-core) transport over hyper-util's pooled client and
 //! hyper-rustls (ring, webpki roots), on tokio.
 //!
-//! ```no_run
-//! use engage_core::{BatchConfig, Endpoint, ImportConfig, Region, Target, Token, Update};
+//! ```
+//! use engage_core::{BatchConfig, Endpoint, ImportConfig, Target, Token, Update};
 //! use engage_hyper::HyperTransport;
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let transport = HyperTransport::new()?;
+//! # let emulator = engage_emulator::Emulator::start(Default::default()).unwrap();
+//! # let base_url = emulator.base_url();
+//! // For Mixpanel itself: Target::region(Region::Us).
+//! let target = Target::base_url(&base_url)?;
 //! let config = ImportConfig::new(
 //!     BatchConfig::new(Token::new("my-project-token")?, Endpoint::Engage),
-//!     Target::region(Region::Us),
+//!     target,
 //! );
-//! let updates = (0..10_000).map(|i| Update::user(format!("user-{i}")).set([("plan", "pro")]));
-//! let summary = transport.import(config, updates, |_event| {}).await;
+//! let updates = (0..5_000).map(|i| Update::user(format!("user-{}", i % 100)).add([("logins", 1)]));
+//! let runtime = tokio::runtime::Runtime::new()?;
+//! let summary = runtime.block_on(async {
+//!     let transport = HyperTransport::new()?;
+//!     Ok::<_, engage_hyper::BuildError>(transport.import(config, updates, |_event| {}).await)
+//! })?;
 //! assert!(summary.all_accepted());
-//! # Ok(()) }
+//! # assert_eq!(emulator.profile("user-7").unwrap()["logins"], 50);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! The transport only moves bytes: it sends an `http::Request<Bytes>` and returns the
