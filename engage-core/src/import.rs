@@ -491,9 +491,28 @@ impl Importer {
             return;
         };
         slot.in_flight = false;
+        // A 429 throttles the whole project, even when it was this batch's last attempt.
+        let throttle = match &result {
+            Ok(r) if r.status() == http::StatusCode::TOO_MANY_REQUESTS => Some(
+                crate::response::retry_after(
+                    r.headers(),
+                    crate::response::ParseOptions {
+                        max_retry_after: Duration::from_secs(300),
+                        wall_now: wall,
+                    },
+                )
+                .unwrap_or(Duration::from_secs(1)),
+            ),
+            _ => None,
+        };
         match result {
             Ok(response) => slot.delivery.on_response(now, wall, &response),
             Err(error) => slot.delivery.on_transport_error(now, error),
+        }
+        if let Some(pause) = throttle
+            && let Some(until) = now.checked_add(pause)
+        {
+            self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
         }
         if let Some((until, true)) = slot.delivery.waiting() {
             self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));

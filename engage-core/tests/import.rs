@@ -332,3 +332,31 @@ fn updates_pushed_after_finish_are_still_sent() {
     assert_eq!(sent, 2);
     assert_eq!(imp.summary().accepted, 2);
 }
+
+#[test]
+fn a_429_on_a_last_attempt_still_pauses_the_others() {
+    let mut imp = Importer::new(config(1, 2).policy(RetryPolicy::default().max_attempts(1)));
+    for id in ["a", "b", "c"] {
+        imp.push(Update::user(id).set([("x", 1)]));
+    }
+    imp.finish_input();
+    let clock = ManualClock::new();
+    let t0 = clock.now();
+    let ImportAction::Send { id: a, .. } = imp.poll(t0) else {
+        panic!()
+    };
+    let ImportAction::Send { id: _b, .. } = imp.poll(t0) else {
+        panic!()
+    };
+    imp.on_result(
+        a,
+        t0,
+        clock.wall(),
+        Ok(answer(429, "{}", &[("retry-after", "4")])),
+    );
+    // a is given up (one attempt), but c must still wait out the pause.
+    let ImportAction::Wait { until: Some(until) } = imp.poll(t0) else {
+        panic!()
+    };
+    assert_eq!(until - t0, Duration::from_secs(4));
+}
