@@ -94,18 +94,33 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    let mut i = 0;
     let len = bytes.len();
-    while i + 8 <= len {
-        let word = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-        if any_to_escape(word) {
-            start = escape_range(out, bytes, i, i + 8, start);
+    let word8 = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let word4 = |at: usize| {
+        u64::from(u32::from_le_bytes(
+            bytes[at..at + 4].try_into().expect("4 bytes"),
+        ))
+    };
+    if len >= 8 {
+        let mut i = 0;
+        while i + 8 <= len {
+            if any_to_escape(word8(i)) {
+                start = escape_range(out, bytes, i, i + 8, start);
+            }
+            i += 8;
         }
-        i += 8;
-    }
-    // The last 0..=7 bytes: a table lookup each.
-    if bytes[i..].iter().any(|&b| ESCAPE[b as usize] != 0) {
-        start = escape_range(out, bytes, i, len, start);
+        // The tail: the last 8 bytes, overlapping what was tested (a false alarm only
+        // costs a walk over the tail).
+        if i < len && any_to_escape(word8(len - 8)) {
+            start = escape_range(out, bytes, i, len, start);
+        }
+    } else if len >= 4 {
+        // Two overlapping 4-byte halves make one word.
+        if any_to_escape(word4(0) | (word4(len - 4) << 32)) {
+            start = escape_range(out, bytes, 0, len, start);
+        }
+    } else if bytes.iter().any(|&b| ESCAPE[b as usize] != 0) {
+        start = escape_range(out, bytes, 0, len, start);
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
