@@ -171,11 +171,15 @@ impl Progress {
     }
 
     fn tick(&mut self, records: u64) {
+        self.show(records, false);
+    }
+
+    fn show(&mut self, records: u64, force: bool) {
         if self.bar.is_none() && !self.plain {
             return;
         }
         let now = Instant::now();
-        if now.duration_since(self.last) < Duration::from_millis(250) {
+        if !force && now.duration_since(self.last) < Duration::from_millis(250) {
             return;
         }
         self.last = now;
@@ -213,9 +217,12 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    fn finish(&mut self, records: u64) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        } else if self.plain {
+            // A last line, so even a short run shows where it ended.
+            self.show(records, true);
         }
     }
 }
@@ -412,7 +419,8 @@ fn run(args: ImportArgs) -> Result<i32, String> {
     };
 
     let mut st = state.borrow_mut();
-    st.progress.finish();
+    let read = st.read;
+    st.progress.finish(read);
     if let Some(w) = st.failures.as_mut()
         && let Err(e) = w.flush()
     {

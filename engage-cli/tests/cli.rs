@@ -617,3 +617,29 @@ fn csv_line_numbers_hold_with_crlf_and_quoted_newlines() {
         assert_eq!(lines, [3, 6], "{name}");
     }
 }
+
+#[test]
+fn progress_only_when_asked_on_a_non_terminal_and_quiet_means_quiet() {
+    let e = emulator();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "p.ndjson", NDJSON.as_bytes());
+    let out = import(&e, &[&f]).assert().code(0).get_output().clone();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("progress:"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("records read"));
+    let out = import(&e, &[&f, "--progress"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("progress: 3 records") && err.contains("batches"),
+        "{err}"
+    );
+    let out = import(&e, &[&f, "--quiet"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+}

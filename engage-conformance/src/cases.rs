@@ -445,6 +445,12 @@ fn chaos<H: Harness>(at_most_once: bool) {
     }
     let compared = chaos::compare(&updates, &ledger, &e.profiles())
         .unwrap_or_else(|m| panic!("{}: {m}", H::NAME));
+    eprintln!(
+        "{}: chaos (at-most-once {at_most_once}): {compared} profiles compared, {} uncertain, {} not delivered, {stats:?}",
+        H::NAME,
+        ledger.count("uncertain"),
+        ledger.count("not-delivered")
+    );
     assert!(
         compared > 3000,
         "{}: only {compared} profiles could be compared",

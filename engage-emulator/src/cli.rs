@@ -113,6 +113,8 @@ pub fn run_cli(args: &EmulatorArgs) -> io::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Handlers first: a signal that arrives right after the first line must find them.
+        let stop = shutdown_signal()?;
         let listener = tokio::net::TcpListener::bind(args.addr).await?;
         let addr = listener.local_addr()?;
         {
@@ -133,7 +135,7 @@ pub fn run_cli(args: &EmulatorArgs) -> io::Result<()> {
         ));
         let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
-            wait_for_signal().await;
+            stop.await;
             let _ = tx.send(true);
         });
         crate::serve(listener, shared, rx).await;
@@ -141,24 +143,24 @@ pub fn run_cli(args: &EmulatorArgs) -> io::Result<()> {
     })
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// Registers SIGINT and SIGTERM now; the future completes on the first of them.
+#[cfg(unix)]
+fn shutdown_signal() -> io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
+    })
+}
+
+/// Ctrl-C where there are no Unix signals.
+#[cfg(not(unix))]
+fn shutdown_signal() -> io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
