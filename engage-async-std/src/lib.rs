@@ -55,17 +55,7 @@ pub use runtime::{BoxFuture, Runtime};
 /// Largest response body read.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
-/// The TLS setup could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// A root certificate could not be added.
-    #[error("invalid root certificate: {0}")]
-    InvalidRoot(#[source] rustls::Error),
-    /// rustls refused the configuration.
-    #[error("TLS configuration: {0}")]
-    Tls(#[source] rustls::Error),
-}
+pub use engage_tls::BuildError;
 
 /// Options of an [`AsyncStdTransport`].
 #[derive(Debug, Clone)]
@@ -73,8 +63,7 @@ pub enum BuildError {
 pub struct Builder {
     connect_timeout: Duration,
     request_timeout: Duration,
-    extra_roots: Vec<Vec<u8>>,
-    only_extra_roots: bool,
+    roots: engage_tls::Roots,
 }
 
 impl Default for Builder {
@@ -82,8 +71,7 @@ impl Default for Builder {
         Builder {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
-            extra_roots: Vec::new(),
-            only_extra_roots: false,
+            roots: engage_tls::Roots::default(),
         }
     }
 }
@@ -103,34 +91,19 @@ impl Builder {
 
     /// Also trusts this root certificate (DER).
     pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
-        self.extra_roots.push(der.into());
+        self.roots.add(der);
         self
     }
 
     /// Trusts only the added roots.
     pub fn only_added_roots(mut self, yes: bool) -> Self {
-        self.only_extra_roots = yes;
+        self.roots.only_added(yes);
         self
     }
 
     /// Builds the transport on `runtime`.
     pub fn build<R: Runtime>(self, runtime: R) -> Result<AsyncStdTransport<R>, BuildError> {
-        let mut roots = rustls::RootCertStore::empty();
-        if !self.only_extra_roots {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        }
-        for der in &self.extra_roots {
-            roots
-                .add(rustls::pki_types::CertificateDer::from(der.clone()))
-                .map_err(BuildError::InvalidRoot)?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(BuildError::Tls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = engage_tls::client_config(&self.roots)?;
         Ok(AsyncStdTransport {
             runtime,
             tls: futures_rustls::TlsConnector::from(Arc::new(tls)),

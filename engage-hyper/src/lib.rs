@@ -29,7 +29,6 @@
 //! its kind and whether the request may have reached the server. Batching, retries,
 //! `Retry-After`, 413 splits and accounting are engage-core's.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,17 +46,7 @@ use hyper_util::rt::TokioExecutor;
 /// Largest response body read (Mixpanel's are tiny; this guards against a broken peer).
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
-/// The TLS setup could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// A root certificate could not be added.
-    #[error("invalid root certificate: {0}")]
-    InvalidRoot(#[source] rustls::Error),
-    /// rustls refused the configuration.
-    #[error("TLS configuration: {0}")]
-    Tls(#[source] rustls::Error),
-}
+pub use engage_tls::BuildError;
 
 /// Options of a [`HyperTransport`].
 #[derive(Debug, Clone)]
@@ -66,8 +55,7 @@ pub struct Builder {
     connect_timeout: Duration,
     request_timeout: Duration,
     pool_idle_timeout: Duration,
-    extra_roots: Vec<Vec<u8>>,
-    only_extra_roots: bool,
+    roots: engage_tls::Roots,
 }
 
 impl Default for Builder {
@@ -76,8 +64,7 @@ impl Default for Builder {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(60),
-            extra_roots: Vec::new(),
-            only_extra_roots: false,
+            roots: engage_tls::Roots::default(),
         }
     }
 }
@@ -103,38 +90,19 @@ impl Builder {
 
     /// Also trusts this root certificate (DER), e.g. a private proxy's or a test's.
     pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
-        self.extra_roots.push(der.into());
+        self.roots.add(der);
         self
     }
 
     /// Trusts only the roots added with [`add_root_certificate`](Self::add_root_certificate).
     pub fn only_added_roots(mut self, yes: bool) -> Self {
-        self.only_extra_roots = yes;
+        self.roots.only_added(yes);
         self
     }
 
     /// Builds the transport. Must be called within a tokio runtime only when used, not here.
     pub fn build(self) -> Result<HyperTransport, BuildError> {
-        let mut roots = rustls::RootCertStore::empty();
-        if !self.only_extra_roots {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            #[cfg(feature = "native-roots")]
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-        for der in &self.extra_roots {
-            roots
-                .add(rustls::pki_types::CertificateDer::from(der.clone()))
-                .map_err(BuildError::InvalidRoot)?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(BuildError::Tls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = engage_tls::client_config(&self.roots)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
