@@ -120,6 +120,11 @@ pub use update::{
 };
 pub use value::{DateTime, Number, Value};
 
+/// The workspace README's example, compiled and run as a doc test so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 // Re-exported so users name the same versions.
 pub use bytes;
 pub use http;
