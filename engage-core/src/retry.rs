@@ -590,6 +590,25 @@ impl Delivery {
             let Some(part) = self.queue.front_mut() else {
                 continue;
             };
+            // A resend held back past the budget (an importer's 429 pause, a late poll)
+            // gives up instead of going out late.
+            let started = self.started.unwrap_or(now);
+            if part.attempts > 0 && now.saturating_duration_since(started) > self.policy.time_budget
+            {
+                let part = self.queue.pop_front().expect("front exists");
+                let last = part.last.clone().unwrap_or(LastFailure::Status {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    body: Bytes::new(),
+                });
+                let budget = self.policy.time_budget;
+                self.settle_maybe_applied(
+                    &part.positions,
+                    DeliveryError::BudgetExceeded { budget, last },
+                    part.maybe_applied,
+                );
+                self.state = State::Ready;
+                continue;
+            }
             part.attempts += 1;
             self.requests += 1;
             if part.attempts > 1 {

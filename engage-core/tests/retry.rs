@@ -627,3 +627,28 @@ fn actions_never_show_the_token() {
     let text = format!("{action:?}");
     assert!(text.contains("Send") && !text.contains("SECRET"), "{text}");
 }
+
+#[test]
+fn a_resend_held_past_the_budget_gives_up_instead_of_going_out_late() {
+    let mut d = Delivery::new(
+        batch_of(vec![Update::user("u").add([("n", 1)])]),
+        Target::default(),
+        RetryPolicy::default().time_budget(Duration::from_secs(10)),
+    );
+    let clock = ManualClock::new();
+    let t0 = clock.now();
+    assert!(matches!(d.poll(t0), Action::Send(_)));
+    d.on_response(t0, clock.wall(), &answer(503, "", &[("retry-after", "1")]));
+    assert!(matches!(d.poll(t0), Action::Wait { .. }));
+    // Polled only at 20 s (say an importer's pause held it): no late send.
+    assert!(matches!(d.poll(t0 + Duration::from_secs(20)), Action::Done));
+    let report = d.into_report();
+    assert!(matches!(
+        report.records[0].outcome,
+        RecordOutcome::NotDelivered(DeliveryError::BudgetExceeded { .. })
+    ));
+    assert!(
+        report.records[0].maybe_applied,
+        "the 503 may have applied it"
+    );
+}
