@@ -42,6 +42,11 @@ fn props(e: &Emulator, id: &str) -> Value {
     Value::Object(p)
 }
 
+/// Runs the command, checks its exit status, returns its stdout.
+fn stdout_of(cmd: &mut Command, code: i32) -> Vec<u8> {
+    cmd.assert().code(code).get_output().stdout.clone()
+}
+
 fn report(out: &[u8]) -> Value {
     let text = String::from_utf8_lossy(out);
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
@@ -172,12 +177,10 @@ fn report_json_matches_what_the_emulator_saw() {
     }
     lines.push_str("{\"$distinct_id\":\"bad\",\"$add\":{\"n\":\"one\"}}\n");
     let f = write(dir.path(), "many.ndjson", lines.as_bytes());
-    let out = import(&e, &[&f, "--report", "json", "--batch-size", "500"])
-        .assert()
-        .code(2)
-        .get_output()
-        .stdout
-        .clone();
+    let out = stdout_of(
+        &mut import(&e, &[&f, "--report", "json", "--batch-size", "500"]),
+        2,
+    );
     let r = report(&out);
     let stats = e.stats();
     assert_eq!(r["records"], 2501);
@@ -212,15 +215,13 @@ fn the_failure_file_holds_exactly_the_bad_lines() {
     ); // 10: other token, no newline
     let f = write(dir.path(), "bad.ndjson", &input);
     let failed = dir.path().join("failed.ndjson");
-    let out = import(
-        &e,
-        &[&f, "--failed", failed.to_str().unwrap(), "--report", "json"],
-    )
-    .assert()
-    .code(2)
-    .get_output()
-    .stdout
-    .clone();
+    let out = stdout_of(
+        &mut import(
+            &e,
+            &[&f, "--failed", failed.to_str().unwrap(), "--report", "json"],
+        ),
+        2,
+    );
     let r = report(&out);
     assert_eq!(r["records"], 9);
     assert_eq!(r["accepted"], 2);
@@ -294,25 +295,23 @@ fn rejected_and_undelivered_records_are_in_the_failure_file() {
         .unwrap();
     let f = write(dir.path(), "u.ndjson", NDJSON.as_bytes());
     let failed = dir.path().join("f2.ndjson");
-    let out = engage()
-        .args([
-            "import",
-            &f,
-            "--token",
-            TOKEN,
-            "--endpoint",
-            &format!("http://{port}"),
-            "--max-retries",
-            "1",
-            "--backoff-base-ms",
-            "1",
-        ])
-        .args(["--failed", failed.to_str().unwrap(), "--report", "json"])
-        .assert()
-        .code(2)
-        .get_output()
-        .stdout
-        .clone();
+    let out = stdout_of(
+        engage()
+            .args([
+                "import",
+                &f,
+                "--token",
+                TOKEN,
+                "--endpoint",
+                &format!("http://{port}"),
+                "--max-retries",
+                "1",
+                "--backoff-base-ms",
+                "1",
+            ])
+            .args(["--failed", failed.to_str().unwrap(), "--report", "json"]),
+        2,
+    );
     assert_eq!(report(&out)["not_delivered"], 3);
     let text = std::fs::read_to_string(&failed).unwrap();
     assert_eq!(text.lines().count(), 3);
@@ -341,8 +340,8 @@ fn exit_codes() {
         .args(["import", &good, "--endpoint", &e.base_url()])
         .assert()
         .code(1);
-    let out = engage()
-        .args([
+    let out = stdout_of(
+        engage().args([
             "import",
             &good,
             "--endpoint",
@@ -351,12 +350,9 @@ fn exit_codes() {
             "wrong",
             "--report",
             "json",
-        ])
-        .assert()
-        .code(1)
-        .get_output()
-        .stdout
-        .clone();
+        ]),
+        1,
+    );
     let r = report(&out);
     assert_eq!(r["not_delivered"], 3);
     assert!(r["fatal"].as_str().unwrap().contains("401"));
@@ -369,12 +365,7 @@ fn empty_inputs() {
     let e = emulator();
     let dir = tempfile::tempdir().unwrap();
     let f = write(dir.path(), "empty.ndjson", b"");
-    let out = import(&e, &[&f, "--report", "json"])
-        .assert()
-        .code(0)
-        .get_output()
-        .stdout
-        .clone();
+    let out = stdout_of(&mut import(&e, &[&f, "--report", "json"]), 0);
     assert_eq!(report(&out)["records"], 0);
     let f = write(dir.path(), "empty.json", b"[]");
     import(&e, &[&f]).assert().code(0);
@@ -453,8 +444,8 @@ fn dry_run_writes_bodies_of_at_most_2000_records() {
     lines.push_str("{\"$distinct_id\":\"\",\"$set\":{}}\n");
     let f = write(dir.path(), "dry.ndjson", lines.as_bytes());
     let out_dir = dir.path().join("bodies");
-    let out = engage()
-        .args([
+    let out = stdout_of(
+        engage().args([
             "import",
             &f,
             "--dry-run",
@@ -464,12 +455,9 @@ fn dry_run_writes_bodies_of_at_most_2000_records() {
             TOKEN,
             "--report",
             "json",
-        ])
-        .assert()
-        .code(2)
-        .get_output()
-        .stdout
-        .clone();
+        ]),
+        2,
+    );
     let r = report(&out);
     assert_eq!(r["records"], 4501);
     assert_eq!(r["invalid"], 1);
@@ -492,13 +480,7 @@ fn dry_run_writes_bodies_of_at_most_2000_records() {
 
 #[test]
 fn help_reads_like_a_man_page() {
-    let out = engage()
-        .args(["import", "--help"])
-        .assert()
-        .code(0)
-        .get_output()
-        .stdout
-        .clone();
+    let out = stdout_of(engage().args(["import", "--help"]), 0);
     let text = String::from_utf8_lossy(&out);
     for needle in [
         "--concurrency",
@@ -511,13 +493,7 @@ fn help_reads_like_a_man_page() {
     ] {
         assert!(text.contains(needle), "missing {needle:?}");
     }
-    let out = engage()
-        .args(["serve", "--help"])
-        .assert()
-        .code(0)
-        .get_output()
-        .stdout
-        .clone();
+    let out = stdout_of(engage().args(["serve", "--help"]), 0);
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("--fail-rate") && text.contains("EXAMPLES"));
 }
@@ -582,12 +558,7 @@ fn content_after_a_json_array_is_reported() {
         "two.json",
         br#"[{"$distinct_id":"a","$set":{"x":1}}][{"$distinct_id":"b","$set":{"x":2}}]"#,
     );
-    let out = import(&e, &[&f, "--report", "json"])
-        .assert()
-        .code(2)
-        .get_output()
-        .stdout
-        .clone();
+    let out = stdout_of(&mut import(&e, &[&f, "--report", "json"]), 2);
     let r = report(&out);
     assert_eq!(
         (r["accepted"].as_u64(), r["invalid"].as_u64()),

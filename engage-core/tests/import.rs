@@ -40,9 +40,13 @@ fn ids(req: &http::Request<Bytes>) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_429_pauses_every_new_send() {
-    let mut imp = Importer::new(config(1, 3));
+/// Three one-record batches; the first two are sent, the first answered 429 with
+/// `Retry-After: retry_after`. Returns the importer, the second request and the start time.
+fn first_of_two_throttled(
+    policy: RetryPolicy,
+    retry_after: &str,
+) -> (Importer, RequestId, ManualClock, std::time::Instant) {
+    let mut imp = Importer::new(config(1, 3).policy(policy));
     for id in ["a", "b", "c"] {
         imp.push(Update::user(id).set([("x", 1)]));
     }
@@ -59,8 +63,14 @@ fn a_429_pauses_every_new_send() {
         a,
         t0,
         clock.wall(),
-        Ok(answer(429, "{}", &[("retry-after", "5")])),
+        Ok(answer(429, "{}", &[("retry-after", retry_after)])),
     );
+    (imp, b, clock, t0)
+}
+
+#[test]
+fn a_429_pauses_every_new_send() {
+    let (mut imp, b, clock, t0) = first_of_two_throttled(RetryPolicy::default().seed(3), "5");
     // c has not been sent yet and must wait for the pause.
     let ImportAction::Wait { until: Some(until) } = imp.poll(t0) else {
         panic!()
@@ -335,25 +345,8 @@ fn updates_pushed_after_finish_are_still_sent() {
 
 #[test]
 fn a_429_on_a_last_attempt_still_pauses_the_others() {
-    let mut imp = Importer::new(config(1, 2).policy(RetryPolicy::default().max_attempts(1)));
-    for id in ["a", "b", "c"] {
-        imp.push(Update::user(id).set([("x", 1)]));
-    }
-    imp.finish_input();
-    let clock = ManualClock::new();
-    let t0 = clock.now();
-    let ImportAction::Send { id: a, .. } = imp.poll(t0) else {
-        panic!()
-    };
-    let ImportAction::Send { id: _b, .. } = imp.poll(t0) else {
-        panic!()
-    };
-    imp.on_result(
-        a,
-        t0,
-        clock.wall(),
-        Ok(answer(429, "{}", &[("retry-after", "4")])),
-    );
+    let (mut imp, _b, _clock, t0) =
+        first_of_two_throttled(RetryPolicy::default().max_attempts(1), "4");
     // a is given up (one attempt), but c must still wait out the pause.
     let ImportAction::Wait { until: Some(until) } = imp.poll(t0) else {
         panic!()
