@@ -105,7 +105,7 @@ pub fn apply(model: &mut BTreeMap<String, Map<String, Json>>, update: &Update) {
         return;
     }
     let p = model.entry(distinct_id).or_default();
-    match op {
+    match &op {
         Operation::Set(props) => {
             for (k, v) in props.iter() {
                 p.insert(k.to_owned(), to_json(v));

@@ -5,7 +5,9 @@
 
 use crate::check::{GroupOperations, check_record};
 use crate::error::{Problem, WarningKind};
-use crate::update::{Endpoint, Geolocation, Operation, ProfileId, Update, UpdateKind};
+use crate::update::{
+    Endpoint, Geolocation, Modifiers, Operation, ProfileId, Properties, Update, UpdateKind,
+};
 use crate::value::{Number, Value};
 
 /// Longest property name Mixpanel keeps, in characters.
@@ -302,91 +304,319 @@ pub(crate) fn encode_update(
 ) -> Result<EncodedIds, Fault> {
     match &update.kind {
         UpdateKind::Typed {
-            profile,
-            operation,
-            modifiers,
+            profile, record, ..
         } => {
             if profile.endpoint() != ctx.endpoint {
                 return Err((None, Problem::WrongEndpoint(profile.endpoint())));
             }
+            if let Some(fault) = record.fault() {
+                return Err(fault.clone());
+            }
             out.push(b'{');
             out.extend_from_slice(ctx.token_field);
-            let ids = match profile {
-                ProfileId::User { distinct_id } => {
-                    if distinct_id.is_empty() {
-                        return Err((Some("$distinct_id".into()), Problem::Empty("$distinct_id")));
-                    }
-                    out.extend_from_slice(b",\"$distinct_id\":");
-                    let start = out.len();
-                    write_str(out, distinct_id);
-                    EncodedIds {
-                        id: (start, out.len()),
-                        key: None,
-                        idempotent: operation.is_idempotent(),
-                    }
-                }
-                ProfileId::Group { key, id } => {
-                    if key.is_empty() {
-                        return Err((Some("$group_key".into()), Problem::Empty("$group_key")));
-                    }
-                    if id.is_empty() {
-                        return Err((Some("$group_id".into()), Problem::Empty("$group_id")));
-                    }
-                    if !matches!(
-                        operation,
-                        Operation::Set(_)
-                            | Operation::SetOnce(_)
-                            | Operation::Union(_)
-                            | Operation::Remove(_)
-                            | Operation::Unset(_)
-                            | Operation::Delete
-                    ) {
-                        let op = operation.key();
-                        return Err((Some(op.into()), Problem::NotForGroups(op.into())));
-                    }
-                    out.extend_from_slice(b",\"$group_key\":");
-                    let key_start = out.len();
-                    write_str(out, key);
-                    let key_span = (key_start, out.len());
-                    out.extend_from_slice(b",\"$group_id\":");
-                    let start = out.len();
-                    write_str(out, id);
-                    EncodedIds {
-                        id: (start, out.len()),
-                        key: Some(key_span),
-                        idempotent: operation.is_idempotent(),
-                    }
-                }
-            };
-            write_operation(out, operation, warnings)?;
-            if let Some(ip) = &modifiers.ip {
-                out.extend_from_slice(b",\"$ip\":");
-                match ip {
-                    Geolocation::FromIp(ip) => write_str(out, ip),
-                    Geolocation::Skip => out.extend_from_slice(b"\"0\""),
-                }
-            }
-            if let Some((lat, lon)) = modifiers.location {
-                out.extend_from_slice(b",\"$latitude\":");
-                write_f64(out, lat).map_err(at("$latitude"))?;
-                out.extend_from_slice(b",\"$longitude\":");
-                write_f64(out, lon).map_err(at("$longitude"))?;
-            }
-            if let Some(ms) = modifiers.time_ms {
-                out.extend_from_slice(b",\"$time\":");
-                write_i64(out, ms);
-            }
-            if modifiers.ignore_time {
-                out.extend_from_slice(b",\"$ignore_time\":true");
-            }
-            if modifiers.ignore_alias {
-                out.extend_from_slice(b",\"$ignore_alias\":true");
-            }
+            let base = out.len();
+            out.extend_from_slice(&record.json);
             out.push(b'}');
-            Ok(ids)
+            warnings.extend_from_slice(record.warnings());
+            let at = |(a, b): (usize, usize)| (base + a, base + b);
+            Ok(EncodedIds {
+                id: at(record.id),
+                key: record.key.map(at),
+                idempotent: record.kind.is_idempotent(),
+            })
         }
         UpdateKind::Raw(json) => encode_raw(out, json, ctx, warnings),
     }
+}
+
+/// Which operation an update carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    Set,
+    SetOnce,
+    Add,
+    Union,
+    Append,
+    Remove,
+    Unset,
+    Delete,
+}
+
+impl OpKind {
+    fn of(operation: &Operation) -> OpKind {
+        match operation {
+            Operation::Set(_) => OpKind::Set,
+            Operation::SetOnce(_) => OpKind::SetOnce,
+            Operation::Add(_) => OpKind::Add,
+            Operation::Union(_) => OpKind::Union,
+            Operation::Append(_) => OpKind::Append,
+            Operation::Remove(_) => OpKind::Remove,
+            Operation::Unset(_) => OpKind::Unset,
+            Operation::Delete => OpKind::Delete,
+        }
+    }
+
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            OpKind::Set => "$set",
+            OpKind::SetOnce => "$set_once",
+            OpKind::Add => "$add",
+            OpKind::Union => "$union",
+            OpKind::Append => "$append",
+            OpKind::Remove => "$remove",
+            OpKind::Unset => "$unset",
+            OpKind::Delete => "$delete",
+        }
+    }
+
+    pub(crate) fn is_idempotent(self) -> bool {
+        !matches!(self, OpKind::Add | OpKind::Append)
+    }
+
+    /// Whether `/groups` documents it.
+    fn on_groups(self) -> bool {
+        !matches!(self, OpKind::Add | OpKind::Append)
+    }
+}
+
+/// A typed update as it goes on the wire, minus the batch's token: validated and encoded
+/// once, when the update is built. Batching, re-batching after a 413 and every retry
+/// copy these bytes; nothing is escaped twice.
+#[derive(Clone, PartialEq)]
+pub(crate) struct EncodedRecord {
+    pub(crate) kind: OpKind,
+    /// `,"$distinct_id":"…","$set":{…},"$ip":"…"`: everything after `{"$token":"…"`
+    /// but the closing brace.
+    pub(crate) json: Vec<u8>,
+    /// Spans in `json` of the id's JSON string (and the group key's), quotes included.
+    pub(crate) id: (usize, usize),
+    pub(crate) key: Option<(usize, usize)>,
+    /// Where the operation and the modifiers start in `json`.
+    operation_at: usize,
+    modifiers_at: usize,
+    /// Warnings and faults: rare, so kept out of line.
+    issues: Option<Box<Issues>>,
+}
+
+/// What encoding found. Faults are reported in this order when the update is pushed: the
+/// profile's, the operation's (kept whole so it can still be inspected), the modifiers'.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Issues {
+    /// What Mixpanel would truncate.
+    warnings: Warnings,
+    profile_fault: Option<Fault>,
+    rejected: Option<Rejected>,
+    modifiers_fault: Option<Fault>,
+}
+
+/// An operation that cannot be sent, and why.
+#[derive(Debug, Clone, PartialEq)]
+struct Rejected {
+    operation: Operation,
+    fault: Fault,
+}
+
+impl EncodedRecord {
+    pub(crate) fn new(profile: &ProfileId, operation: Operation) -> Self {
+        let kind = OpKind::of(&operation);
+        let mut json = Vec::with_capacity(if kind == OpKind::Delete { 48 } else { 160 });
+        let mut profile_fault = None;
+        let (id, key) = match profile {
+            ProfileId::User { distinct_id } => {
+                if distinct_id.is_empty() {
+                    profile_fault = Some(("$distinct_id".into(), Problem::Empty("$distinct_id")));
+                }
+                json.extend_from_slice(b",\"$distinct_id\":");
+                let start = json.len();
+                write_str(&mut json, distinct_id);
+                ((start, json.len()), None)
+            }
+            ProfileId::Group { key, id } => {
+                if key.is_empty() {
+                    profile_fault = Some(("$group_key".into(), Problem::Empty("$group_key")));
+                } else if id.is_empty() {
+                    profile_fault = Some(("$group_id".into(), Problem::Empty("$group_id")));
+                } else if !kind.on_groups() {
+                    let op = kind.key();
+                    profile_fault = Some((op.into(), Problem::NotForGroups(op.into())));
+                }
+                json.extend_from_slice(b",\"$group_key\":");
+                let key_start = json.len();
+                write_str(&mut json, key);
+                let key_span = (key_start, json.len());
+                json.extend_from_slice(b",\"$group_id\":");
+                let start = json.len();
+                write_str(&mut json, id);
+                ((start, json.len()), Some(key_span))
+            }
+        };
+        let operation_at = json.len();
+        json.push(b',');
+        let mut warnings = Vec::new();
+        let rejected = match write_operation(&mut json, &operation, &mut warnings) {
+            Ok(()) => None,
+            Err(fault) => {
+                json.truncate(operation_at);
+                Some(Rejected { operation, fault })
+            }
+        };
+        let modifiers_at = json.len();
+        let profile_fault = profile_fault.map(|(p, problem)| (Some(p), problem));
+        let issues =
+            (!warnings.is_empty() || profile_fault.is_some() || rejected.is_some()).then(|| {
+                Box::new(Issues {
+                    warnings,
+                    profile_fault,
+                    rejected,
+                    modifiers_fault: None,
+                })
+            });
+        EncodedRecord {
+            kind,
+            json,
+            id,
+            key,
+            operation_at,
+            modifiers_at,
+            issues,
+        }
+    }
+
+    /// What Mixpanel would truncate in this update.
+    pub(crate) fn warnings(&self) -> &[(String, WarningKind)] {
+        self.issues.as_ref().map_or(&[], |i| &i.warnings)
+    }
+
+    /// Rewrites the modifiers after one changed.
+    pub(crate) fn set_modifiers(&mut self, modifiers: &Modifiers) {
+        self.json.truncate(self.modifiers_at);
+        let fault = write_modifiers(&mut self.json, modifiers).err();
+        match (&mut self.issues, fault) {
+            (Some(issues), fault) => issues.modifiers_fault = fault,
+            (None, None) => {}
+            (None, Some(fault)) => {
+                self.issues = Some(Box::new(Issues {
+                    modifiers_fault: Some(fault),
+                    ..Issues::default()
+                }))
+            }
+        }
+    }
+
+    /// The first problem that keeps the update from being sent.
+    pub(crate) fn fault(&self) -> Option<&Fault> {
+        let issues = self.issues.as_deref()?;
+        issues
+            .profile_fault
+            .as_ref()
+            .or(issues.rejected.as_ref().map(|r| &r.fault))
+            .or(issues.modifiers_fault.as_ref())
+    }
+
+    /// The operation back from its JSON (dates come back as their text, integers as
+    /// `Int` when they fit). `None` only if the JSON were not ours, which cannot happen.
+    pub(crate) fn decode(&self) -> Option<Operation> {
+        if let Some(rejected) = self.issues.as_ref().and_then(|i| i.rejected.as_ref()) {
+            return Some(rejected.operation.clone());
+        }
+        // Skip `,"$set":`.
+        let value_json = self
+            .json
+            .get(self.operation_at + self.kind.key().len() + 4..self.modifiers_at)?;
+        let value: Value = serde_json::from_slice(value_json).ok()?;
+        let entries = |value: Value| match value {
+            Value::Object(entries) => Some(entries),
+            _ => None,
+        };
+        Some(match self.kind {
+            OpKind::Set => Operation::Set(Properties(entries(value)?)),
+            OpKind::SetOnce => Operation::SetOnce(Properties(entries(value)?)),
+            OpKind::Append => Operation::Append(Properties(entries(value)?)),
+            OpKind::Remove => Operation::Remove(Properties(entries(value)?)),
+            OpKind::Add => Operation::Add(
+                entries(value)?
+                    .into_iter()
+                    .map(|(name, v)| {
+                        let n = match v {
+                            Value::Int(i) => Number::Int(i),
+                            Value::UInt(u) => Number::UInt(u),
+                            Value::Float(f) => Number::Float(f),
+                            _ => return None,
+                        };
+                        Some((name, n))
+                    })
+                    .collect::<Option<_>>()?,
+            ),
+            OpKind::Union => Operation::Union(
+                entries(value)?
+                    .into_iter()
+                    .map(|(name, v)| match v {
+                        Value::List(items) => Some((name, items)),
+                        _ => None,
+                    })
+                    .collect::<Option<_>>()?,
+            ),
+            OpKind::Unset => match value {
+                Value::List(names) => Operation::Unset(
+                    names
+                        .into_iter()
+                        .map(|n| match n {
+                            Value::String(s) => Some(s),
+                            _ => None,
+                        })
+                        .collect::<Option<_>>()?,
+                ),
+                _ => return None,
+            },
+            OpKind::Delete => Operation::Delete,
+        })
+    }
+}
+
+impl std::fmt::Debug for EncodedRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("EncodedRecord");
+        d.field("json", &String::from_utf8_lossy(&self.json));
+        if !self.warnings().is_empty() {
+            d.field("warnings", &self.warnings());
+        }
+        if let Some(fault) = self.fault() {
+            d.field("fault", fault);
+        }
+        d.finish()
+    }
+}
+
+fn write_modifiers(out: &mut Vec<u8>, modifiers: &Modifiers) -> Result<(), Fault> {
+    if let Some(ip) = &modifiers.ip {
+        out.extend_from_slice(b",\"$ip\":");
+        match ip {
+            Geolocation::FromIp(ip) => write_str(out, ip),
+            Geolocation::Skip => out.extend_from_slice(b"\"0\""),
+        }
+    }
+    let mut fault = None;
+    if let Some((lat, lon)) = modifiers.location {
+        out.extend_from_slice(b",\"$latitude\":");
+        if let Err(p) = write_f64(out, lat) {
+            fault.get_or_insert((Some("$latitude".to_owned()), p));
+        }
+        out.extend_from_slice(b",\"$longitude\":");
+        if let Err(p) = write_f64(out, lon) {
+            fault.get_or_insert((Some("$longitude".to_owned()), p));
+        }
+    }
+    if let Some(ms) = modifiers.time_ms {
+        out.extend_from_slice(b",\"$time\":");
+        write_i64(out, ms);
+    }
+    if modifiers.ignore_time {
+        out.extend_from_slice(b",\"$ignore_time\":true");
+    }
+    if modifiers.ignore_alias {
+        out.extend_from_slice(b",\"$ignore_alias\":true");
+    }
+    fault.map_or(Ok(()), Err)
 }
 
 fn write_operation(
@@ -394,7 +624,6 @@ fn write_operation(
     operation: &Operation,
     warnings: &mut Warnings,
 ) -> Result<(), Fault> {
-    out.push(b',');
     match operation {
         Operation::Set(p) => {
             out.extend_from_slice(b"\"$set\":");

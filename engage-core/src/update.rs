@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::encode::EncodedRecord;
 use crate::ser::{self, SerializeError};
 use crate::value::{Number, Value};
 
@@ -264,11 +265,14 @@ pub struct Update {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+// Typed updates are the common case: boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum UpdateKind {
     Typed {
         profile: ProfileId,
-        operation: Operation,
         modifiers: Modifiers,
+        /// The same update as JSON, kept in step with `modifiers`.
+        record: EncodedRecord,
     },
     Raw(serde_json::Value),
 }
@@ -425,12 +429,18 @@ impl Update {
 
     /// An update from its parts. Validation still rejects operations `/groups` does not
     /// document when the profile is a group.
+    ///
+    /// The operation is validated and encoded to JSON here, once (every typed constructor
+    /// comes through here): batching, re-batching and retries copy those bytes. A problem
+    /// found now (a NaN, say) is reported when the update is given to a
+    /// [`Batcher`](crate::Batcher), which knows its index.
     pub fn new(profile: ProfileId, operation: Operation) -> Update {
+        let record = EncodedRecord::new(&profile, operation);
         Update {
             kind: UpdateKind::Typed {
                 profile,
-                operation,
                 modifiers: Modifiers::default(),
+                record,
             },
         }
     }
@@ -445,36 +455,32 @@ impl Update {
         }
     }
 
-    fn modifiers_mut(&mut self) -> Option<&mut Modifiers> {
-        match &mut self.kind {
-            UpdateKind::Typed { modifiers, .. } => Some(modifiers),
-            UpdateKind::Raw(_) => None,
+    /// Changes a typed update's modifiers and re-encodes them.
+    fn modify(mut self, change: impl FnOnce(&mut Modifiers)) -> Self {
+        if let UpdateKind::Typed {
+            modifiers, record, ..
+        } = &mut self.kind
+        {
+            change(modifiers);
+            record.set_modifiers(modifiers);
         }
+        self
     }
 
     /// `$ip`: geolocate this update from `ip` (Mixpanel otherwise uses the request's
     /// address, or none with `ip=0`). No effect on raw updates.
-    pub fn with_ip(mut self, ip: impl Into<String>) -> Self {
-        if let Some(m) = self.modifiers_mut() {
-            m.ip = Some(Geolocation::FromIp(ip.into()));
-        }
-        self
+    pub fn with_ip(self, ip: impl Into<String>) -> Self {
+        self.modify(|m| m.ip = Some(Geolocation::FromIp(ip.into())))
     }
 
     /// `$ip: "0"`: never geolocate this update. No effect on raw updates.
-    pub fn without_geolocation(mut self) -> Self {
-        if let Some(m) = self.modifiers_mut() {
-            m.ip = Some(Geolocation::Skip);
-        }
-        self
+    pub fn without_geolocation(self) -> Self {
+        self.modify(|m| m.ip = Some(Geolocation::Skip))
     }
 
     /// `$latitude` / `$longitude`. No effect on raw updates.
-    pub fn with_location(mut self, latitude: f64, longitude: f64) -> Self {
-        if let Some(m) = self.modifiers_mut() {
-            m.location = Some((latitude, longitude));
-        }
-        self
+    pub fn with_location(self, latitude: f64, longitude: f64) -> Self {
+        self.modify(|m| m.location = Some((latitude, longitude)))
     }
 
     /// `$time` from a [`SystemTime`], sent as integer milliseconds. No effect on raw updates.
@@ -487,28 +493,19 @@ impl Update {
     }
 
     /// `$time` in milliseconds since the Unix epoch. No effect on raw updates.
-    pub fn with_time_ms(mut self, ms: i64) -> Self {
-        if let Some(m) = self.modifiers_mut() {
-            m.time_ms = Some(ms);
-        }
-        self
+    pub fn with_time_ms(self, ms: i64) -> Self {
+        self.modify(|m| m.time_ms = Some(ms))
     }
 
     /// `$ignore_time: true`: do not touch `$last_seen`. No effect on raw updates.
-    pub fn ignore_time(mut self) -> Self {
-        if let Some(m) = self.modifiers_mut() {
-            m.ignore_time = true;
-        }
-        self
+    pub fn ignore_time(self) -> Self {
+        self.modify(|m| m.ignore_time = true)
     }
 
     /// `$ignore_alias: true`: with `$delete`, delete only this profile, not the one it
     /// aliases to. No effect on raw updates.
-    pub fn ignore_alias(mut self) -> Self {
-        if let Some(m) = self.modifiers_mut() {
-            m.ignore_alias = true;
-        }
-        self
+    pub fn ignore_alias(self) -> Self {
+        self.modify(|m| m.ignore_alias = true)
     }
 
     /// The profile, for a typed update; for a raw one, the id it carries if well formed.
@@ -519,10 +516,21 @@ impl Update {
         }
     }
 
-    /// The operation of a typed update; `None` for a raw one.
-    pub fn operation(&self) -> Option<&Operation> {
+    /// The operation of a typed update, as it will be sent; `None` for a raw one.
+    ///
+    /// It is read back from the JSON encoded when the update was built, so dates come
+    /// back as their `YYYY-MM-DDTHH:MM:SS` text and integers as [`Value::Int`] when they
+    /// fit an `i64`. An operation that failed validation comes back exactly as given.
+    ///
+    /// ```
+    /// use engage_core::{Operation, Update, Value};
+    /// let u = Update::user("u1").set([("plan", "pro")]);
+    /// let Some(Operation::Set(props)) = u.operation() else { unreachable!() };
+    /// assert_eq!(props.iter().collect::<Vec<_>>(), [("plan", &Value::from("pro"))]);
+    /// ```
+    pub fn operation(&self) -> Option<Operation> {
         match &self.kind {
-            UpdateKind::Typed { operation, .. } => Some(operation),
+            UpdateKind::Typed { record, .. } => record.decode(),
             UpdateKind::Raw(_) => None,
         }
     }
@@ -554,7 +562,7 @@ impl Update {
     /// update carrying either).
     pub fn is_idempotent(&self) -> bool {
         match &self.kind {
-            UpdateKind::Typed { operation, .. } => operation.is_idempotent(),
+            UpdateKind::Typed { record, .. } => record.kind.is_idempotent(),
             UpdateKind::Raw(v) => OPERATIONS
                 .iter()
                 .filter(|(_, idempotent)| !idempotent)

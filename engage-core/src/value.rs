@@ -175,6 +175,78 @@ impl From<serde_json::Value> for Value {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Value {
+    /// Reads any JSON value. Objects keep their keys' order; integers become
+    /// [`Value::Int`] when they fit an `i64`, [`Value::UInt`] otherwise; strings stay
+    /// strings (a date comes back as its `YYYY-MM-DDTHH:MM:SS` text).
+    ///
+    /// ```
+    /// use engage_core::Value;
+    /// let v: Value = serde_json::from_str(r#"{"b": 1, "a": [true, 2.5, null]}"#).unwrap();
+    /// assert_eq!(
+    ///     v,
+    ///     Value::Object(vec![
+    ///         ("b".into(), Value::Int(1)),
+    ///         ("a".into(), Value::List(vec![true.into(), 2.5.into(), Value::Null])),
+    ///     ])
+    /// );
+    /// ```
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(i64::try_from(v).map_or(Value::UInt(v), Value::Int))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::List(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+        while let Some(entry) = map.next_entry::<String, Value>()? {
+            entries.push(entry);
+        }
+        Ok(Value::Object(entries))
+    }
+}
+
 /// A UTC date-time with one-second precision, rendered as `YYYY-MM-DDTHH:MM:SS`.
 ///
 /// ```

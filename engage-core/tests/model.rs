@@ -106,6 +106,55 @@ fn modifiers_at_top_level() {
     assert_eq!(v["$ip"], "0");
 }
 
+/// Updates are encoded when built; a modifier changed later replaces the earlier value
+/// instead of adding a second key, and a fixed location clears its error.
+#[test]
+fn changing_a_modifier_reencodes_it() {
+    let u = Update::user("u1")
+        .set([("a", 1)])
+        .with_ip("203.0.113.9")
+        .with_time_ms(1)
+        .without_geolocation()
+        .with_time_ms(2);
+    let mut batcher = Batcher::new(BatchConfig::new(token(), Endpoint::Engage));
+    batcher.push(&u).unwrap();
+    let batch = batcher.finish().unwrap();
+    let json = std::str::from_utf8(batch.record(0).unwrap().json()).unwrap();
+    assert_eq!(json.matches("\"$ip\"").count(), 1, "{json}");
+    assert_eq!(json.matches("\"$time\"").count(), 1, "{json}");
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(
+        (v["$ip"].clone(), v["$time"].clone()),
+        ("0".into(), 2.into())
+    );
+
+    let fixed = Update::user("u1")
+        .set([("a", 1)])
+        .with_location(f64::NAN, 0.0)
+        .with_location(1.5, 2.5);
+    let v = encode_one(fixed).unwrap();
+    assert_eq!(
+        (v["$latitude"].clone(), v["$longitude"].clone()),
+        (1.5.into(), 2.5.into())
+    );
+
+    // Several problems: the operation's is reported before the modifiers'.
+    let both = Update::user("u1")
+        .set([("score", f64::NAN)])
+        .with_location(f64::NAN, 0.0);
+    let err = push_err(both);
+    assert_eq!(err.property.as_deref(), Some("score"));
+    // And an invalid update still shows its operation as given.
+    let bad = Update::user("u1").add([("n", f64::INFINITY)]);
+    assert_eq!(
+        bad.operation(),
+        Some(Operation::Add(vec![(
+            "n".into(),
+            Number::Float(f64::INFINITY)
+        )]))
+    );
+}
+
 #[derive(serde::Serialize)]
 struct Customer {
     name: String,
