@@ -5,6 +5,8 @@
 
 use crate::check::{GroupOperations, check_record};
 use crate::error::{Problem, WarningKind};
+use crate::ser::SerializeError;
+use crate::ser_json;
 use crate::update::{
     Endpoint, Geolocation, Modifiers, Operation, ProfileId, Properties, Update, UpdateKind,
 };
@@ -188,7 +190,7 @@ fn check_string(property: &str, s: &str, warnings: &mut Warnings) {
 
 /// Deepest nesting of lists and objects accepted (Mixpanel keeps 3 levels of objects; this
 /// only guards the recursion).
-const MAX_DEPTH: u32 = 32;
+pub(crate) const MAX_DEPTH: u32 = 32;
 
 /// First and last second Mixpanel's `YYYY-MM-DDTHH:MM:SS` form can write (years 0–9999).
 const DATE_RANGE: std::ops::RangeInclusive<i64> = -62_167_219_200..=253_402_300_799;
@@ -416,30 +418,40 @@ struct Rejected {
     fault: Fault,
 }
 
-impl EncodedRecord {
-    pub(crate) fn new(profile: &ProfileId, operation: Operation) -> Self {
-        let kind = OpKind::of(&operation);
+/// The start of a record: its ids.
+struct Head {
+    json: Vec<u8>,
+    id: (usize, usize),
+    key: Option<(usize, usize)>,
+    fault: Option<Fault>,
+}
+
+impl Head {
+    fn new(profile: &ProfileId, kind: OpKind) -> Head {
         let mut json = Vec::with_capacity(if kind == OpKind::Delete { 48 } else { 160 });
-        let mut profile_fault = None;
+        let mut fault = None;
+        let mut check = |failed: bool, property: &'static str, problem: Problem| {
+            if failed && fault.is_none() {
+                fault = Some((Some(property.to_owned()), problem));
+            }
+        };
         let (id, key) = match profile {
             ProfileId::User { distinct_id } => {
-                if distinct_id.is_empty() {
-                    profile_fault = Some(("$distinct_id".into(), Problem::Empty("$distinct_id")));
-                }
+                check(
+                    distinct_id.is_empty(),
+                    "$distinct_id",
+                    Problem::Empty("$distinct_id"),
+                );
                 json.extend_from_slice(b",\"$distinct_id\":");
                 let start = json.len();
                 write_str(&mut json, distinct_id);
                 ((start, json.len()), None)
             }
             ProfileId::Group { key, id } => {
-                if key.is_empty() {
-                    profile_fault = Some(("$group_key".into(), Problem::Empty("$group_key")));
-                } else if id.is_empty() {
-                    profile_fault = Some(("$group_id".into(), Problem::Empty("$group_id")));
-                } else if !kind.on_groups() {
-                    let op = kind.key();
-                    profile_fault = Some((op.into(), Problem::NotForGroups(op.into())));
-                }
+                check(key.is_empty(), "$group_key", Problem::Empty("$group_key"));
+                check(id.is_empty(), "$group_id", Problem::Empty("$group_id"));
+                let op = kind.key();
+                check(!kind.on_groups(), op, Problem::NotForGroups(op.into()));
                 json.extend_from_slice(b",\"$group_key\":");
                 let key_start = json.len();
                 write_str(&mut json, key);
@@ -450,18 +462,22 @@ impl EncodedRecord {
                 ((start, json.len()), Some(key_span))
             }
         };
-        let operation_at = json.len();
-        json.push(b',');
-        let mut warnings = Vec::new();
-        let rejected = match write_operation(&mut json, &operation, &mut warnings) {
-            Ok(()) => None,
-            Err(fault) => {
-                json.truncate(operation_at);
-                Some(Rejected { operation, fault })
-            }
-        };
-        let modifiers_at = json.len();
-        let profile_fault = profile_fault.map(|(p, problem)| (Some(p), problem));
+        Head {
+            json,
+            id,
+            key,
+            fault,
+        }
+    }
+
+    fn finish(
+        self,
+        kind: OpKind,
+        operation_at: usize,
+        warnings: Warnings,
+        rejected: Option<Rejected>,
+    ) -> EncodedRecord {
+        let profile_fault = self.fault;
         let issues =
             (!warnings.is_empty() || profile_fault.is_some() || rejected.is_some()).then(|| {
                 Box::new(Issues {
@@ -473,13 +489,57 @@ impl EncodedRecord {
             });
         EncodedRecord {
             kind,
-            json,
-            id,
-            key,
+            modifiers_at: self.json.len(),
+            json: self.json,
+            id: self.id,
+            key: self.key,
             operation_at,
-            modifiers_at,
             issues,
         }
+    }
+}
+
+impl EncodedRecord {
+    pub(crate) fn new(profile: &ProfileId, operation: Operation) -> Self {
+        let kind = OpKind::of(&operation);
+        let mut head = Head::new(profile, kind);
+        let operation_at = head.json.len();
+        head.json.push(b',');
+        let mut warnings = Vec::new();
+        let rejected = match write_operation(&mut head.json, &operation, &mut warnings) {
+            Ok(()) => None,
+            Err(fault) => {
+                head.json.truncate(operation_at);
+                Some(Rejected { operation, fault })
+            }
+        };
+        head.finish(kind, operation_at, warnings, rejected)
+    }
+
+    /// `$set` or `$set_once` of a `Serialize` struct or map, written straight to JSON.
+    /// Whatever the fast path does not handle (see `ser_json`) goes through
+    /// [`Properties::from_serialize`] and [`EncodedRecord::new`], with the same bytes.
+    pub(crate) fn from_serialize<T: serde::Serialize + ?Sized>(
+        profile: &ProfileId,
+        once: bool,
+        value: &T,
+    ) -> Result<Self, SerializeError> {
+        let kind = if once { OpKind::SetOnce } else { OpKind::Set };
+        let mut head = Head::new(profile, kind);
+        let operation_at = head.json.len();
+        head.json.extend_from_slice(b",\"");
+        head.json.extend_from_slice(kind.key().as_bytes());
+        head.json.extend_from_slice(b"\":");
+        if ser_json::write_properties(&mut head.json, value).is_ok() {
+            return Ok(head.finish(kind, operation_at, Vec::new(), None));
+        }
+        let props = Properties::from_serialize(value)?;
+        let operation = if once {
+            Operation::SetOnce(props)
+        } else {
+            Operation::Set(props)
+        };
+        Ok(Self::new(profile, operation))
     }
 
     /// What Mixpanel would truncate in this update.

@@ -89,6 +89,7 @@ mod response;
 mod retry;
 mod rng;
 mod ser;
+mod ser_json;
 mod token;
 mod transport;
 mod update;

@@ -315,13 +315,33 @@ where
 }
 
 impl UserUpdate {
+    fn profile(self) -> ProfileId {
+        ProfileId::User {
+            distinct_id: self.distinct_id,
+        }
+    }
+    /// `$set` from any struct or map that implements [`Serialize`], written straight to
+    /// JSON without building [`Properties`]. Same bytes and same validation as
+    /// `.set(Properties::from_serialize(value)?)`, faster.
+    ///
+    /// ```
+    /// use engage_core::Update;
+    /// #[derive(serde::Serialize)]
+    /// struct Customer { name: &'static str, seats: u32 }
+    /// let u = Update::user("u1").set_from(&Customer { name: "Ada", seats: 3 })?;
+    /// assert!(u.is_idempotent());
+    /// # Ok::<(), engage_core::SerializeError>(())
+    /// ```
+    pub fn set_from<T: Serialize + ?Sized>(self, value: &T) -> Result<Update, SerializeError> {
+        Update::serialized(self.profile(), false, value)
+    }
+    /// `$set_once` from any struct or map that implements [`Serialize`]; see
+    /// [`set_from`](Self::set_from).
+    pub fn set_once_from<T: Serialize + ?Sized>(self, value: &T) -> Result<Update, SerializeError> {
+        Update::serialized(self.profile(), true, value)
+    }
     fn make(self, operation: Operation) -> Update {
-        Update::new(
-            ProfileId::User {
-                distinct_id: self.distinct_id,
-            },
-            operation,
-        )
+        Update::new(self.profile(), operation)
     }
     /// `$set`: overwrite these properties.
     pub fn set(self, props: impl Into<Properties>) -> Update {
@@ -369,14 +389,34 @@ impl UserUpdate {
 }
 
 impl GroupUpdate {
+    fn profile(self) -> ProfileId {
+        ProfileId::Group {
+            key: self.key,
+            id: self.id,
+        }
+    }
+    /// `$set` from any struct or map that implements [`Serialize`], written straight to
+    /// JSON without building [`Properties`]. Same bytes and same validation as
+    /// `.set(Properties::from_serialize(value)?)`, faster.
+    ///
+    /// ```
+    /// use engage_core::Update;
+    /// #[derive(serde::Serialize)]
+    /// struct Customer { name: &'static str, seats: u32 }
+    /// let u = Update::user("u1").set_from(&Customer { name: "Ada", seats: 3 })?;
+    /// assert!(u.is_idempotent());
+    /// # Ok::<(), engage_core::SerializeError>(())
+    /// ```
+    pub fn set_from<T: Serialize + ?Sized>(self, value: &T) -> Result<Update, SerializeError> {
+        Update::serialized(self.profile(), false, value)
+    }
+    /// `$set_once` from any struct or map that implements [`Serialize`]; see
+    /// [`set_from`](Self::set_from).
+    pub fn set_once_from<T: Serialize + ?Sized>(self, value: &T) -> Result<Update, SerializeError> {
+        Update::serialized(self.profile(), true, value)
+    }
     fn make(self, operation: Operation) -> Update {
-        Update::new(
-            ProfileId::Group {
-                key: self.key,
-                id: self.id,
-            },
-            operation,
-        )
+        Update::new(self.profile(), operation)
     }
     /// `$set`: overwrite these properties.
     pub fn set(self, props: impl Into<Properties>) -> Update {
@@ -443,6 +483,21 @@ impl Update {
                 record,
             },
         }
+    }
+
+    fn serialized<T: Serialize + ?Sized>(
+        profile: ProfileId,
+        once: bool,
+        value: &T,
+    ) -> Result<Update, SerializeError> {
+        let record = EncodedRecord::from_serialize(&profile, once, value)?;
+        Ok(Update {
+            kind: UpdateKind::Typed {
+                profile,
+                modifiers: Modifiers::default(),
+                record,
+            },
+        })
     }
 
     /// The escape hatch: an already-formed update object, sent as given except that
