@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use engage_benches::{customers, to_derived, to_update, to_value, workload};
+use engage_benches::{Customer, Envelope, customers, to_derived, to_update, to_value, workload};
 use engage_core::{
     BatchConfig, Batcher, Endpoint, ImportConfig, ParseOptions, Properties, RetryPolicy, Target,
     Token, Update, parse_response,
@@ -68,35 +68,40 @@ fn encode(c: &mut Criterion) {
     g.finish();
 }
 
+/// The whole path a user's update takes: from a struct to a body.
+fn engage_build(people: &[(String, Customer)], from_struct: bool) -> usize {
+    let mut batcher = Batcher::new(config());
+    let mut bytes = 0;
+    let mut push = |u: Update| {
+        if let Some(batch) = batcher.push(&u).unwrap() {
+            bytes += batch.body().len();
+            black_box(batch);
+        }
+    };
+    for (id, c) in people {
+        push(if from_struct {
+            Update::user(id.as_str()).set_from(c).unwrap()
+        } else {
+            Update::user(id.as_str()).set(Properties::from_serialize(c).unwrap())
+        });
+    }
+    bytes + batcher.finish().map_or(0, |b| b.body().len())
+}
+
 fn build_encode(c: &mut Criterion) {
     let people = customers(N, 7);
     let mut g = c.benchmark_group("build_encode");
-    let bytes = {
-        let mut batcher = Batcher::new(config());
-        let mut n = 0;
-        for (id, c) in &people {
-            let u = Update::user(id.clone()).set(Properties::from_serialize(c).unwrap());
-            if let Some(b) = batcher.push(&u).unwrap() {
-                n += b.body().len();
-            }
-        }
-        n + batcher.finish().map_or(0, |b| b.body().len())
-    };
+    let bytes = engage_build(&people, true);
+    assert_eq!(bytes, engage_build(&people, false));
     g.throughput(Throughput::ElementsAndBytes {
         elements: N as u64,
         bytes: bytes as u64,
     });
-    g.bench_function("engage", |b| {
-        b.iter(|| {
-            let mut batcher = Batcher::new(config());
-            for (id, c) in black_box(&people) {
-                let u = Update::user(id.clone()).set(Properties::from_serialize(c).unwrap());
-                if let Some(batch) = batcher.push(&u).unwrap() {
-                    black_box(batch);
-                }
-            }
-            black_box(batcher.finish())
-        })
+    g.bench_function("engage_set_from", |b| {
+        b.iter(|| engage_build(black_box(&people), true))
+    });
+    g.bench_function("engage_properties", |b| {
+        b.iter(|| engage_build(black_box(&people), false))
     });
     g.bench_function("serde_json_value", |b| {
         b.iter(|| {
@@ -105,6 +110,23 @@ fn build_encode(c: &mut Criterion) {
                     .iter()
                     .map(|(id, c)| {
                         serde_json::json!({"$token": TOKEN, "$distinct_id": id, "$set": serde_json::to_value(c).unwrap()})
+                    })
+                    .collect();
+                let mut body = Vec::with_capacity(chunk.len() * 200);
+                serde_json::to_writer(&mut body, &records).unwrap();
+                black_box(body);
+            }
+        })
+    });
+    g.bench_function("serde_derive", |b| {
+        b.iter(|| {
+            for chunk in black_box(&people).chunks(2000) {
+                let records: Vec<Envelope<'_>> = chunk
+                    .iter()
+                    .map(|(id, c)| Envelope {
+                        token: TOKEN,
+                        distinct_id: id,
+                        set: c,
                     })
                     .collect();
                 let mut body = Vec::with_capacity(chunk.len() * 200);

@@ -484,6 +484,21 @@ pub struct Customer {
     pub tags: Vec<&'static str>,
 }
 
+/// What a serde user writes by hand to send a [`Customer`]: an envelope struct around
+/// it, the `build_encode` group's serde-derive baseline.
+#[derive(Debug, Serialize)]
+pub struct Envelope<'a> {
+    /// The project token.
+    #[serde(rename = "$token")]
+    pub token: &'a str,
+    /// The profile.
+    #[serde(rename = "$distinct_id")]
+    pub distinct_id: &'a str,
+    /// The user's struct.
+    #[serde(rename = "$set")]
+    pub set: &'a Customer,
+}
+
 /// `n` customers from `seed`.
 pub fn customers(n: usize, seed: u64) -> Vec<(String, Customer)> {
     let mut rng = Rng::new(seed);
@@ -541,6 +556,49 @@ mod tests {
             (110..200).contains(&per_update),
             "{per_update} bytes per update"
         );
+    }
+
+    #[test]
+    fn the_build_encode_paths_send_the_same_records() {
+        let token = "tok";
+        let people = customers(500, 3);
+        let config = engage_core::BatchConfig::new(
+            engage_core::Token::new(token).unwrap(),
+            engage_core::Endpoint::Engage,
+        );
+        let body = |updates: Vec<Update>| -> Json {
+            let batch = engage_core::batches(config.clone(), updates)
+                .next()
+                .unwrap()
+                .unwrap();
+            serde_json::from_slice(batch.body()).unwrap()
+        };
+        let from_struct = body(
+            people
+                .iter()
+                .map(|(id, c)| Update::user(id.as_str()).set_from(c).unwrap())
+                .collect(),
+        );
+        let from_properties = body(
+            people
+                .iter()
+                .map(|(id, c)| {
+                    Update::user(id.as_str()).set(Properties::from_serialize(c).unwrap())
+                })
+                .collect(),
+        );
+        let envelopes: Vec<Envelope<'_>> = people
+            .iter()
+            .map(|(id, c)| Envelope {
+                token,
+                distinct_id: id,
+                set: c,
+            })
+            .collect();
+        let derived: Json =
+            serde_json::from_slice(&serde_json::to_vec(&envelopes).unwrap()).unwrap();
+        assert_eq!(from_struct, derived);
+        assert_eq!(from_properties, derived);
     }
 
     #[test]

@@ -6,6 +6,9 @@ use engage_core::{BatchConfig, Batcher, Endpoint, Token, Update};
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
+/// dhat allows one profiler at a time; tests run in parallel.
+static ONE_PROFILER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn blocks_to_encode(updates: &[Update], batcher: &mut Batcher) -> u64 {
     let before = dhat::HeapStats::get().total_blocks;
     let mut bodies = Vec::with_capacity(8);
@@ -22,6 +25,7 @@ fn blocks_to_encode(updates: &[Update], batcher: &mut Batcher) -> u64 {
 
 #[test]
 fn no_allocation_per_update_beyond_the_body_buffer() {
+    let _one = ONE_PROFILER.lock().unwrap_or_else(|e| e.into_inner());
     let _profiler = dhat::Profiler::builder().testing().build();
     let updates: Vec<Update> = workload(8000, 3).iter().map(to_update).collect();
     let mut batcher = Batcher::new(BatchConfig::new(
@@ -35,4 +39,34 @@ fn no_allocation_per_update_beyond_the_body_buffer() {
     println!("blocks allocated: cold {cold}, warm {warm} for 4000 updates (2 bodies each)");
     assert!(cold < 60, "cold: {cold} blocks for 4000 updates");
     assert!(warm <= 8, "warm: {warm} blocks for 4000 updates");
+}
+
+/// Building is where an update is encoded now: from a user's struct, `set_from` allocates
+/// the id's `String` and the record's buffer, nothing per property.
+#[test]
+fn building_from_a_struct_allocates_two_blocks_per_update() {
+    let _one = ONE_PROFILER.lock().unwrap_or_else(|e| e.into_inner());
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let people = engage_benches::customers(2000, 5);
+    let before = dhat::HeapStats::get().total_blocks;
+    let updates: Vec<Update> = people
+        .iter()
+        .map(|(id, c)| Update::user(id.as_str()).set_from(c).unwrap())
+        .collect();
+    let blocks = dhat::HeapStats::get().total_blocks - before;
+    // One more block for the Vec of updates itself.
+    let per_update = (blocks - 1) as f64 / updates.len() as f64;
+    println!("blocks allocated while building: {per_update:.2} per update");
+    assert!(per_update <= 2.0, "{per_update} blocks per update");
+    // The tree path, for comparison: a String per name and per string value.
+    let before = dhat::HeapStats::get().total_blocks;
+    let tree: Vec<Update> = people
+        .iter()
+        .map(|(id, c)| {
+            Update::user(id.as_str()).set(engage_core::Properties::from_serialize(c).unwrap())
+        })
+        .collect();
+    let tree_blocks = (dhat::HeapStats::get().total_blocks - before - 1) as f64 / tree.len() as f64;
+    println!("through Properties: {tree_blocks:.2} per update");
+    assert!(tree_blocks > per_update);
 }

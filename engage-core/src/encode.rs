@@ -428,7 +428,9 @@ struct Head {
 
 impl Head {
     fn new(profile: &ProfileId, kind: OpKind) -> Head {
-        let mut json = Vec::with_capacity(if kind == OpKind::Delete { 48 } else { 160 });
+        // Room for a typical record and its modifiers, so that building it does not
+        // reallocate (a `$set` of a few properties plus `$ip` and `$time` is ~220 bytes).
+        let mut json = Vec::with_capacity(if kind == OpKind::Delete { 64 } else { 256 });
         let mut fault = None;
         let mut check = |failed: bool, property: &'static str, problem: Problem| {
             if failed && fault.is_none() {
