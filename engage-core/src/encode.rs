@@ -1,7 +1,7 @@
 //! Writing updates straight to JSON bytes, validating in the same pass.
 //!
 //! No `serde_json::Value` tree and no allocation per update: strings are escaped straight
-//! into the body buffer, numbers go through `itoa`/`ryu` stack buffers.
+//! into the body buffer, numbers go through `itoa`/`zmij` stack buffers.
 
 use crate::check::{GroupOperations, check_record};
 use crate::error::{Problem, WarningKind};
@@ -145,7 +145,7 @@ fn write_f64(out: &mut Vec<u8>, v: f64) -> Result<(), Problem> {
     if !v.is_finite() {
         return Err(Problem::NonFiniteNumber);
     }
-    out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
     Ok(())
 }
 
@@ -866,7 +866,7 @@ fn write_json(
             } else {
                 // serde_json numbers are finite; 0 stands in should that ever change.
                 let f = n.as_f64().filter(|f| f.is_finite()).unwrap_or(0.0);
-                out.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes());
+                out.extend_from_slice(zmij::Buffer::new().format_finite(f).as_bytes());
             }
         }
         J::String(s) => {

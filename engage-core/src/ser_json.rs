@@ -62,7 +62,7 @@ fn float(out: &mut Vec<u8>, v: f64) -> R {
     if !v.is_finite() {
         return Err(Stop::Fallback);
     }
-    out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
     Ok(())
 }
 
