@@ -1,7 +1,10 @@
-//! Writing updates straight to JSON bytes, validating in the same pass.
+//! Writing updates to JSON bytes, validating in the same pass: once, when an update is
+//! built ([`EncodedRecord`]); batching then copies those bytes behind the batch's token.
 //!
-//! No `serde_json::Value` tree and no allocation per update: strings are escaped straight
-//! into the body buffer, numbers go through `itoa`/`zmij` stack buffers.
+//! No `serde_json::Value` tree: strings are escaped straight into the record's buffer,
+//! numbers go through `itoa`/`zmij` stack buffers. Raw updates (`Update::raw`) are the
+//! exception: checked and written when they are batched, since the batch's token decides
+//! whether they are valid.
 
 use crate::check::{GroupOperations, check_record};
 use crate::error::{Problem, WarningKind};

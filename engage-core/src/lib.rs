@@ -11,14 +11,15 @@
 //! let token = Token::new("my-project-token").unwrap();
 //! let customer = Customer { name: "Ada Lovelace".into(), email: "ada@example.com".into(), plan: "pro", seats: 3 };
 //! let updates = vec![
-//!     // A user's struct becomes a `$set` payload without touching JSON.
-//!     Update::user("user-1").set(Properties::from_serialize(&customer).unwrap()),
+//!     // A user's struct becomes a `$set` payload, written straight to JSON.
+//!     Update::user("user-1").set_from(&customer).unwrap(),
 //!     Update::user("user-1").add([("logins", 1)]).with_time_ms(1_700_000_000_000),
 //!     Update::user("user-2").union([("tags", ["beta", "eu"])]).without_geolocation(),
 //!     Update::user("user-3").set([("score", f64::NAN)]), // invalid: NaN has no JSON form
 //! ];
 //!
-//! // Validate, batch (≤ 2000 records, ≤ 2 MiB) and encode, in one pass.
+//! // Batch (≤ 2000 records, ≤ 2 MiB); each update was validated and encoded when built,
+//! // and its problems are reported here, with its index.
 //! let config = BatchConfig::new(token, Endpoint::Engage);
 //! let mut sent = Vec::new();
 //! for item in batches(config, updates) {
@@ -58,9 +59,12 @@
 //! - **Validation**: before anything is sent; [`ValidationError`] names the update (its
 //!   index and profile) and the property; [`Warning`]s report what Mixpanel would
 //!   truncate. [`check_record`] validates JSON records (the emulator uses it too).
-//! - **Batching and encoding**: [`Batcher`] / [`batches`] write each update straight to
-//!   JSON once; a [`Batch`] keeps its body as [`bytes::Bytes`] for every retry and knows
-//!   which caller updates it carries.
+//! - **Encoding once**: an [`Update`] is validated and written to JSON when it is built
+//!   ([`UserUpdate::set_from`] serializes a user's struct with no intermediate tree), and
+//!   re-encoded only if a modifier changes.
+//! - **Batching**: [`Batcher`] / [`batches`] copy each update's bytes into bodies; a
+//!   [`Batch`] keeps its body as [`bytes::Bytes`] for every retry and knows which caller
+//!   updates it carries.
 //! - **Requests and answers**: [`Target`] builds `http::Request<Bytes>`;
 //!   [`parse_response`] reads every answer shape into an [`Answer`].
 //! - **Retries**: [`Delivery`] is a deterministic state machine (time is an input), with
