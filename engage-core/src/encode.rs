@@ -57,9 +57,7 @@ fn any_to_escape(chunk: u64) -> bool {
 }
 
 /// Escapes `bytes[from..to]` byte by byte, copying runs; `start` is the first byte not
-/// yet copied. Returns the new `start`. Only reached for words holding a byte to escape.
-#[cold]
-#[inline(never)]
+/// yet copied. Returns the new `start`.
 fn escape_range(
     out: &mut Vec<u8>,
     bytes: &[u8],
@@ -92,43 +90,63 @@ fn escape_range(
     start
 }
 
-/// Writes `s` as a JSON string literal, quotes included. Each 8-byte word is tested in one
-/// go and the tail byte by byte; only words holding a byte to escape are walked, so the
-/// common string is a test per word and one copy.
+/// Whether any byte of `bytes` needs escaping, a word at a time: 8-byte words, the tail as
+/// the last (overlapping) word, short strings as two overlapping 4-byte halves.
+#[inline]
+fn needs_escape(bytes: &[u8]) -> bool {
+    let len = bytes.len();
+    if len >= 8 {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            if any_to_escape(u64::from_le_bytes(word.try_into().expect("8 bytes"))) {
+                return true;
+            }
+        }
+        !words.remainder().is_empty()
+            && any_to_escape(u64::from_le_bytes(
+                bytes[len - 8..].try_into().expect("8 bytes"),
+            ))
+    } else if len >= 4 {
+        let low = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+        let high = u32::from_le_bytes(bytes[len - 4..].try_into().expect("4 bytes"));
+        any_to_escape(u64::from(low) | (u64::from(high) << 32))
+    } else {
+        bytes.iter().any(|&b| ESCAPE[b as usize] != 0)
+    }
+}
+
+/// Writes `s` as a JSON string literal, quotes included. The common string needs no
+/// escaping: one word test per 8 bytes, then one copy.
 #[inline]
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    if needs_escape(bytes) {
+        return write_escaped(out, bytes);
+    }
     out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(bytes);
+    out.push(b'"');
+}
+
+/// The slow path of [`write_str`]: only words holding a byte to escape are walked byte by
+/// byte; runs between escapes are copied whole.
+#[cold]
+#[inline(never)]
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 8);
     out.push(b'"');
     let mut start = 0;
     let len = bytes.len();
-    let word8 = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-    let word4 = |at: usize| {
-        u64::from(u32::from_le_bytes(
-            bytes[at..at + 4].try_into().expect("4 bytes"),
-        ))
-    };
-    if len >= 8 {
-        let mut i = 0;
-        while i + 8 <= len {
-            if any_to_escape(word8(i)) {
-                start = escape_range(out, bytes, i, i + 8, start);
-            }
-            i += 8;
+    let mut i = 0;
+    while i + 8 <= len {
+        let word = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        if any_to_escape(word) {
+            start = escape_range(out, bytes, i, i + 8, start);
         }
-        // The tail: the last 8 bytes, overlapping what was tested (a false alarm only
-        // costs a walk over the tail).
-        if i < len && any_to_escape(word8(len - 8)) {
-            start = escape_range(out, bytes, i, len, start);
-        }
-    } else if len >= 4 {
-        // Two overlapping 4-byte halves make one word.
-        if any_to_escape(word4(0) | (word4(len - 4) << 32)) {
-            start = escape_range(out, bytes, 0, len, start);
-        }
-    } else if bytes.iter().any(|&b| ESCAPE[b as usize] != 0) {
-        start = escape_range(out, bytes, 0, len, start);
+        i += 8;
     }
+    start = escape_range(out, bytes, i, len, start);
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
