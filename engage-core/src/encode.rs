@@ -11,7 +11,8 @@ use crate::error::{Problem, WarningKind};
 use crate::ser::SerializeError;
 use crate::ser_json;
 use crate::update::{
-    Endpoint, Geolocation, Modifiers, Operation, ProfileId, Properties, Update, UpdateKind,
+    Endpoint, Geolocation, Modifiers, Operation, ProfileId, ProfileRef, Properties, Update,
+    UpdateKind,
 };
 use crate::value::{Number, Value};
 
@@ -326,11 +327,10 @@ pub(crate) fn encode_update(
     warnings: &mut Warnings,
 ) -> Result<EncodedIds, Fault> {
     match &update.kind {
-        UpdateKind::Typed {
-            profile, record, ..
-        } => {
-            if profile.endpoint() != ctx.endpoint {
-                return Err((None, Problem::WrongEndpoint(profile.endpoint())));
+        UpdateKind::Typed { record, .. } => {
+            let endpoint = record.endpoint();
+            if endpoint != ctx.endpoint {
+                return Err((None, Problem::WrongEndpoint(endpoint)));
             }
             if let Some(fault) = record.fault() {
                 return Err(fault.clone());
@@ -486,7 +486,7 @@ struct Head {
 }
 
 impl Head {
-    fn new(profile: &ProfileId, kind: OpKind) -> Head {
+    fn new(profile: ProfileRef<'_>, kind: OpKind) -> Head {
         // Room for a typical record and its modifiers, so that building it does not
         // reallocate (a `$set` of a few properties plus `$ip` and `$time` is ~220 bytes).
         let mut json = scratch::take();
@@ -497,7 +497,7 @@ impl Head {
             }
         };
         let (id, key) = match profile {
-            ProfileId::User { distinct_id } => {
+            ProfileRef::User(distinct_id) => {
                 check(
                     distinct_id.is_empty(),
                     "$distinct_id",
@@ -508,7 +508,7 @@ impl Head {
                 write_str(&mut json, distinct_id);
                 ((start, json.len()), None)
             }
-            ProfileId::Group { key, id } => {
+            ProfileRef::Group { key, id } => {
                 check(key.is_empty(), "$group_key", Problem::Empty("$group_key"));
                 check(id.is_empty(), "$group_id", Problem::Empty("$group_id"));
                 let op = kind.key();
@@ -562,7 +562,7 @@ impl Head {
 }
 
 impl EncodedRecord {
-    pub(crate) fn new(profile: &ProfileId, operation: Operation) -> Self {
+    pub(crate) fn new(profile: ProfileRef<'_>, operation: Operation) -> Self {
         let kind = OpKind::of(&operation);
         let mut head = Head::new(profile, kind);
         let operation_at = head.json.len();
@@ -582,7 +582,7 @@ impl EncodedRecord {
     /// Whatever the fast path does not handle (see `ser_json`) goes through
     /// [`Properties::from_serialize`] and [`EncodedRecord::new`], with the same bytes.
     pub(crate) fn from_serialize<T: serde::Serialize + ?Sized>(
-        profile: &ProfileId,
+        profile: ProfileRef<'_>,
         once: bool,
         value: &T,
     ) -> Result<Self, SerializeError> {
@@ -603,6 +603,31 @@ impl EncodedRecord {
             Operation::Set(props)
         };
         Ok(Self::new(profile, operation))
+    }
+
+    /// `/groups` for a record with a group key, else `/engage`.
+    pub(crate) fn endpoint(&self) -> Endpoint {
+        if self.key.is_some() {
+            Endpoint::Groups
+        } else {
+            Endpoint::Engage
+        }
+    }
+
+    /// The profile, read back from the record's JSON (the ids are not kept twice).
+    pub(crate) fn profile(&self) -> Option<ProfileId> {
+        let text = |(a, b): (usize, usize)| -> Option<String> {
+            serde_json::from_slice(self.json.get(a..b)?).ok()
+        };
+        Some(match self.key {
+            None => ProfileId::User {
+                distinct_id: text(self.id)?,
+            },
+            Some(key) => ProfileId::Group {
+                key: text(key)?,
+                id: text(self.id)?,
+            },
+        })
     }
 
     /// What Mixpanel would truncate in this update.

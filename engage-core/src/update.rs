@@ -1,5 +1,6 @@
 //! The update model: one profile update object, typed or raw.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -51,6 +52,22 @@ impl ProfileId {
         match self {
             ProfileId::User { .. } => Endpoint::Engage,
             ProfileId::Group { .. } => Endpoint::Groups,
+        }
+    }
+}
+
+/// A profile's ids, borrowed: all that encoding needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ProfileRef<'a> {
+    User(&'a str),
+    Group { key: &'a str, id: &'a str },
+}
+
+impl ProfileId {
+    pub(crate) fn as_ref(&self) -> ProfileRef<'_> {
+        match self {
+            ProfileId::User { distinct_id } => ProfileRef::User(distinct_id),
+            ProfileId::Group { key, id } => ProfileRef::Group { key, id },
         }
     }
 }
@@ -269,9 +286,8 @@ pub struct Update {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum UpdateKind {
     Typed {
-        profile: ProfileId,
         modifiers: Modifiers,
-        /// The same update as JSON, kept in step with `modifiers`.
+        /// The update as JSON (ids included), kept in step with `modifiers`.
         record: EncodedRecord,
     },
     Raw(serde_json::Value),
@@ -280,17 +296,17 @@ pub(crate) enum UpdateKind {
 /// Builds updates of one user profile. Made by [`Update::user`].
 #[derive(Debug, Clone)]
 #[must_use = "call an operation method to get an Update"]
-pub struct UserUpdate {
-    distinct_id: String,
+pub struct UserUpdate<'a> {
+    distinct_id: Cow<'a, str>,
 }
 
 /// Builds updates of one group profile (the six operations `/groups` documents). Made by
 /// [`Update::group`].
 #[derive(Debug, Clone)]
 #[must_use = "call an operation method to get an Update"]
-pub struct GroupUpdate {
-    key: String,
-    id: String,
+pub struct GroupUpdate<'a> {
+    key: Cow<'a, str>,
+    id: Cow<'a, str>,
 }
 
 fn add_entries<K: Into<String>, N: Into<Number>>(
@@ -314,11 +330,9 @@ where
         .collect()
 }
 
-impl UserUpdate {
-    fn profile(self) -> ProfileId {
-        ProfileId::User {
-            distinct_id: self.distinct_id,
-        }
+impl UserUpdate<'_> {
+    fn profile(&self) -> ProfileRef<'_> {
+        ProfileRef::User(&self.distinct_id)
     }
     /// `$set` from any struct or map that implements [`Serialize`], written straight to
     /// JSON without building [`Properties`]. Same bytes and same validation as
@@ -341,7 +355,7 @@ impl UserUpdate {
         Update::serialized(self.profile(), true, value)
     }
     fn make(self, operation: Operation) -> Update {
-        Update::new(self.profile(), operation)
+        Update::encoded(EncodedRecord::new(self.profile(), operation))
     }
     /// `$set`: overwrite these properties.
     pub fn set(self, props: impl Into<Properties>) -> Update {
@@ -388,11 +402,11 @@ impl UserUpdate {
     }
 }
 
-impl GroupUpdate {
-    fn profile(self) -> ProfileId {
-        ProfileId::Group {
-            key: self.key,
-            id: self.id,
+impl GroupUpdate<'_> {
+    fn profile(&self) -> ProfileRef<'_> {
+        ProfileRef::Group {
+            key: &self.key,
+            id: &self.id,
         }
     }
     /// `$set` from any struct or map that implements [`Serialize`], written straight to
@@ -416,7 +430,7 @@ impl GroupUpdate {
         Update::serialized(self.profile(), true, value)
     }
     fn make(self, operation: Operation) -> Update {
-        Update::new(self.profile(), operation)
+        Update::encoded(EncodedRecord::new(self.profile(), operation))
     }
     /// `$set`: overwrite these properties.
     pub fn set(self, props: impl Into<Properties>) -> Update {
@@ -453,14 +467,17 @@ impl GroupUpdate {
 
 impl Update {
     /// Starts an update of the user profile `distinct_id`.
-    pub fn user(distinct_id: impl Into<String>) -> UserUpdate {
+    ///
+    /// The id is borrowed until the operation is chosen, when it is written to JSON: a
+    /// `&str` is not copied into a `String` first.
+    pub fn user<'a>(distinct_id: impl Into<Cow<'a, str>>) -> UserUpdate<'a> {
         UserUpdate {
             distinct_id: distinct_id.into(),
         }
     }
 
     /// Starts an update of the group profile `key`/`id` (e.g. `"company"`, `"acme"`).
-    pub fn group(key: impl Into<String>, id: impl Into<String>) -> GroupUpdate {
+    pub fn group<'a>(key: impl Into<Cow<'a, str>>, id: impl Into<Cow<'a, str>>) -> GroupUpdate<'a> {
         GroupUpdate {
             key: key.into(),
             id: id.into(),
@@ -475,10 +492,12 @@ impl Update {
     /// found now (a NaN, say) is reported when the update is given to a
     /// [`Batcher`](crate::Batcher), which knows its index.
     pub fn new(profile: ProfileId, operation: Operation) -> Update {
-        let record = EncodedRecord::new(&profile, operation);
+        Update::encoded(EncodedRecord::new(profile.as_ref(), operation))
+    }
+
+    fn encoded(record: EncodedRecord) -> Update {
         Update {
             kind: UpdateKind::Typed {
-                profile,
                 modifiers: Modifiers::default(),
                 record,
             },
@@ -486,18 +505,11 @@ impl Update {
     }
 
     fn serialized<T: Serialize + ?Sized>(
-        profile: ProfileId,
+        profile: ProfileRef<'_>,
         once: bool,
         value: &T,
     ) -> Result<Update, SerializeError> {
-        let record = EncodedRecord::from_serialize(&profile, once, value)?;
-        Ok(Update {
-            kind: UpdateKind::Typed {
-                profile,
-                modifiers: Modifiers::default(),
-                record,
-            },
-        })
+        EncodedRecord::from_serialize(profile, once, value).map(Update::encoded)
     }
 
     /// The escape hatch: an already-formed update object, sent as given except that
@@ -566,7 +578,7 @@ impl Update {
     /// The profile, for a typed update; for a raw one, the id it carries if well formed.
     pub fn profile(&self) -> Option<ProfileId> {
         match &self.kind {
-            UpdateKind::Typed { profile, .. } => Some(profile.clone()),
+            UpdateKind::Typed { record, .. } => record.profile(),
             UpdateKind::Raw(v) => crate::check::raw_profile(v),
         }
     }
@@ -602,7 +614,7 @@ impl Update {
     /// (`$group_key` means `/groups`).
     pub fn endpoint(&self) -> Endpoint {
         match &self.kind {
-            UpdateKind::Typed { profile, .. } => profile.endpoint(),
+            UpdateKind::Typed { record, .. } => record.endpoint(),
             UpdateKind::Raw(v) => {
                 if v.get("$group_key").is_some() || v.get("$group_id").is_some() {
                     Endpoint::Groups
