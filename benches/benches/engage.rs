@@ -6,10 +6,13 @@ use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use engage_benches::{Customer, Envelope, customers, to_derived, to_update, to_value, workload};
+use engage_benches::paths::{
+    Build, derive_build, engage_build, engage_encode, serde_encode, value_build,
+};
+use engage_benches::{customers, to_derived, to_update, to_value, workload};
 use engage_core::{
-    BatchConfig, Batcher, Endpoint, ImportConfig, ParseOptions, Properties, RetryPolicy, Target,
-    Token, Update, parse_response,
+    BatchConfig, Batcher, Endpoint, ImportConfig, ParseOptions, RetryPolicy, Target, Token, Update,
+    parse_response,
 };
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
@@ -19,46 +22,20 @@ fn config() -> BatchConfig {
     BatchConfig::new(Token::new(TOKEN).unwrap(), Endpoint::Engage)
 }
 
-/// Encodes updates into 2000-update bodies; returns the bytes written.
-fn engage_encode(updates: &[Update]) -> usize {
-    let mut batcher = Batcher::new(config());
-    let mut bytes = 0;
-    for u in updates {
-        if let Some(batch) = batcher.push(u).expect("valid") {
-            bytes += batch.body().len();
-            black_box(batch);
-        }
-    }
-    if let Some(batch) = batcher.finish() {
-        bytes += batch.body().len();
-        black_box(batch);
-    }
-    bytes
-}
-
-fn serde_encode<T: serde::Serialize>(records: &[T]) -> usize {
-    let mut bytes = 0;
-    for chunk in records.chunks(2000) {
-        let mut body = Vec::with_capacity(chunk.len() * 160);
-        serde_json::to_writer(&mut body, chunk).unwrap();
-        bytes += body.len();
-        black_box(body);
-    }
-    bytes
-}
-
 fn encode(c: &mut Criterion) {
     let recs = workload(N, 42);
     let updates: Vec<Update> = recs.iter().map(to_update).collect();
     let values: Vec<serde_json::Value> = recs.iter().map(|r| to_value(r, TOKEN)).collect();
     let derived: Vec<_> = recs.iter().map(|r| to_derived(r, TOKEN)).collect();
-    let bytes = engage_encode(&updates);
+    let bytes = engage_encode(TOKEN, &updates);
     let mut g = c.benchmark_group("encode");
     g.throughput(Throughput::ElementsAndBytes {
         elements: N as u64,
         bytes: bytes as u64,
     });
-    g.bench_function("engage", |b| b.iter(|| engage_encode(black_box(&updates))));
+    g.bench_function("engage", |b| {
+        b.iter(|| engage_encode(TOKEN, black_box(&updates)))
+    });
     g.bench_function("serde_json_value", |b| {
         b.iter(|| serde_encode(black_box(&values)))
     });
@@ -68,72 +45,26 @@ fn encode(c: &mut Criterion) {
     g.finish();
 }
 
-/// The whole path a user's update takes: from a struct to a body.
-fn engage_build(people: &[(String, Customer)], from_struct: bool) -> usize {
-    let mut batcher = Batcher::new(config());
-    let mut bytes = 0;
-    let mut push = |u: Update| {
-        if let Some(batch) = batcher.push(&u).unwrap() {
-            bytes += batch.body().len();
-            black_box(batch);
-        }
-    };
-    for (id, c) in people {
-        push(if from_struct {
-            Update::user(id.as_str()).set_from(c).unwrap()
-        } else {
-            Update::user(id.as_str()).set(Properties::from_serialize(c).unwrap())
-        });
-    }
-    bytes + batcher.finish().map_or(0, |b| b.body().len())
-}
-
 fn build_encode(c: &mut Criterion) {
     let people = customers(N, 7);
     let mut g = c.benchmark_group("build_encode");
-    let bytes = engage_build(&people, true);
-    assert_eq!(bytes, engage_build(&people, false));
+    let bytes = engage_build(TOKEN, &people, Build::SetFrom);
+    assert_eq!(bytes, engage_build(TOKEN, &people, Build::Properties));
     g.throughput(Throughput::ElementsAndBytes {
         elements: N as u64,
         bytes: bytes as u64,
     });
     g.bench_function("engage_set_from", |b| {
-        b.iter(|| engage_build(black_box(&people), true))
+        b.iter(|| engage_build(TOKEN, black_box(&people), Build::SetFrom))
     });
     g.bench_function("engage_properties", |b| {
-        b.iter(|| engage_build(black_box(&people), false))
+        b.iter(|| engage_build(TOKEN, black_box(&people), Build::Properties))
     });
     g.bench_function("serde_json_value", |b| {
-        b.iter(|| {
-            for chunk in black_box(&people).chunks(2000) {
-                let records: Vec<serde_json::Value> = chunk
-                    .iter()
-                    .map(|(id, c)| {
-                        serde_json::json!({"$token": TOKEN, "$distinct_id": id, "$set": serde_json::to_value(c).unwrap()})
-                    })
-                    .collect();
-                let mut body = Vec::with_capacity(chunk.len() * 200);
-                serde_json::to_writer(&mut body, &records).unwrap();
-                black_box(body);
-            }
-        })
+        b.iter(|| value_build(TOKEN, black_box(&people)))
     });
     g.bench_function("serde_derive", |b| {
-        b.iter(|| {
-            for chunk in black_box(&people).chunks(2000) {
-                let records: Vec<Envelope<'_>> = chunk
-                    .iter()
-                    .map(|(id, c)| Envelope {
-                        token: TOKEN,
-                        distinct_id: id,
-                        set: c,
-                    })
-                    .collect();
-                let mut body = Vec::with_capacity(chunk.len() * 200);
-                serde_json::to_writer(&mut body, &records).unwrap();
-                black_box(body);
-            }
-        })
+        b.iter(|| derive_build(TOKEN, black_box(&people)))
     });
     g.finish();
 }
@@ -170,7 +101,7 @@ fn parse(c: &mut Criterion) {
 fn batch(c: &mut Criterion) {
     let updates: Vec<Update> = workload(100_000, 9).iter().map(to_update).collect();
     let mut g = c.benchmark_group("batch");
-    let bytes = engage_encode(&updates);
+    let bytes = engage_encode(TOKEN, &updates);
     g.throughput(Throughput::ElementsAndBytes {
         elements: updates.len() as u64,
         bytes: bytes as u64,

@@ -8,6 +8,8 @@
 //! 5% `$append`, 5% `$remove`, 5% `$unset`, 5% `$delete`; 20% carry `$ip`, 10%
 //! `$ignore_time`; about four updates per profile.
 
+pub mod paths;
+
 use engage_core::{DateTime, Number, Operation, ProfileId, Properties, Update, Value};
 use serde::{Serialize, Serializer};
 use serde_json::{Value as Json, json};

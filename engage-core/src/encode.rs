@@ -366,7 +366,7 @@ pub(crate) enum OpKind {
 }
 
 impl OpKind {
-    fn of(operation: &Operation) -> OpKind {
+    pub(crate) fn of(operation: &Operation) -> OpKind {
         match operation {
             Operation::Set(_) => OpKind::Set,
             Operation::SetOnce(_) => OpKind::SetOnce,

@@ -39,6 +39,19 @@ impl ser::Error for Stop {
 
 type R = Result<(), Stop>;
 
+/// The integer methods of a serializer with an `integer` method (`i128`/`u128` differ).
+macro_rules! integers {
+    () => {
+        integers!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64);
+        integers!(serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64);
+    };
+    ($($method:ident: $t:ty),*) => {$(
+        fn $method(self, v: $t) -> R {
+            self.integer(v)
+        }
+    )*};
+}
+
 /// Appends `value` as a JSON object to `out`. On `Err`, `out` holds a partial write.
 pub(crate) fn write_properties<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> R {
     value.serialize(TopLevel { out })
@@ -72,6 +85,10 @@ fn integer(out: &mut Vec<u8>, v: impl itoa::Integer) -> R {
 }
 
 impl<'a> Json<'a> {
+    fn integer(self, v: impl itoa::Integer) -> R {
+        integer(self.out, v)
+    }
+
     fn open(self, bracket: u8) -> Result<Compound<'a>, Stop> {
         if self.depth >= MAX_DEPTH {
             return Err(Stop::Fallback);
@@ -82,6 +99,7 @@ impl<'a> Json<'a> {
             depth: self.depth + 1,
             first: true,
             wrapped: false,
+            top_level: false,
         })
     }
 
@@ -99,6 +117,7 @@ impl<'a> Json<'a> {
             depth: self.depth + 2,
             first: true,
             wrapped: true,
+            top_level: false,
         })
     }
 }
@@ -119,18 +138,7 @@ impl<'a> ser::Serializer for Json<'a> {
             .extend_from_slice(if v { b"true" } else { b"false" });
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> R {
-        integer(self.out, v)
-    }
-    fn serialize_i16(self, v: i16) -> R {
-        integer(self.out, v)
-    }
-    fn serialize_i32(self, v: i32) -> R {
-        integer(self.out, v)
-    }
-    fn serialize_i64(self, v: i64) -> R {
-        integer(self.out, v)
-    }
+    integers!();
     fn serialize_i128(self, v: i128) -> R {
         // As the tree path: an integer if it fits 64 bits, else a float.
         if i64::try_from(v).is_ok() || u64::try_from(v).is_ok() {
@@ -138,18 +146,6 @@ impl<'a> ser::Serializer for Json<'a> {
         } else {
             float(self.out, v as f64)
         }
-    }
-    fn serialize_u8(self, v: u8) -> R {
-        integer(self.out, v)
-    }
-    fn serialize_u16(self, v: u16) -> R {
-        integer(self.out, v)
-    }
-    fn serialize_u32(self, v: u32) -> R {
-        integer(self.out, v)
-    }
-    fn serialize_u64(self, v: u64) -> R {
-        integer(self.out, v)
     }
     fn serialize_u128(self, v: u128) -> R {
         if u64::try_from(v).is_ok() {
@@ -259,6 +255,8 @@ pub(crate) struct Compound<'a> {
     first: bool,
     /// Inside `{"variant": …}`: one more brace to close.
     wrapped: bool,
+    /// The payload itself: its keys are property names.
+    top_level: bool,
 }
 
 impl Compound<'_> {
@@ -276,7 +274,7 @@ impl Compound<'_> {
     }
     fn field<T: Serialize + ?Sized>(&mut self, key: &str, v: &T) -> R {
         self.comma();
-        write_str(self.out, key);
+        name(self.out, key, self.top_level)?;
         self.out.push(b':');
         self.item(v)
     }
@@ -289,50 +287,29 @@ impl Compound<'_> {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_> {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
-        self.comma();
-        self.item(v)
-    }
-    fn end(self) -> R {
-        self.close(b']')
-    }
+/// Lists: items separated by commas, closed by `]`.
+macro_rules! list {
+    ($($trait:ident::$method:ident),*) => {$(
+        impl ser::$trait for Compound<'_> {
+            type Ok = ();
+            type Error = Stop;
+            fn $method<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
+                self.comma();
+                self.item(v)
+            }
+            fn end(self) -> R {
+                self.close(b']')
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Compound<'_> {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
-        ser::SerializeSeq::serialize_element(self, v)
-    }
-    fn end(self) -> R {
-        self.close(b']')
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_> {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
-        ser::SerializeSeq::serialize_element(self, v)
-    }
-    fn end(self) -> R {
-        self.close(b']')
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_> {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
-        ser::SerializeSeq::serialize_element(self, v)
-    }
-    fn end(self) -> R {
-        self.close(b']')
-    }
-}
+list!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl ser::SerializeMap for Compound<'_> {
     type Ok = ();
@@ -341,7 +318,7 @@ impl ser::SerializeMap for Compound<'_> {
         self.comma();
         key.serialize(Key {
             out: &mut *self.out,
-            top_level: false,
+            top_level: self.top_level,
         })?;
         self.out.push(b':');
         Ok(())
@@ -354,31 +331,49 @@ impl ser::SerializeMap for Compound<'_> {
     }
 }
 
-impl ser::SerializeStruct for Compound<'_> {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> R {
-        self.field(key, v)
-    }
-    fn end(self) -> R {
-        self.close(b'}')
-    }
+/// Structs: named fields, closed by `}`.
+macro_rules! fields {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for Compound<'_> {
+            type Ok = ();
+            type Error = Stop;
+            fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> R {
+                self.field(key, v)
+            }
+            fn end(self) -> R {
+                self.close(b'}')
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Compound<'_> {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> R {
-        self.field(key, v)
-    }
-    fn end(self) -> R {
-        self.close(b'}')
-    }
-}
+fields!(SerializeStruct, SerializeStructVariant);
 
 /// The payload itself: a struct or a map whose keys are property names.
 struct TopLevel<'a> {
     out: &'a mut Vec<u8>,
+}
+
+/// Wrappers, for the top level and map keys: a newtype is its content; an option or an
+/// enum's newtype variant goes to the tree path.
+macro_rules! wrappers {
+    () => {
+        fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> R {
+            Err(Stop::Fallback)
+        }
+        fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _n: &'static str, value: &T) -> R {
+            value.serialize(self)
+        }
+        fn serialize_newtype_variant<T: Serialize + ?Sized>(
+            self,
+            _n: &'static str,
+            _i: u32,
+            _variant: &'static str,
+            _value: &T,
+        ) -> R {
+            Err(Stop::Fallback)
+        }
+    };
 }
 
 /// Top-level shapes other than a struct or a map go to the tree path, which either
@@ -398,8 +393,8 @@ impl<'a> ser::Serializer for TopLevel<'a> {
     type SerializeTuple = ser::Impossible<(), Stop>;
     type SerializeTupleStruct = ser::Impossible<(), Stop>;
     type SerializeTupleVariant = ser::Impossible<(), Stop>;
-    type SerializeMap = Properties<'a>;
-    type SerializeStruct = Properties<'a>;
+    type SerializeMap = Compound<'a>;
+    type SerializeStruct = Compound<'a>;
     type SerializeStructVariant = ser::Impossible<(), Stop>;
 
     fallback! {
@@ -428,88 +423,19 @@ impl<'a> ser::Serializer for TopLevel<'a> {
         serialize_struct_variant(&'static str, u32, &'static str, usize) -> Self::SerializeStructVariant;
     }
 
-    fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> R {
-        Err(Stop::Fallback)
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _n: &'static str, value: &T) -> R {
-        value.serialize(self)
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _n: &'static str,
-        _i: u32,
-        _variant: &'static str,
-        _value: &T,
-    ) -> R {
-        Err(Stop::Fallback)
-    }
-    fn serialize_map(self, _len: Option<usize>) -> Result<Properties<'a>, Stop> {
+    wrappers!();
+    fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a>, Stop> {
         self.out.push(b'{');
-        Ok(Properties {
+        Ok(Compound {
             out: self.out,
-            first: true,
-        })
-    }
-    fn serialize_struct(self, _n: &'static str, len: usize) -> Result<Properties<'a>, Stop> {
-        self.serialize_map(Some(len))
-    }
-}
-
-/// The open payload object.
-#[doc(hidden)]
-pub(crate) struct Properties<'a> {
-    out: &'a mut Vec<u8>,
-    first: bool,
-}
-
-impl Properties<'_> {
-    fn comma(&mut self) {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-    }
-    fn value<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
-        v.serialize(Json {
-            out: &mut *self.out,
             depth: 0,
+            first: true,
+            wrapped: false,
+            top_level: true,
         })
     }
-}
-
-impl ser::SerializeMap for Properties<'_> {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> R {
-        self.comma();
-        key.serialize(Key {
-            out: &mut *self.out,
-            top_level: true,
-        })?;
-        self.out.push(b':');
-        Ok(())
-    }
-    fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
-        self.value(v)
-    }
-    fn end(self) -> R {
-        self.out.push(b'}');
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for Properties<'_> {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> R {
-        self.comma();
-        name(self.out, key, true)?;
-        self.out.push(b':');
-        self.value(v)
-    }
-    fn end(self) -> R {
-        self.out.push(b'}');
-        Ok(())
+    fn serialize_struct(self, _n: &'static str, len: usize) -> Result<Compound<'a>, Stop> {
+        self.serialize_map(Some(len))
     }
 }
 
@@ -567,30 +493,7 @@ impl ser::Serializer for Key<'_> {
     fn serialize_bool(self, v: bool) -> R {
         name(self.out, if v { "true" } else { "false" }, self.top_level)
     }
-    fn serialize_i8(self, v: i8) -> R {
-        self.integer(v)
-    }
-    fn serialize_i16(self, v: i16) -> R {
-        self.integer(v)
-    }
-    fn serialize_i32(self, v: i32) -> R {
-        self.integer(v)
-    }
-    fn serialize_i64(self, v: i64) -> R {
-        self.integer(v)
-    }
-    fn serialize_u8(self, v: u8) -> R {
-        self.integer(v)
-    }
-    fn serialize_u16(self, v: u16) -> R {
-        self.integer(v)
-    }
-    fn serialize_u32(self, v: u32) -> R {
-        self.integer(v)
-    }
-    fn serialize_u64(self, v: u64) -> R {
-        self.integer(v)
-    }
+    integers!();
     fn serialize_char(self, v: char) -> R {
         name(self.out, v.encode_utf8(&mut [0; 4]), self.top_level)
     }
@@ -600,19 +503,5 @@ impl ser::Serializer for Key<'_> {
     fn serialize_unit_variant(self, _n: &'static str, _i: u32, variant: &'static str) -> R {
         name(self.out, variant, self.top_level)
     }
-    fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> R {
-        Err(Stop::Fallback)
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _n: &'static str, value: &T) -> R {
-        value.serialize(self)
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _n: &'static str,
-        _i: u32,
-        _variant: &'static str,
-        _value: &T,
-    ) -> R {
-        Err(Stop::Fallback)
-    }
+    wrappers!();
 }

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::encode::EncodedRecord;
+use crate::encode::{EncodedRecord, OpKind};
 use crate::ser::{self, SerializeError};
 use crate::value::{Number, Value};
 
@@ -197,21 +197,12 @@ pub enum Operation {
 impl Operation {
     /// The operation's JSON key, e.g. `"$set"`.
     pub fn key(&self) -> &'static str {
-        match self {
-            Operation::Set(_) => "$set",
-            Operation::SetOnce(_) => "$set_once",
-            Operation::Add(_) => "$add",
-            Operation::Union(_) => "$union",
-            Operation::Append(_) => "$append",
-            Operation::Remove(_) => "$remove",
-            Operation::Unset(_) => "$unset",
-            Operation::Delete => "$delete",
-        }
+        OpKind::of(self).key()
     }
 
     /// Whether sending it twice has the same effect as once. `$add` and `$append` are not.
     pub fn is_idempotent(&self) -> bool {
-        !matches!(self, Operation::Add(_) | Operation::Append(_))
+        OpKind::of(self).is_idempotent()
     }
 }
 
