@@ -315,8 +315,10 @@ impl Batch {
 }
 
 /// Turns updates into [`Batch`]es incrementally, keeping their order, at most
-/// `max_records` records and `max_body_bytes` bytes each. Each update is validated and
-/// encoded once, straight into the body buffer.
+/// `max_records` records and `max_body_bytes` bytes each. A typed update was validated
+/// and encoded when it was built: pushing it copies its bytes behind the token, or reports
+/// the problem found then with the update's index. A raw update is checked and written
+/// here.
 ///
 /// ```
 /// use engage_core::{Batcher, BatchConfig, Endpoint, Token, Update};

@@ -579,6 +579,7 @@ impl EncodedRecord {
     }
 
     /// `$set` or `$set_once` of a `Serialize` struct or map, written straight to JSON.
+    /// On the rare fallback the value is serialized a second time.
     /// Whatever the fast path does not handle (see `ser_json`) goes through
     /// [`Properties::from_serialize`] and [`EncodedRecord::new`], with the same bytes.
     pub(crate) fn from_serialize<T: serde::Serialize + ?Sized>(
@@ -640,7 +641,13 @@ impl EncodedRecord {
         self.json.truncate(self.modifiers_at);
         let fault = write_modifiers(&mut self.json, modifiers).err();
         match (&mut self.issues, fault) {
-            (Some(issues), fault) => issues.modifiers_fault = fault,
+            (Some(issues), fault) => {
+                issues.modifiers_fault = fault;
+                // A fixed modifier leaves nothing behind: equal updates stay `==`.
+                if **issues == Issues::default() {
+                    self.issues = None;
+                }
+            }
             (None, None) => {}
             (None, Some(fault)) => {
                 self.issues = Some(Box::new(Issues {

@@ -19,6 +19,10 @@ pub enum SerializeError {
     /// The value's own `Serialize` implementation failed.
     #[error("{0}")]
     Custom(String),
+    /// Lists and maps nested deeper than 128 levels (the encoder accepts 32; this only
+    /// keeps a runaway `Serialize` from exhausting the stack).
+    #[error("nested deeper than 128 levels")]
+    TooDeep,
 }
 
 impl ser::Error for SerializeError {
@@ -29,10 +33,33 @@ impl ser::Error for SerializeError {
 
 /// Serializes `value` into a [`Value`].
 pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, SerializeError> {
-    value.serialize(ValueSerializer)
+    value.serialize(ValueSerializer { depth: 0 })
 }
 
-struct ValueSerializer;
+/// Deepest nesting `to_value` builds.
+const MAX_TREE_DEPTH: u32 = 128;
+
+/// The struct name serde_json's `arbitrary_precision` feature gives its numbers.
+pub(crate) const ARBITRARY_PRECISION_NUMBER: &str = "$serde_json::private::Number";
+
+/// Serializes a value nested `depth` levels down.
+fn nested<T: Serialize + ?Sized>(value: &T, depth: u32) -> R {
+    value.serialize(ValueSerializer { depth })
+}
+
+struct ValueSerializer {
+    depth: u32,
+}
+
+impl ValueSerializer {
+    /// The depth of a new container's items, or an error past the limit.
+    fn enter(&self) -> Result<u32, SerializeError> {
+        if self.depth >= MAX_TREE_DEPTH {
+            return Err(SerializeError::TooDeep);
+        }
+        Ok(self.depth + 1)
+    }
+}
 
 type R = Result<Value, SerializeError>;
 
@@ -131,10 +158,16 @@ impl ser::Serializer for ValueSerializer {
         variant: &'static str,
         value: &T,
     ) -> R {
-        Ok(Value::Object(vec![(variant.to_owned(), to_value(value)?)]))
+        Ok(Value::Object(vec![(
+            variant.to_owned(),
+            nested(value, self.enter()?)?,
+        )]))
     }
     fn serialize_seq(self, len: Option<usize>) -> Result<SeqSer, SerializeError> {
-        Ok(SeqSer(Vec::with_capacity(len.unwrap_or(0))))
+        Ok(SeqSer {
+            items: Vec::with_capacity(len.unwrap_or(0).min(4096)),
+            depth: self.enter()?,
+        })
     }
     fn serialize_tuple(self, len: usize) -> Result<SeqSer, SerializeError> {
         self.serialize_seq(Some(len))
@@ -153,16 +186,21 @@ impl ser::Serializer for ValueSerializer {
         variant: &'static str,
         len: usize,
     ) -> Result<VariantSeqSer, SerializeError> {
-        Ok(VariantSeqSer(variant, SeqSer(Vec::with_capacity(len))))
+        Ok(VariantSeqSer(variant, self.serialize_seq(Some(len))?))
     }
     fn serialize_map(self, len: Option<usize>) -> Result<MapSer, SerializeError> {
         Ok(MapSer {
-            entries: Vec::with_capacity(len.unwrap_or(0)),
+            entries: Vec::with_capacity(len.unwrap_or(0).min(4096)),
             key: None,
+            depth: self.enter()?,
+            number: false,
         })
     }
-    fn serialize_struct(self, _n: &'static str, len: usize) -> Result<MapSer, SerializeError> {
-        self.serialize_map(Some(len))
+    fn serialize_struct(self, name: &'static str, len: usize) -> Result<MapSer, SerializeError> {
+        let mut map = self.serialize_map(Some(len))?;
+        // A serde_json number under `arbitrary_precision`: its digits, as a number.
+        map.number = name == ARBITRARY_PRECISION_NUMBER;
+        Ok(map)
     }
     fn serialize_struct_variant(
         self,
@@ -176,17 +214,21 @@ impl ser::Serializer for ValueSerializer {
 }
 
 #[doc(hidden)]
-pub struct SeqSer(Vec<Value>);
+pub struct SeqSer {
+    items: Vec<Value>,
+    /// The depth of the items.
+    depth: u32,
+}
 
 impl ser::SerializeSeq for SeqSer {
     type Ok = Value;
     type Error = SerializeError;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), SerializeError> {
-        self.0.push(to_value(v)?);
+        self.items.push(nested(v, self.depth)?);
         Ok(())
     }
     fn end(self) -> R {
-        Ok(Value::List(self.0))
+        Ok(Value::List(self.items))
     }
 }
 
@@ -224,7 +266,7 @@ impl ser::SerializeTupleVariant for VariantSeqSer {
     fn end(self) -> R {
         Ok(Value::Object(vec![(
             self.0.to_owned(),
-            Value::List(self.1.0),
+            Value::List(self.1.items),
         )]))
     }
 }
@@ -233,13 +275,29 @@ impl ser::SerializeTupleVariant for VariantSeqSer {
 pub struct MapSer {
     entries: Vec<(String, Value)>,
     key: Option<String>,
+    /// The depth of the values.
+    depth: u32,
+    /// serde_json's `arbitrary_precision` number: one field holding its digits.
+    number: bool,
+}
+
+impl MapSer {
+    fn finish(self) -> R {
+        if self.number
+            && let [(_, Value::String(digits))] = self.entries.as_slice()
+        {
+            return crate::value::number_from_text(digits)
+                .ok_or_else(|| SerializeError::Custom(format!("not a JSON number: {digits}")));
+        }
+        Ok(Value::Object(self.entries))
+    }
 }
 
 impl ser::SerializeMap for MapSer {
     type Ok = Value;
     type Error = SerializeError;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), SerializeError> {
-        let key = match to_value(key)? {
+        let key = match nested(key, self.depth)? {
             Value::String(s) => s,
             Value::Int(i) => i.to_string(),
             Value::UInt(u) => u.to_string(),
@@ -254,11 +312,11 @@ impl ser::SerializeMap for MapSer {
             .key
             .take()
             .ok_or_else(|| SerializeError::Custom("map value without a key".into()))?;
-        self.entries.push((key, to_value(v)?));
+        self.entries.push((key, nested(v, self.depth)?));
         Ok(())
     }
     fn end(self) -> R {
-        Ok(Value::Object(self.entries))
+        self.finish()
     }
 }
 
@@ -270,11 +328,11 @@ impl ser::SerializeStruct for MapSer {
         key: &'static str,
         v: &T,
     ) -> Result<(), SerializeError> {
-        self.entries.push((key.to_owned(), to_value(v)?));
+        self.entries.push((key.to_owned(), nested(v, self.depth)?));
         Ok(())
     }
     fn end(self) -> R {
-        Ok(Value::Object(self.entries))
+        self.finish()
     }
 }
 

@@ -10,6 +10,7 @@
 use serde::ser::{self, Serialize};
 
 use crate::encode::{MAX_DEPTH, MAX_NAME_CHARS, MAX_STRING_BYTES, write_str};
+use crate::ser::ARBITRARY_PRECISION_NUMBER;
 
 /// Why the fast path stopped.
 #[derive(Debug)]
@@ -233,7 +234,11 @@ impl<'a> ser::Serializer for Json<'a> {
     fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a>, Stop> {
         self.open(b'{')
     }
-    fn serialize_struct(self, _n: &'static str, _len: usize) -> Result<Compound<'a>, Stop> {
+    fn serialize_struct(self, name: &'static str, _len: usize) -> Result<Compound<'a>, Stop> {
+        // serde_json's `arbitrary_precision` numbers are structs: the tree path reads them.
+        if name == ARBITRARY_PRECISION_NUMBER {
+            return Err(Stop::Fallback);
+        }
         self.open(b'{')
     }
     fn serialize_struct_variant(

@@ -329,6 +329,11 @@ impl UserUpdate<'_> {
     /// JSON without building [`Properties`]. Same bytes and same validation as
     /// `.set(Properties::from_serialize(value)?)`, faster.
     ///
+    /// When the value holds something validation reports (a NaN, a string Mixpanel would
+    /// truncate, nesting past 32 levels…), it is serialized a second time through
+    /// [`Properties`] to name the property: a `Serialize` implementation that can only run
+    /// once should go through [`Properties::from_serialize`] instead.
+    ///
     /// ```
     /// use engage_core::Update;
     /// #[derive(serde::Serialize)]
@@ -404,11 +409,16 @@ impl GroupUpdate<'_> {
     /// JSON without building [`Properties`]. Same bytes and same validation as
     /// `.set(Properties::from_serialize(value)?)`, faster.
     ///
+    /// When the value holds something validation reports (a NaN, a string Mixpanel would
+    /// truncate, nesting past 32 levels…), it is serialized a second time through
+    /// [`Properties`] to name the property: a `Serialize` implementation that can only run
+    /// once should go through [`Properties::from_serialize`] instead.
+    ///
     /// ```
     /// use engage_core::Update;
     /// #[derive(serde::Serialize)]
     /// struct Customer { name: &'static str, seats: u32 }
-    /// let u = Update::user("u1").set_from(&Customer { name: "Ada", seats: 3 })?;
+    /// let u = Update::group("company", "acme").set_from(&Customer { name: "Acme", seats: 3 })?;
     /// assert!(u.is_idempotent());
     /// # Ok::<(), engage_core::SerializeError>(())
     /// ```

@@ -198,6 +198,22 @@ impl<'de> serde::Deserialize<'de> for Value {
 
 struct ValueVisitor;
 
+use crate::ser::ARBITRARY_PRECISION_NUMBER;
+
+/// A JSON number's text as an `Int`, a `UInt` or a finite `Float`.
+pub(crate) fn number_from_text(text: &str) -> Option<Value> {
+    if let Ok(i) = text.parse::<i64>() {
+        Some(Value::Int(i))
+    } else if let Ok(u) = text.parse::<u64>() {
+        Some(Value::UInt(u))
+    } else {
+        text.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Value::Float)
+    }
+}
+
 impl<'de> serde::de::Visitor<'de> for ValueVisitor {
     type Value = Value;
 
@@ -240,8 +256,16 @@ impl<'de> serde::de::Visitor<'de> for ValueVisitor {
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-        while let Some(entry) = map.next_entry::<String, Value>()? {
-            entries.push(entry);
+        while let Some(key) = map.next_key::<String>()? {
+            // serde_json with `arbitrary_precision` (which any crate in a build can turn
+            // on) hands each number over as this one-entry map.
+            if entries.is_empty() && key == ARBITRARY_PRECISION_NUMBER {
+                let digits: String = map.next_value()?;
+                return number_from_text(&digits).ok_or_else(|| {
+                    serde::de::Error::invalid_value(serde::de::Unexpected::Str(&digits), &self)
+                });
+            }
+            entries.push((key, map.next_value()?));
         }
         Ok(Value::Object(entries))
     }
@@ -338,6 +362,35 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_wrapped_by_arbitrary_precision_are_numbers() {
+        use serde::Deserialize;
+        use serde::de::value::{Error, MapDeserializer};
+        let number = |text: &'static str| {
+            let map =
+                MapDeserializer::<_, Error>::new([(ARBITRARY_PRECISION_NUMBER, text)].into_iter());
+            Value::deserialize(map)
+        };
+        assert_eq!(number("-3").unwrap(), Value::Int(-3));
+        assert_eq!(
+            number("18446744073709551615").unwrap(),
+            Value::UInt(u64::MAX)
+        );
+        assert_eq!(number("1.5e3").unwrap(), Value::Float(1500.0));
+        assert!(number("1e999").is_err());
+        // An ordinary map with that key later on stays a map.
+        let map = MapDeserializer::<_, Error>::new(
+            [("a", "x"), (ARBITRARY_PRECISION_NUMBER, "1")].into_iter(),
+        );
+        assert_eq!(
+            Value::deserialize(map).unwrap(),
+            Value::Object(vec![
+                ("a".into(), "x".into()),
+                (ARBITRARY_PRECISION_NUMBER.into(), "1".into())
+            ])
+        );
+    }
 
     #[test]
     fn dates_render_in_mixpanel_form() {

@@ -183,7 +183,7 @@ fn what_validation_reports_is_reported_the_same_way() {
         Update::user("u").set_from(&Fails).unwrap_err(),
         SerializeError::Custom("no".into())
     );
-    // Group updates cannot $add, whichever way they are built; ids are checked too.
+    // Ids are checked when built from a struct too.
     let err = outcome(
         &Update::user("")
             .set_from(&Scored {
@@ -194,6 +194,145 @@ fn what_validation_reports_is_reported_the_same_way() {
     )
     .unwrap_err();
     assert_eq!(err.problem, Problem::Empty("$distinct_id"));
+}
+
+/// `levels` lists nested in one another around a 1.
+fn nested_lists(levels: usize) -> serde_json::Value {
+    let mut v = serde_json::json!(1);
+    for _ in 0..levels {
+        v = serde_json::json!([v]);
+    }
+    v
+}
+
+#[test]
+fn the_depth_limit_is_the_same_on_both_paths() {
+    // A property's value is at depth 0: 32 nested lists are accepted, 33 are not.
+    for (levels, ok) in [(31, true), (32, true), (33, false)] {
+        let result = assert_same(&serde_json::json!({ "p": nested_lists(levels) }));
+        assert_eq!(result.is_ok(), ok, "{levels} levels");
+        if let Err(e) = result {
+            assert_eq!(
+                (e.property.as_deref(), e.problem),
+                (Some("p"), Problem::TooDeep)
+            );
+        }
+    }
+    // Variants add a level for their name's object.
+    #[derive(Serialize)]
+    enum Wrap {
+        Tuple(serde_json::Value, u8),
+        Struct { inner: serde_json::Value },
+        Newtype(serde_json::Value),
+    }
+    for levels in [29, 30, 31, 32] {
+        for value in [
+            Wrap::Tuple(nested_lists(levels), 1),
+            Wrap::Struct {
+                inner: nested_lists(levels),
+            },
+            Wrap::Newtype(nested_lists(levels)),
+        ] {
+            let _ = assert_same(&[("p", value)].into_iter().collect::<BTreeMap<_, _>>());
+        }
+    }
+    // Far deeper: a SerializeError rather than a stack overflow.
+    let object = serde_json::json!({ "p": nested_lists(1000) });
+    assert_eq!(
+        Properties::from_serialize(&object).unwrap_err(),
+        SerializeError::TooDeep
+    );
+    assert_eq!(
+        Update::user("u").set_from(&object).unwrap_err(),
+        SerializeError::TooDeep
+    );
+}
+
+/// Bytes through `serialize_bytes`, as `serde_bytes` does.
+struct RawBytes(&'static [u8]);
+
+impl Serialize for RawBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// A number the way serde_json writes one under its `arbitrary_precision` feature.
+struct PreciseNumber(&'static str);
+
+impl Serialize for PreciseNumber {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("$serde_json::private::Number", 1)?;
+        st.serialize_field("$serde_json::private::Number", self.0)?;
+        st.end()
+    }
+}
+
+#[derive(Serialize)]
+struct Edges {
+    above_i64: i128,
+    below_i64: i128,
+    above_u64: u128,
+    bytes: RawBytes,
+    precise: PreciseNumber,
+    precise_int: PreciseNumber,
+}
+
+#[test]
+fn edge_values_give_the_same_record() {
+    let (json, _) = assert_same(&Edges {
+        above_i64: i128::from(i64::MAX) + 1,
+        below_i64: i128::from(i64::MIN) - 1,
+        above_u64: u128::from(u64::MAX) + 1,
+        bytes: RawBytes(b"\x00\x7f"),
+        precise: PreciseNumber("2.5"),
+        precise_int: PreciseNumber("-7"),
+    })
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let set = &v["$set"];
+    assert_eq!(set["above_i64"], 9_223_372_036_854_775_808u64);
+    assert_eq!(set["below_i64"], -9.223372036854776e18);
+    assert_eq!(set["above_u64"], 1.8446744073709552e19);
+    assert_eq!(set["bytes"], serde_json::json!([0, 127]));
+    assert_eq!(set["precise"], 2.5);
+    assert_eq!(set["precise_int"], -7);
+    // A struct in an Option at the top level is still a struct.
+    assert_same(&Some(Scored {
+        name: "a".into(),
+        score: 1.0,
+    }))
+    .unwrap();
+}
+
+#[test]
+fn profile_problems_come_first_and_in_order() {
+    let nan_add = || Operation::Add(vec![("n".into(), Number::Float(f64::NAN))]);
+    let group = |key: &str, id: &str| ProfileId::Group {
+        key: key.into(),
+        id: id.into(),
+    };
+    for (profile, problem) in [
+        (group("", ""), Problem::Empty("$group_key")),
+        (group("k", ""), Problem::Empty("$group_id")),
+        (group("k", "i"), Problem::NotForGroups("$add".into())),
+    ] {
+        let err = outcome(&Update::new(profile, nan_add())).unwrap_err();
+        assert_eq!(err.problem, problem);
+    }
+    let user = ProfileId::User {
+        distinct_id: "u".into(),
+    };
+    let err = outcome(&Update::new(user, nan_add())).unwrap_err();
+    assert_eq!(err.problem, Problem::NonFiniteNumber);
+}
+
+#[test]
+fn a_fixed_modifier_leaves_an_equal_update() {
+    let base = || Update::user("u").set([("a", 1)]);
+    let fixed = base().with_location(f64::NAN, 0.0).with_location(1.0, 2.0);
+    assert_eq!(fixed, base().with_location(1.0, 2.0));
 }
 
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
