@@ -22,6 +22,8 @@ fn config() -> BatchConfig {
     BatchConfig::new(Token::new(TOKEN).unwrap(), Endpoint::Engage)
 }
 
+/// Pre-built records into 2000-record bodies. engage's `Update`s hold the JSON encoded
+/// when they were built, so this times body assembly; `build_encode` times everything.
 fn encode(c: &mut Criterion) {
     let recs = workload(N, 42);
     let updates: Vec<Update> = recs.iter().map(to_update).collect();
