@@ -152,18 +152,15 @@ fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
+/// Writes any integer in decimal.
 #[inline]
-fn write_i64(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn write_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+/// Writes a float in its shortest round-trip form; NaN and infinities have none.
 #[inline]
-fn write_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-}
-
-#[inline]
-fn write_f64(out: &mut Vec<u8>, v: f64) -> Result<(), Problem> {
+pub(crate) fn write_f64(out: &mut Vec<u8>, v: f64) -> Result<(), Problem> {
     if !v.is_finite() {
         return Err(Problem::NonFiniteNumber);
     }
@@ -173,8 +170,8 @@ fn write_f64(out: &mut Vec<u8>, v: f64) -> Result<(), Problem> {
 
 fn write_number(out: &mut Vec<u8>, n: Number) -> Result<(), Problem> {
     match n {
-        Number::Int(i) => write_i64(out, i),
-        Number::UInt(u) => write_u64(out, u),
+        Number::Int(i) => write_int(out, i),
+        Number::UInt(u) => write_int(out, u),
         Number::Float(f) => write_f64(out, f)?,
     }
     Ok(())
@@ -237,8 +234,8 @@ fn write_nested(
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Int(i) => write_i64(out, *i),
-        Value::UInt(u) => write_u64(out, *u),
+        Value::Int(i) => write_int(out, *i),
+        Value::UInt(u) => write_int(out, *u),
         Value::Float(f) => write_f64(out, *f)?,
         Value::String(s) => {
             check_string(property, s, warnings);
@@ -763,7 +760,7 @@ fn write_modifiers(out: &mut Vec<u8>, modifiers: &Modifiers) -> Result<(), Fault
     }
     if let Some(ms) = modifiers.time_ms {
         out.extend_from_slice(b",\"$time\":");
-        write_i64(out, ms);
+        write_int(out, ms);
     }
     if modifiers.ignore_time {
         out.extend_from_slice(b",\"$ignore_time\":true");
@@ -953,13 +950,13 @@ fn write_json(
         J::Bool(false) => out.extend_from_slice(b"false"),
         J::Number(n) => {
             if let Some(i) = n.as_i64() {
-                write_i64(out, i)
+                write_int(out, i)
             } else if let Some(u) = n.as_u64() {
-                write_u64(out, u)
+                write_int(out, u)
             } else {
                 // serde_json numbers are finite; 0 stands in should that ever change.
                 let f = n.as_f64().filter(|f| f.is_finite()).unwrap_or(0.0);
-                out.extend_from_slice(zmij::Buffer::new().format_finite(f).as_bytes());
+                let _ = write_f64(out, f);
             }
         }
         J::String(s) => {

@@ -9,7 +9,7 @@
 
 use serde::ser::{self, Serialize};
 
-use crate::encode::{MAX_DEPTH, MAX_NAME_CHARS, MAX_STRING_BYTES, write_str};
+use crate::encode::{MAX_DEPTH, MAX_NAME_CHARS, MAX_STRING_BYTES, write_f64, write_int, write_str};
 use crate::ser::ARBITRARY_PRECISION_NUMBER;
 
 /// Why the fast path stopped.
@@ -73,15 +73,11 @@ fn string(out: &mut Vec<u8>, s: &str) -> R {
 }
 
 fn float(out: &mut Vec<u8>, v: f64) -> R {
-    if !v.is_finite() {
-        return Err(Stop::Fallback);
-    }
-    out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
-    Ok(())
+    write_f64(out, v).map_err(|_| Stop::Fallback)
 }
 
 fn integer(out: &mut Vec<u8>, v: impl itoa::Integer) -> R {
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    write_int(out, v);
     Ok(())
 }
 
