@@ -273,8 +273,6 @@ pub struct Update {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-// Typed updates are the common case: boxing them would cost an allocation each.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum UpdateKind {
     Typed {
         modifiers: Modifiers,
