@@ -7,13 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use engage_benches::paths::{
-    Build, derive_build, engage_build, engage_encode, serde_encode, value_build,
+    Build, ImportRig, Transport, derive_build, engage_build, engage_encode, serde_encode,
+    value_build,
 };
 use engage_benches::{customers, to_derived, to_update, to_value, workload};
-use engage_core::{
-    BatchConfig, Batcher, Endpoint, ImportConfig, ParseOptions, RetryPolicy, Target, Token, Update,
-    parse_response,
-};
+use engage_core::{BatchConfig, Batcher, Endpoint, ParseOptions, Token, Update, parse_response};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const N: usize = 20_000;
@@ -131,58 +129,27 @@ fn batch(c: &mut Criterion) {
 
 fn import(c: &mut Criterion) {
     let updates: Vec<Update> = workload(100_000, 11).iter().map(to_update).collect();
-    let emulator =
-        engage_emulator::Emulator::start(engage_emulator::EmulatorConfig::default()).unwrap();
-    let import_config = |concurrency: usize| {
-        ImportConfig::new(config(), Target::base_url(&emulator.base_url()).unwrap())
-            .concurrency(concurrency)
-            .policy(RetryPolicy::default())
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let hyper = engage_hyper::HyperTransport::new().unwrap();
-    let curl = engage_curl::CurlTransport::new();
-    let async_std = engage_async_std::AsyncStdTransport::new(engage_async_std::AsyncStd).unwrap();
+    let rig = ImportRig::start();
     let mut g = c.benchmark_group("import");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(8));
     g.throughput(Throughput::Elements(updates.len() as u64));
     for concurrency in [1, 4] {
-        let setup = || {
-            emulator.reset();
-            updates.clone()
-        };
-        let check = |s: engage_core::ImportSummary| assert_eq!(s.accepted, 100_000, "{s:?}");
-        g.bench_function(format!("hyper_c{concurrency}"), |b| {
-            b.iter_batched(
-                setup,
-                |u| check(runtime.block_on(hyper.import(import_config(concurrency), u, |_| {}))),
-                BatchSize::PerIteration,
-            )
-        });
-        g.bench_function(format!("curl_c{concurrency}"), |b| {
-            b.iter_batched(
-                setup,
-                |u| check(curl.import(import_config(concurrency), u, |_| {})),
-                BatchSize::PerIteration,
-            )
-        });
-        g.bench_function(format!("async_std_c{concurrency}"), |b| {
-            b.iter_batched(
-                setup,
-                |u| {
-                    check(async_std::task::block_on(async_std.import(
-                        import_config(concurrency),
-                        u,
-                        |_| {},
-                    )))
-                },
-                BatchSize::PerIteration,
-            )
-        });
+        for transport in Transport::ALL {
+            g.bench_function(format!("{}_c{concurrency}", transport.name()), |b| {
+                b.iter_batched(
+                    || {
+                        rig.emulator.reset();
+                        updates.clone()
+                    },
+                    |u| {
+                        let summary = rig.import(transport, rig.config(TOKEN, concurrency), u);
+                        assert_eq!(summary.accepted, 100_000, "{summary:?}");
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+        }
     }
     g.finish();
 }

@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use engage_benches::paths::{ImportRig, Transport};
 use engage_benches::{to_update, workload};
-use engage_core::{BatchConfig, Endpoint, ImportConfig, Target, Token, Update};
+use engage_core::Update;
 
 /// CPU ticks per thread id, with the thread's name.
 fn thread_ticks() -> HashMap<u64, (String, u64)> {
@@ -63,40 +64,22 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
     let updates: Vec<Update> = workload(n, 11).iter().map(to_update).collect();
-    let emulator =
-        engage_emulator::Emulator::start(engage_emulator::EmulatorConfig::default()).unwrap();
-    let config = || {
-        ImportConfig::new(
-            BatchConfig::new(Token::new("tok").unwrap(), Endpoint::Engage),
-            Target::base_url(&emulator.base_url()).unwrap(),
-        )
-        .concurrency(4)
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let hyper = engage_hyper::HyperTransport::new().unwrap();
-    let curl = engage_curl::CurlTransport::new();
-    let async_std = engage_async_std::AsyncStdTransport::new(engage_async_std::AsyncStd).unwrap();
+    let rig = ImportRig::start();
     println!("transport   updates/s   client CPU   emulator CPU   client share");
-    for name in ["hyper", "curl", "async-std"] {
-        emulator.reset();
+    for transport in Transport::ALL {
+        rig.emulator.reset();
         let u = updates.clone();
+        let config = rig.config("tok", 4);
         let before = thread_ticks();
         let t = Instant::now();
-        let summary = match name {
-            "hyper" => runtime.block_on(hyper.import(config(), u, |_| {})),
-            "curl" => curl.import(config(), u, |_| {}),
-            _ => async_std::task::block_on(async_std.import(config(), u, |_| {})),
-        };
+        let summary = rig.import(transport, config, u);
         let elapsed = t.elapsed().as_secs_f64();
         let (server, client) = split(&before, &thread_ticks());
         assert_eq!(summary.accepted as usize, n, "{summary:?}");
         let hz = 100.0; // USER_HZ on Linux
         println!(
-            "{name:<10} {:>10.0}   {:>8.2} s   {:>10.2} s   {:>10.0} %",
+            "{:<10} {:>10.0}   {:>8.2} s   {:>10.2} s   {:>10.0} %",
+            transport.name(),
             n as f64 / elapsed,
             client as f64 / hz,
             server as f64 / hz,

@@ -4,7 +4,10 @@
 use std::borrow::Borrow;
 use std::hint::black_box;
 
-use engage_core::{BatchConfig, Batcher, Endpoint, Properties, Token, Update};
+use engage_core::{
+    BatchConfig, Batcher, Endpoint, ImportConfig, ImportSummary, Properties, RetryPolicy, Target,
+    Token, Update,
+};
 use serde::Serialize;
 
 use crate::{Customer, Envelope};
@@ -107,4 +110,89 @@ pub fn value_build(token: &str, people: &[(String, Customer)]) -> usize {
             "$set": serde_json::to_value(c).expect("serializable"),
         })
     })
+}
+
+/// A transport the `import` group and the `import_cpu` example run through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// engage-hyper, on a tokio runtime.
+    Hyper,
+    /// engage-curl, blocking on a Multi handle.
+    Curl,
+    /// engage-async-std, on async-std.
+    AsyncStd,
+}
+
+impl Transport {
+    /// All three.
+    pub const ALL: [Transport; 3] = [Transport::Hyper, Transport::Curl, Transport::AsyncStd];
+
+    /// Its name in benchmark ids and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Hyper => "hyper",
+            Transport::Curl => "curl",
+            Transport::AsyncStd => "async_std",
+        }
+    }
+}
+
+/// An in-process emulator and one client per transport, for end-to-end imports over
+/// loopback.
+pub struct ImportRig {
+    /// The emulator the imports go to.
+    pub emulator: engage_emulator::Emulator,
+    runtime: tokio::runtime::Runtime,
+    hyper: engage_hyper::HyperTransport,
+    curl: engage_curl::CurlTransport,
+    async_std: engage_async_std::AsyncStdTransport<engage_async_std::AsyncStd>,
+}
+
+impl ImportRig {
+    /// Starts the emulator and builds the clients.
+    pub fn start() -> ImportRig {
+        let emulator = engage_emulator::Emulator::start(engage_emulator::EmulatorConfig::default())
+            .expect("the emulator starts");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        ImportRig {
+            emulator,
+            runtime,
+            hyper: engage_hyper::HyperTransport::new().expect("a hyper client"),
+            curl: engage_curl::CurlTransport::new(),
+            async_std: engage_async_std::AsyncStdTransport::new(engage_async_std::AsyncStd)
+                .expect("an async-std client"),
+        }
+    }
+
+    /// An import to the emulator at `concurrency`.
+    pub fn config(&self, token: &str, concurrency: usize) -> ImportConfig {
+        ImportConfig::new(
+            BatchConfig::new(Token::new(token).expect("a token"), Endpoint::Engage),
+            Target::base_url(&self.emulator.base_url()).expect("the emulator's URL"),
+        )
+        .concurrency(concurrency)
+        .policy(RetryPolicy::default())
+    }
+
+    /// Imports `updates` through `transport`, to the end.
+    pub fn import(
+        &self,
+        transport: Transport,
+        config: ImportConfig,
+        updates: Vec<Update>,
+    ) -> ImportSummary {
+        match transport {
+            Transport::Hyper => self
+                .runtime
+                .block_on(self.hyper.import(config, updates, |_| {})),
+            Transport::Curl => self.curl.import(config, updates, |_| {}),
+            Transport::AsyncStd => {
+                async_std::task::block_on(self.async_std.import(config, updates, |_| {}))
+            }
+        }
+    }
 }
