@@ -71,6 +71,15 @@ pub enum ImportEvent {
     Invalid(ValidationError),
     /// A batch is settled: each of its records accepted, rejected or not delivered.
     Delivered(Report),
+    /// A 429 paused every send of the import.
+    Throttled {
+        /// The `Retry-After` the server asked for, uncapped, if it sent one.
+        requested: Option<Duration>,
+        /// How long sending pauses: the request capped at the policy's
+        /// [`retry_after_limit`](RetryPolicy::retry_after_limit), or the policy's
+        /// [`backoff_base`](RetryPolicy::backoff_base) without `Retry-After`.
+        pause: Duration,
+    },
 }
 
 /// Running totals of an import.
@@ -487,24 +496,24 @@ impl Importer {
         wall: SystemTime,
         result: Result<Response<Bytes>, TransportError>,
     ) {
-        let Some(slot) = self.active.iter_mut().find(|s| s.id == id.0) else {
+        let Some(at) = self.active.iter().position(|s| s.id == id.0) else {
             return;
         };
-        slot.in_flight = false;
         // A 429 throttles the whole project, even when it was this batch's last attempt.
+        let policy = self.config.policy;
         let throttle = match &result {
-            Ok(r) if r.status() == http::StatusCode::TOO_MANY_REQUESTS => Some(
-                crate::response::retry_after(
-                    r.headers(),
-                    crate::response::ParseOptions {
-                        max_retry_after: Duration::from_secs(300),
-                        wall_now: wall,
-                    },
-                )
-                .unwrap_or(Duration::from_secs(1)),
-            ),
+            Ok(r) if r.status() == http::StatusCode::TOO_MANY_REQUESTS => {
+                let requested = crate::response::requested_retry_after(r.headers(), wall);
+                let pause =
+                    requested.map_or(policy.backoff_base(), |d| d.min(policy.retry_after_limit()));
+                self.events
+                    .push_back(ImportEvent::Throttled { requested, pause });
+                Some(pause)
+            }
             _ => None,
         };
+        let slot = &mut self.active[at];
+        slot.in_flight = false;
         match result {
             Ok(response) => slot.delivery.on_response(now, wall, &response),
             Err(error) => slot.delivery.on_transport_error(now, error),

@@ -94,6 +94,7 @@ mod retry;
 mod rng;
 mod ser;
 mod ser_json;
+mod text;
 mod token;
 mod transport;
 mod update;
@@ -117,6 +118,7 @@ pub use retry::{
 };
 pub use rng::SplitMix64;
 pub use ser::SerializeError;
+pub use text::escape_controls;
 pub use token::{EmptyToken, Token};
 pub use transport::{TransportError, TransportErrorKind};
 pub use update::{

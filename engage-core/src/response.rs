@@ -266,24 +266,29 @@ fn failure(item: &Json, fallback: Option<&str>) -> RecordFailure {
 /// The `Retry-After` delay of an answer: delay-seconds, or an HTTP-date measured against
 /// the answer's `Date` header (else `opts.wall_now`); capped at `opts.max_retry_after`.
 pub fn retry_after(headers: &HeaderMap, opts: ParseOptions) -> Option<Duration> {
+    requested_retry_after(headers, opts.wall_now).map(|d| d.min(opts.max_retry_after))
+}
+
+/// The `Retry-After` delay an answer asks for, uncapped (`Duration::MAX` for one too long
+/// to represent).
+pub(crate) fn requested_retry_after(headers: &HeaderMap, wall_now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let delay = if let Ok(secs) = value.parse::<u64>() {
-        Duration::from_secs(secs)
+    if let Ok(secs) = value.parse::<u64>() {
+        Some(Duration::from_secs(secs))
     } else if let Ok(secs) = value.parse::<f64>() {
         if !(secs.is_finite() && secs >= 0.0) {
             return None;
         }
-        Duration::try_from_secs_f64(secs).unwrap_or(opts.max_retry_after)
+        Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
     } else {
         let at = httpdate::parse_http_date(value).ok()?;
         let now = headers
             .get(DATE)
             .and_then(|d| d.to_str().ok())
             .and_then(|d| httpdate::parse_http_date(d.trim()).ok())
-            .unwrap_or(opts.wall_now);
-        at.duration_since(now).unwrap_or(Duration::ZERO)
-    };
-    Some(delay.min(opts.max_retry_after))
+            .unwrap_or(wall_now);
+        Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    }
 }
 
 #[cfg(test)]

@@ -120,6 +120,17 @@ impl RetryPolicy {
     pub fn is_at_most_once(&self) -> bool {
         self.at_most_once
     }
+
+    /// The longest `Retry-After` honoured.
+    pub fn retry_after_limit(&self) -> Duration {
+        self.max_retry_after
+    }
+
+    /// The first backoff delay (also how long a 429 without `Retry-After` pauses an
+    /// import).
+    pub fn backoff_base(&self) -> Duration {
+        self.backoff_base
+    }
 }
 
 /// The last failure of a request body before giving up.
@@ -137,12 +148,18 @@ pub enum LastFailure {
     Transport(TransportError),
 }
 
-/// Up to 300 characters of a body, for messages.
+/// Up to 300 characters of a body, for messages, with control characters escaped (see
+/// [`escape_controls`](crate::escape_controls)): a server's bytes must not drive the
+/// terminal the message is shown on.
 pub(crate) fn body_excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let mut s: String = text.chars().take(300).collect();
-    if text.chars().count() > 300 {
-        s.push('…');
+    let mut s = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == 300 {
+            s.push('…');
+            break;
+        }
+        crate::text::push_escaped(&mut s, c);
     }
     s
 }
@@ -211,6 +228,18 @@ pub enum DeliveryError {
     /// The delivery was stopped before this record was settled.
     #[error("delivery stopped before the record was settled")]
     Abandoned,
+    /// The answer counted fewer imported records than it left unrejected
+    /// (`num_records_imported`): which of them were applied is unknown, so none is
+    /// reported accepted and each may have been applied.
+    #[error(
+        "the server said it imported {imported} record(s) where {expected} were not rejected: this one may or may not have been applied"
+    )]
+    CountMismatch {
+        /// `num_records_imported` in the answer.
+        imported: u64,
+        /// Records of the request the answer did not reject.
+        expected: u64,
+    },
     /// Mixpanel rejected records of this request without saying which (no usable index
     /// or id): this record may have been applied or rejected.
     #[error("{count} rejection(s) in the answer name no record; this one's fate is unknown")]
@@ -661,13 +690,14 @@ impl Delivery {
             return;
         };
         match answer {
-            Answer::Accepted { .. } => {
+            Answer::Accepted { imported } => {
                 let part = self.queue.pop_front().expect("front exists");
-                for p in part.positions {
+                for &p in &part.positions {
                     self.outcomes[p] = Some(RecordOutcome::Accepted);
                 }
+                self.check_count(&part.positions, imported);
             }
-            Answer::SomeRejected { failures, .. } => {
+            Answer::SomeRejected { failures, imported } => {
                 let part = self.queue.pop_front().expect("front exists");
                 let mut unmapped = Vec::new();
                 for f in failures {
@@ -696,7 +726,7 @@ impl Delivery {
                     }
                 }
                 let unknown = unmapped.len();
-                for p in part.positions {
+                for &p in &part.positions {
                     if self.outcomes[p].is_none() {
                         self.outcomes[p] = Some(if unknown == 0 {
                             RecordOutcome::Accepted
@@ -711,6 +741,7 @@ impl Delivery {
                     }
                 }
                 self.unmapped.extend(unmapped);
+                self.check_count(&part.positions, imported);
             }
             Answer::NoneAccepted { error } => {
                 let part = self.queue.pop_front().expect("front exists");
@@ -792,6 +823,36 @@ impl Delivery {
         part.maybe_applied |= error.may_have_reached_server();
         part.last = Some(LastFailure::Transport(error));
         self.schedule_retry(now, None, false);
+    }
+
+    /// A 2xx (or a strict 400) is not trusted over its own count: when
+    /// `num_records_imported` is lower than the records about to be called accepted, none
+    /// of them is, and each may have been applied.
+    fn check_count(&mut self, positions: &[usize], imported: Option<u64>) {
+        let Some(imported) = imported else {
+            return;
+        };
+        let accepted: Vec<usize> = positions
+            .iter()
+            .copied()
+            .filter(|&p| matches!(self.outcomes[p], Some(RecordOutcome::Accepted)))
+            .collect();
+        let expected = accepted.len() as u64;
+        if imported >= expected {
+            return;
+        }
+        trace_event!(
+            self,
+            warn,
+            imported,
+            expected,
+            "answer counts fewer records than it accepts"
+        );
+        let error = DeliveryError::CountMismatch { imported, expected };
+        for p in accepted {
+            self.outcomes[p] = Some(RecordOutcome::NotDelivered(error.clone()));
+            self.maybe_applied[p] = true;
+        }
     }
 
     fn settle(&mut self, positions: &[usize], error: DeliveryError) {

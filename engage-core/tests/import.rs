@@ -353,3 +353,43 @@ fn a_429_on_a_last_attempt_still_pauses_the_others() {
     };
     assert_eq!(until - t0, Duration::from_secs(4));
 }
+
+#[test]
+fn the_policys_retry_after_limit_caps_the_import_pause_and_the_request_is_reported() {
+    let policy = RetryPolicy::default()
+        .seed(3)
+        .max_retry_after(Duration::from_secs(30));
+    let (mut imp, _b, _clock, t0) = first_of_two_throttled(policy, "999999");
+    let ImportAction::Wait { until: Some(until) } = imp.poll(t0) else {
+        panic!()
+    };
+    assert_eq!(until - t0, Duration::from_secs(30));
+    let throttled: Vec<(Option<Duration>, Duration)> = std::iter::from_fn(|| imp.next_event())
+        .filter_map(|e| match e {
+            ImportEvent::Throttled { requested, pause } => Some((requested, pause)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        throttled,
+        [(Some(Duration::from_secs(999_999)), Duration::from_secs(30))]
+    );
+    // Without Retry-After, the pause is the policy's first backoff delay.
+    let policy = RetryPolicy::default()
+        .seed(3)
+        .backoff(Duration::from_millis(700), Duration::from_secs(5));
+    let mut imp = Importer::new(config(1, 3).policy(policy.max_attempts(1)));
+    imp.push(Update::user("a").set([("x", 1)]));
+    imp.push(Update::user("b").set([("x", 1)]));
+    imp.finish_input();
+    let clock = ManualClock::new();
+    let t0 = clock.now();
+    let ImportAction::Send { id, .. } = imp.poll(t0) else {
+        panic!()
+    };
+    imp.on_result(id, t0, clock.wall(), Ok(answer(429, "{}", &[])));
+    let ImportAction::Wait { until: Some(until) } = imp.poll(t0) else {
+        panic!()
+    };
+    assert_eq!(until - t0, Duration::from_millis(700));
+}

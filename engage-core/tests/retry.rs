@@ -652,3 +652,79 @@ fn a_resend_held_past_the_budget_gives_up_instead_of_going_out_late() {
         "the 503 may have applied it"
     );
 }
+
+#[test]
+fn a_2xx_is_not_trusted_over_its_own_count() {
+    let updates: Vec<Update> = (0..12)
+        .map(|i| Update::user(format!("u{i}")).add([("n", 1)]))
+        .collect();
+    // 200, but the count says one record of twelve went in.
+    let (report, _, _) = run(
+        batch_of(updates.clone()),
+        RetryPolicy::default(),
+        vec![Ok(answer(
+            200,
+            r#"{"code":200,"num_records_imported":1,"status":"OK"}"#,
+            &[],
+        ))],
+    );
+    assert_eq!(report.accepted(), 0);
+    assert_eq!(report.not_delivered(), 12);
+    for r in &report.records {
+        assert!(r.maybe_applied, "{r:?}");
+        assert_eq!(
+            r.outcome,
+            RecordOutcome::NotDelivered(DeliveryError::CountMismatch {
+                imported: 1,
+                expected: 12
+            })
+        );
+    }
+    // A strict 400 rejecting record 0 but counting 10 imported of the other 11.
+    let (report, _, _) = run(
+        batch_of(updates.clone()),
+        RetryPolicy::default(),
+        vec![Ok(answer(
+            400,
+            r#"{"code":400,"status":"Bad Request","num_records_imported":10,"failed_records":[{"index":0,"field":"$add","message":"bad"}]}"#,
+            &[],
+        ))],
+    );
+    assert_eq!(
+        (report.accepted(), report.rejected(), report.not_delivered()),
+        (0, 1, 11)
+    );
+    assert!(report.records[1..].iter().all(|r| r.maybe_applied));
+    // The honest answers still count as accepted: equal, or without a count.
+    for body in [
+        r#"{"code":200,"num_records_imported":12,"status":"OK"}"#,
+        r#"{"status":1,"error":null}"#,
+    ] {
+        let (report, _, _) = run(
+            batch_of(updates.clone()),
+            RetryPolicy::default(),
+            vec![Ok(answer(200, body, &[]))],
+        );
+        assert!(report.all_accepted(), "{body}");
+    }
+}
+
+#[test]
+fn server_text_in_messages_has_its_control_characters_escaped() {
+    let body = "\u{1b}[2J\u{1b}[31mred\u{1b}]0;title\u{7} \u{202e}reversed";
+    let (report, _, _) = run(
+        batch_of(vec![Update::user("u").set([("a", 1)])]),
+        RetryPolicy::default(),
+        vec![Ok(answer(401, body, &[]))],
+    );
+    let RecordOutcome::NotDelivered(e) = &report.records[0].outcome else {
+        panic!("{report:?}");
+    };
+    let shown = e.to_string();
+    assert!(
+        !shown.chars().any(|c| c.is_control() || c == '\u{202e}'),
+        "{shown:?}"
+    );
+    assert!(shown.contains("\\u{1b}[2J"), "{shown}");
+    assert!(shown.contains("\\u{202e}reversed"), "{shown}");
+}

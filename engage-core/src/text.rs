@@ -1,0 +1,40 @@
+//! Text that came from elsewhere (a server's answer, an input file), made safe to show.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+/// Whether `c` would act on a terminal or reorder the text around it: C0 and C1 control
+/// characters (newlines and tabs included) and Unicode's bidirectional controls.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Appends `c`, escaped as `\u{…}` when it is a control character.
+pub(crate) fn push_escaped(out: &mut String, c: char) {
+    if is_unsafe(c) {
+        let _ = write!(out, "\\u{{{:x}}}", c as u32);
+    } else {
+        out.push(c);
+    }
+}
+
+/// `text` with every control character written as `\u{…}`: what a server sent (an error
+/// body, a rejection message) can then be shown on a terminal without clearing the screen,
+/// setting the window title or hiding text. Borrowed when there is nothing to escape.
+///
+/// ```
+/// use engage_core::escape_controls;
+/// assert_eq!(escape_controls("plain"), "plain");
+/// assert_eq!(escape_controls("\u{1b}[2Jgone\u{7}"), "\\u{1b}[2Jgone\\u{7}");
+/// ```
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_unsafe) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        push_escaped(&mut out, c);
+    }
+    Cow::Owned(out)
+}
