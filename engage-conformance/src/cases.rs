@@ -266,6 +266,36 @@ pub fn closed_without_answer<H: Harness>() {
     assert_eq!(report.requests, 2);
 }
 
+/// A response head cut off mid-header (`HTTP/1.1 200 OK\r\nContent-Le`, then the
+/// connection closes): no answer at all, an I/O error that may have reached the server,
+/// never a 200.
+pub fn cut_off_head_is_an_io_error<H: Harness>() {
+    let cut = Reply::RawThenClose(b"HTTP/1.1 200 OK\r\nContent-Le".to_vec());
+    let server = ScriptedServer::start(vec![cut.clone()]);
+    let h = H::build(&Options::default());
+    let b = batch(vec![Update::user("u").add([("n", 1)])]);
+    let err = h
+        .send(target(&server.base_url()).request(&b))
+        .expect_err("a cut-off head is no answer");
+    assert_eq!(err.kind(), TransportErrorKind::Io, "{}: {err}", H::NAME);
+    assert!(err.may_have_reached_server(), "{}: {err}", H::NAME);
+    // Delivery retries past it, and counts the resend of the $add as uncertain.
+    let server = ScriptedServer::start(vec![
+        cut,
+        Reply::http(200, &[], r#"{"error":null,"status":1}"#),
+    ]);
+    let report = h.deliver(b, &target(&server.base_url()), fast_policy());
+    assert!(report.all_accepted(), "{}: {report:?}", H::NAME);
+    assert_eq!(
+        report.requests,
+        2,
+        "{}: {report:?} {:?}",
+        H::NAME,
+        server.received()
+    );
+    assert_eq!(report.uncertain(), 1, "{}", H::NAME);
+}
+
 /// A server that never answers: a timeout, and the request may have reached it.
 pub fn never_answers_times_out<H: Harness>() {
     let server = ScriptedServer::start(vec![Reply::Silent]);

@@ -76,6 +76,7 @@ macro_rules! conformance_suite {
             three_503_then_success,
             too_large_then_split,
             closed_without_answer,
+            cut_off_head_is_an_io_error,
             never_answers_times_out,
             refused_port_is_a_connect_error,
             https_self_signed_refused_by_default,

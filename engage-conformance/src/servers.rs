@@ -36,6 +36,8 @@ impl RawRequest {
 pub enum Reply {
     /// Writes these bytes (a whole HTTP response).
     Raw(Vec<u8>),
+    /// Writes these bytes, then closes the connection (a cut-off answer).
+    RawThenClose(Vec<u8>),
     /// Closes the connection without answering.
     Close,
     /// Never answers (holds the connection until the server is dropped).
@@ -182,6 +184,11 @@ fn serve_connection(
                 if writer.write_all(&bytes).is_err() {
                     return;
                 }
+            }
+            Reply::RawThenClose(bytes) => {
+                let _ = writer.write_all(&bytes);
+                let _ = writer.shutdown(std::net::Shutdown::Both);
+                return;
             }
             Reply::Close => return,
             Reply::Silent => {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use curl::easy::{Easy2, Handler, HttpVersion, List, ReadError};
+use curl::easy::{Easy2, Handler, HttpVersion, List, ReadError, SeekResult};
 use curl::multi::{Easy2Handle, Multi};
 use engage_core::{
     Batch, ImportAction, ImportConfig, ImportEvent, ImportItem, ImportSummary, Importer, Report,
@@ -49,6 +49,9 @@ struct Exchange {
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Vec<u8>,
     too_large: bool,
+    /// Whether the blank line ending the final response's head arrived: without it the
+    /// answer was cut off, whatever libcurl makes of the status line.
+    head_complete: bool,
 }
 
 impl Handler for Exchange {
@@ -60,11 +63,26 @@ impl Handler for Exchange {
         Ok(n)
     }
 
+    /// libcurl rewinds the body to resend it on a fresh connection when a reused one
+    /// turns out dead before anything was answered.
+    fn seek(&mut self, whence: std::io::SeekFrom) -> SeekResult {
+        match whence {
+            std::io::SeekFrom::Start(at) if at <= self.upload.len() as u64 => {
+                self.sent = at as usize;
+                SeekResult::Ok
+            }
+            _ => SeekResult::CantSeek,
+        }
+    }
+
     fn header(&mut self, line: &[u8]) -> bool {
         if line.starts_with(b"HTTP/") {
             // A new status line: a 100 Continue (or a redirect) came first; keep only the
             // final response's headers.
             self.headers.clear();
+            self.head_complete = false;
+        } else if line.trim_ascii().is_empty() {
+            self.head_complete = true;
         } else if let Some(colon) = line.iter().position(|&b| b == b':') {
             let name = HeaderName::from_bytes(line[..colon].trim_ascii());
             let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii());
@@ -227,6 +245,13 @@ fn finish(
             TransportError::new(TransportErrorKind::Protocol, true, format!("status {code}"))
         })?;
     let exchange = std::mem::take(easy.get_mut());
+    if !exchange.head_complete {
+        return Err(TransportError::new(
+            TransportErrorKind::Io,
+            true,
+            "the connection closed in the middle of the answer's head",
+        ));
+    }
     let mut response = Response::new(Bytes::from(exchange.body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
