@@ -109,8 +109,11 @@ pub fn open(path: &str, format: Option<Format>, counter: Arc<AtomicU64>) -> io::
         (Box::new(io::stdin().lock()), None)
     } else {
         let f = File::open(path)?;
-        let size = f.metadata().ok().map(|m| m.len());
-        (Box::new(f), size)
+        let meta = f.metadata()?;
+        if meta.is_dir() {
+            return Err(io::Error::other("it is a directory, not a file"));
+        }
+        (Box::new(f), Some(meta.len()).filter(|_| meta.is_file()))
     };
     let counted = Counting {
         inner: raw,
@@ -166,6 +169,7 @@ pub fn records(
             file,
             line: 0,
             done: false,
+            binary_run: 0,
         }),
         Format::Json => Box::new(JsonArray::new(input.reader, file)),
         Format::Csv => match csv {
@@ -223,11 +227,22 @@ fn kind(v: &Json) -> &'static str {
 /// beyond is an error, not a reason to hold gigabytes.
 const MAX_LINE_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Lines in a row that are not UTF-8 or hold a NUL byte after which the rest of a file is
+/// taken for binary and skipped (saying so), rather than copied line by line into the
+/// failure file.
+const BINARY_LINES_IN_A_ROW: u32 = 32;
+
+/// Whether a line looks like binary data rather than text.
+fn looks_binary(bytes: &[u8]) -> bool {
+    bytes.contains(&0) || std::str::from_utf8(bytes).is_err()
+}
+
 struct Ndjson {
     reader: Box<dyn BufRead>,
     file: usize,
     line: u64,
     done: bool,
+    binary_run: u32,
 }
 
 impl Iterator for Ndjson {
@@ -281,6 +296,25 @@ impl Iterator for Ndjson {
                     bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
                 }
                 let bytes = bytes.trim_ascii();
+                if looks_binary(bytes) {
+                    self.binary_run += 1;
+                } else {
+                    self.binary_run = 0;
+                }
+                if self.binary_run >= BINARY_LINES_IN_A_ROW {
+                    self.done = true;
+                    let first = self.line + 1 - u64::from(BINARY_LINES_IN_A_ROW);
+                    return Some(Record {
+                        file: self.file,
+                        line: self.line,
+                        item: Item::Bad {
+                            original: String::new(),
+                            reason: format!(
+                                "the input looks binary ({BINARY_LINES_IN_A_ROW} lines in a row, from line {first}, are not UTF-8 text or hold NUL bytes): the rest of the file is skipped"
+                            ),
+                        },
+                    });
+                }
                 let item = if bytes.is_empty() {
                     Item::Blank
                 } else {
@@ -550,6 +584,10 @@ struct CsvRows {
     file: usize,
     mapping: CsvMapping,
     done: bool,
+    /// The line of the last row read, to place an error that comes without a position
+    /// (a read error, a truncated `.gz`) just after it.
+    last_line: u64,
+    binary_run: u32,
 }
 
 impl CsvRows {
@@ -568,6 +606,8 @@ impl CsvRows {
             file,
             mapping,
             done: false,
+            last_line: 1,
+            binary_run: 0,
         }
     }
 }
@@ -651,9 +691,11 @@ impl Iterator for CsvRows {
                 None
             }
             Ok(true) => {
-                let line = row
-                    .position()
-                    .map_or(0, |p| self.newlines.borrow_mut().line_of(p.byte()));
+                self.binary_run = 0;
+                let line = row.position().map_or(self.last_line + 1, |p| {
+                    self.newlines.borrow_mut().line_of(p.byte())
+                });
+                self.last_line = line;
                 let mut original = serde_json::Map::new();
                 for (h, cell) in headers.iter().zip(row.iter()) {
                     original.insert(h.clone(), Json::String(cell.to_owned()));
@@ -688,7 +730,36 @@ impl Iterator for CsvRows {
                 })
             }
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
+                let line = e.position().map_or(self.last_line + 1, |p| {
+                    self.newlines.borrow_mut().line_of(p.byte())
+                });
+                self.last_line = line;
+                if e.is_io_error() {
+                    // The stream itself failed (a truncated .gz): nothing more can be read.
+                    self.done = true;
+                    return Some(Record {
+                        file: self.file,
+                        line,
+                        item: Item::Bad {
+                            original: String::new(),
+                            reason: format!("read error, rest of the file skipped: {e}"),
+                        },
+                    });
+                }
+                self.binary_run += 1;
+                if self.binary_run >= BINARY_LINES_IN_A_ROW {
+                    self.done = true;
+                    return Some(Record {
+                        file: self.file,
+                        line,
+                        item: Item::Bad {
+                            original: String::new(),
+                            reason: format!(
+                                "the input looks binary ({BINARY_LINES_IN_A_ROW} unreadable rows in a row): the rest of the file is skipped"
+                            ),
+                        },
+                    });
+                }
                 Some(Record {
                     file: self.file,
                     line,

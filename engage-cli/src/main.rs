@@ -1,7 +1,11 @@
 //! `engage`: bulk import of Mixpanel profile updates, and the local emulator.
 
+mod failures;
+mod guard;
 mod input;
 mod run;
+mod term;
+mod token;
 
 use std::path::PathBuf;
 
@@ -44,8 +48,10 @@ Bad input never stops the import: a malformed line, a wrong type, 1e999, invalid
 missing id becomes an entry in the summary and in the --failed file, and every good line is \
 still imported. A UTF-8 BOM, CRLF line ends and blank lines are accepted.
 
-Exit status: 0 when every record was accepted; 2 when some were rejected, invalid or not \
-delivered; 1 on a fatal error (bad flags, unreadable input, a 401/403 from the server).";
+Exit status: 0 when every record was accepted, once; 2 when some were rejected, invalid, not \
+delivered, or accepted only after an uncertain resend of $add/$append (listed in --failed as \
+uncertain_resend); 1 on a fatal error (bad flags, unreadable input, an output that is an \
+input, a 401/403 from the server, a failure file that could not be written).";
 
 const IMPORT_EXAMPLES: &str = "\
 EXAMPLES:
@@ -114,6 +120,19 @@ fn parse_batch_size(s: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_body_cap(s: &str) -> Result<usize, String> {
+    let v: usize = s.parse().map_err(|e| format!("{e}"))?;
+    let most = engage_core::MAX_RECORDS_PER_REQUEST * (engage_core::MAX_UPDATE_BYTES + 1) + 2;
+    if (1024..=most).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "the request body cap must be between 1024 and {most} bytes (the default is {})",
+            engage_core::DEFAULT_MAX_BODY_BYTES
+        ))
+    }
+}
+
 /// Options of `engage import`.
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
@@ -141,13 +160,25 @@ pub struct ImportArgs {
     pub group_id_column: Option<String>,
 
     /// Project token, filled in where a record has none. Default: $MIXPANEL_TOKEN.
+    /// Surrounding whitespace (a newline from `$(cat file)`) is trimmed with a notice; a
+    /// token with spaces or control characters inside is refused.
     #[arg(
         long,
         env = "MIXPANEL_TOKEN",
         hide_env_values = true,
+        conflicts_with = "token_file",
         help_heading = "Target"
     )]
     pub token: Option<String>,
+    /// Read the project token from this file (its first line), so it never shows in `ps`
+    /// or the shell history. Default: $MIXPANEL_TOKEN_FILE.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "MIXPANEL_TOKEN_FILE",
+        help_heading = "Target"
+    )]
+    pub token_file: Option<PathBuf>,
     /// Replace a record's own different $token instead of rejecting the record.
     #[arg(long, help_heading = "Target")]
     pub override_token: bool,
@@ -176,8 +207,8 @@ pub struct ImportArgs {
     /// Updates per request (at most 2000).
     #[arg(long, default_value_t = 2000, value_parser = parse_batch_size, help_heading = "Sending")]
     pub batch_size: usize,
-    /// Largest request body, in bytes.
-    #[arg(long, default_value_t = engage_core::DEFAULT_MAX_BODY_BYTES, help_heading = "Sending")]
+    /// Largest request body, in bytes (at least 1024).
+    #[arg(long, default_value_t = engage_core::DEFAULT_MAX_BODY_BYTES, value_parser = parse_body_cap, help_heading = "Sending")]
     pub max_body_bytes: usize,
     /// Send strict=0: Mixpanel then answers without per-record errors.
     #[arg(long, help_heading = "Sending")]
@@ -205,6 +236,16 @@ pub struct ImportArgs {
         help_heading = "Sending"
     )]
     pub backoff_max_ms: u64,
+    /// Longest wait a server's Retry-After can impose, in seconds (longer ones are cut to
+    /// this, with a note on stderr).
+    #[arg(
+        long,
+        default_value_t = 30,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(0..=86_400),
+        help_heading = "Sending"
+    )]
+    pub max_retry_after: u64,
     /// Per-request timeout in seconds; fractions allowed (0.5).
     #[arg(long, default_value = "30", value_name = "SECS", value_parser = parse_timeout, help_heading = "Sending")]
     pub timeout: f64,
@@ -255,7 +296,10 @@ fn main() {
         Command::Serve(args) => match engage_emulator::run_cli(&args) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("engage serve: {e}");
+                term::err(format_args!(
+                    "engage serve: {}",
+                    term::clean(&e.to_string())
+                ));
                 1
             }
         },

@@ -3,8 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +15,9 @@ use engage_core::{
 };
 use serde_json::{Value as Json, json};
 
+use crate::failures::FailureFile;
 use crate::input::{self, CsvMapping, Item, Record};
+use crate::term::{self, clean};
 use crate::{ImportArgs, RegionChoice, ReportFormat, TransportChoice};
 
 /// A record waiting for its fate: where it came from and its original text.
@@ -34,10 +35,12 @@ struct State {
     read: u64,
     blank: u64,
     bad_input: u64,
-    failures: Option<BufWriter<File>>,
-    failure_write_error: Option<String>,
+    failures: Option<FailureFile>,
+    last_flush: Instant,
     progress: Progress,
     warnings_shown: u64,
+    /// Whether a long wait asked by the server was said already.
+    long_wait_said: bool,
 }
 
 impl State {
@@ -45,20 +48,19 @@ impl State {
         let Some(w) = self.failures.as_mut() else {
             return;
         };
-        let record = serde_json::from_str::<Json>(original)
-            .unwrap_or_else(|_| Json::String(original.to_owned()));
-        let entry = json!({
-            "file": self.files.get(file).cloned().unwrap_or_default(),
-            "line": line,
-            "kind": kind,
-            "reason": reason,
-            "record": record,
-        });
-        if let Err(e) = writeln!(w, "{entry}")
-            && self.failure_write_error.is_none()
-        {
-            self.failure_write_error = Some(e.to_string());
+        let name = self.files.get(file).map(String::as_str).unwrap_or_default();
+        w.add(name, line, kind, &clean(reason), original);
+        // Records found invalid while reading are flushed at least once a second.
+        if self.last_flush.elapsed() >= Duration::from_secs(1) {
+            self.flush_failures();
         }
+    }
+
+    fn flush_failures(&mut self) {
+        if let Some(w) = self.failures.as_mut() {
+            w.flush();
+        }
+        self.last_flush = Instant::now();
     }
 
     fn settle(&mut self, index: u64, kind: &str, reason: &str) {
@@ -78,12 +80,22 @@ impl State {
                 self.progress.retries += u64::from(report.retries);
                 for w in report.batch.warnings() {
                     if self.warnings_shown < 20 && !self.progress.quiet {
-                        self.progress.println(&format!("warning: {w}"));
+                        self.progress
+                            .println(&format!("warning: {}", clean(&w.to_string())));
                     }
                     self.warnings_shown += 1;
                 }
                 for r in &report.records {
                     match &r.outcome {
+                        RecordOutcome::Accepted if r.is_uncertain() => {
+                            self.progress.accepted += 1;
+                            let reason = format!(
+                                "accepted, but after {} resend(s) of an update that is not idempotent ($add/$append) following a failure that may have applied it: it may have been applied up to {} times",
+                                r.uncertain_resends,
+                                r.uncertain_resends + 1
+                            );
+                            self.settle(r.index, "uncertain_resend", &reason);
+                        }
                         RecordOutcome::Accepted => {
                             self.pending.remove(&r.index);
                             self.progress.accepted += 1;
@@ -111,6 +123,21 @@ impl State {
                             self.settle(r.index, "not_delivered", "unknown outcome");
                         }
                     }
+                }
+                self.flush_failures();
+            }
+            ImportEvent::Throttled { requested, pause } => {
+                let long = Duration::from_secs(10);
+                if !self.long_wait_said && (pause >= long || requested.is_some_and(|r| r > pause)) {
+                    self.long_wait_said = true;
+                    let asked = requested.map_or_else(
+                        || "a pause".to_owned(),
+                        |r| format!("a wait of {} s", r.as_secs()),
+                    );
+                    self.progress.println(&format!(
+                        "note: the server is throttling (429) and asked for {asked}; sending pauses for {} s (--max-retry-after caps it)",
+                        pause.as_secs_f64().round()
+                    ));
                 }
             }
             _ => {}
@@ -206,14 +233,14 @@ impl Progress {
                     )
                 })
                 .unwrap_or_default();
-            eprintln!("progress: {msg}{eta}");
+            term::err(format_args!("progress: {msg}{eta}"));
         }
     }
 
     fn println(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None => term::err(line),
         }
     }
 
@@ -232,7 +259,7 @@ pub fn import(args: ImportArgs) -> i32 {
     match run(args) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("engage import: {message}");
+            term::err(format_args!("engage import: {}", clean(&message)));
             1
         }
     }
@@ -262,15 +289,22 @@ fn run(args: ImportArgs) -> Result<i32, String> {
         }),
         _ => None,
     };
-    let token = match (&args.token, args.emulator) {
-        (Some(t), _) => t.clone(),
+    let token = match (crate::token::from_args(&args)?, args.emulator) {
+        (Some(t), _) => t,
         (None, true) => "emulator-token".to_owned(),
         (None, false) => {
-            return Err("no token: pass --token or set MIXPANEL_TOKEN (or use --emulator)".into());
+            return Err(
+                "no token: pass --token or --token-file, or set MIXPANEL_TOKEN or MIXPANEL_TOKEN_FILE (or use --emulator)"
+                    .into(),
+            );
         }
     };
     let token = Token::new(&token).map_err(|e| e.to_string())?;
+    term::redact_token(&token);
 
+    // Nothing opened for writing may be an input: checked before anything is.
+    let failed_path = args.failed.as_deref().map(|p| ("--failed", p));
+    crate::guard::outputs_spare_inputs(&args.files, failed_path.as_slice(), args.out.as_deref())?;
     // Open every input first: an unreadable one stops everything before anything is sent.
     let bytes = Arc::new(AtomicU64::new(0));
     let mut inputs = Vec::new();
@@ -282,11 +316,10 @@ fn run(args: ImportArgs) -> Result<i32, String> {
     let total_bytes = inputs.iter().map(|i| i.size).sum::<Option<u64>>();
     let files: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
     let failures = match &args.failed {
-        Some(path) => {
-            Some(BufWriter::new(File::create(path).map_err(|e| {
-                format!("cannot write {}: {e}", path.display())
-            })?))
-        }
+        Some(path) => Some(
+            FailureFile::create(path)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+        ),
         None => None,
     };
     if let Some(dir) = &args.out {
@@ -301,9 +334,10 @@ fn run(args: ImportArgs) -> Result<i32, String> {
         blank: 0,
         bad_input: 0,
         failures,
-        failure_write_error: None,
+        last_flush: Instant::now(),
         progress: Progress::new(true, args.progress, args.quiet, bytes.clone(), total_bytes),
         warnings_shown: 0,
+        long_wait_said: false,
     }));
 
     let reader_state = state.clone();
@@ -379,6 +413,7 @@ fn run(args: ImportArgs) -> Result<i32, String> {
                 Duration::from_millis(args.backoff_base_ms),
                 Duration::from_millis(args.backoff_max_ms),
             )
+            .max_retry_after(Duration::from_secs(args.max_retry_after))
             .at_most_once(args.at_most_once);
         let config = ImportConfig::new(batch, target)
             .policy(policy)
@@ -421,14 +456,18 @@ fn run(args: ImportArgs) -> Result<i32, String> {
     let mut st = state.borrow_mut();
     let read = st.read;
     st.progress.finish(read);
-    if let Some(w) = st.failures.as_mut()
-        && let Err(e) = w.flush()
-    {
-        st.failure_write_error.get_or_insert(e.to_string());
+    st.flush_failures();
+    // Every condition that makes the exit status non-zero is named in the report.
+    let mut errors: Vec<String> = Vec::new();
+    if let Some(e) = st.failures.as_ref().and_then(FailureFile::error) {
+        errors.push(format!(
+            "could not write the failure file (it holds whole entries up to the error): {e}"
+        ));
     }
     let elapsed = started.elapsed().as_secs_f64();
     let invalid = summary.invalid + st.bad_input;
     let records = st.read;
+    let fatal = summary.fatal.as_deref().map(clean);
     let report = json!({
         "records": records,
         "accepted": summary.accepted,
@@ -444,10 +483,11 @@ fn run(args: ImportArgs) -> Result<i32, String> {
         "blank_lines": st.blank,
         "warnings": summary.warnings,
         "dry_run": args.dry_run,
-        "fatal": summary.fatal,
+        "fatal": fatal,
+        "errors": errors,
     });
     match args.report {
-        ReportFormat::Json => println!("{report}"),
+        ReportFormat::Json => term::out(&report),
         ReportFormat::Text if !args.quiet => {
             let rate = records as f64 / elapsed.max(1e-3);
             let verb = if args.dry_run {
@@ -455,26 +495,32 @@ fn run(args: ImportArgs) -> Result<i32, String> {
             } else {
                 "accepted"
             };
-            println!("{:<21}{records}", "records read");
-            println!("{verb:<21}{}", summary.accepted);
-            println!("{:<21}{}", "rejected by Mixpanel", summary.rejected);
-            println!("{:<21}{invalid}", "invalid (not sent)");
-            println!("{:<21}{}", "not delivered", summary.not_delivered);
-            println!(
-                "{:<21}{} ({} batches)",
-                "requests", summary.requests, summary.batches
+            let line = |label: &str, value: &dyn std::fmt::Display| {
+                term::out(format_args!("{label:<21}{value}"))
+            };
+            line("records read", &records);
+            line(verb, &summary.accepted);
+            line("rejected by Mixpanel", &summary.rejected);
+            line("invalid (not sent)", &invalid);
+            line("not delivered", &summary.not_delivered);
+            line(
+                "requests",
+                &format_args!("{} ({} batches)", summary.requests, summary.batches),
             );
-            println!("{:<21}{}", "retries", summary.retries);
-            println!("{:<21}{}", "uncertain resends", summary.uncertain);
+            line("retries", &summary.retries);
+            line("uncertain resends", &summary.uncertain);
             if st.blank > 0 {
-                println!("{:<21}{}", "blank lines skipped", st.blank);
+                line("blank lines skipped", &st.blank);
             }
             if summary.warnings > 0 {
-                println!("{:<21}{}", "truncation warnings", summary.warnings);
+                line("truncation warnings", &summary.warnings);
             }
-            println!("{:<21}{elapsed:.2} s ({rate:.0} records/s)", "elapsed");
-            if let Some(f) = &summary.fatal {
-                println!("{:<21}{f}", "stopped");
+            line(
+                "elapsed",
+                &format_args!("{elapsed:.2} s ({rate:.0} records/s)"),
+            );
+            if let Some(f) = &fatal {
+                line("stopped", f);
             }
         }
         ReportFormat::Text => {}
@@ -485,38 +531,41 @@ fn run(args: ImportArgs) -> Result<i32, String> {
     {
         let profiles = e.profiles();
         let groups = e.groups();
-        println!(
+        term::out(format_args!(
             "{:<21}{} user profiles, {} group profiles",
             "emulator holds",
             profiles.len(),
             groups.values().map(|g| g.len()).sum::<usize>()
-        );
+        ));
         if let Some((id, p)) = profiles.iter().next() {
-            println!("{:<21}{id}: {}", "sample profile", Json::Object(p.clone()));
+            term::out(format_args!(
+                "{:<21}{}: {}",
+                "sample profile",
+                clean(id),
+                clean(&Json::Object(p.clone()).to_string())
+            ));
         } else if let Some((key, g)) = groups.iter().next()
             && let Some((id, p)) = g.iter().next()
         {
-            println!(
-                "{:<21}{key}/{id}: {}",
+            term::out(format_args!(
+                "{:<21}{}/{}: {}",
                 "sample group",
-                Json::Object(p.clone())
-            );
+                clean(key),
+                clean(id),
+                clean(&Json::Object(p.clone()).to_string())
+            ));
         }
     }
-    if let Some(e) = &st.failure_write_error {
-        eprintln!("engage import: could not write the failure file: {e}");
+    for e in &errors {
+        term::err(format_args!("engage import: {e}"));
+    }
+    if !errors.is_empty() || summary.fatal.is_some() {
         return Ok(1);
     }
-    if summary.fatal.is_some() {
-        return Ok(1);
-    }
-    Ok(
-        if summary.accepted == records && records == summary.records + st.bad_input {
-            0
-        } else {
-            2
-        },
-    )
+    let clean_run = summary.accepted == records
+        && records == summary.records + st.bad_input
+        && summary.uncertain == 0;
+    Ok(if clean_run { 0 } else { 2 })
 }
 
 /// Validates and batches without sending; writes the bodies if asked.
@@ -539,9 +588,11 @@ fn dry_run(
             for r in batch.records() {
                 st.pending.remove(&r.index());
             }
+            st.flush_failures();
             if let Some(dir) = out {
                 let path = dir.join(format!("batch-{n:06}.json"));
-                std::fs::write(&path, batch.body())
+                crate::failures::create_private(&path)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, batch.body()))
                     .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             }
             Ok(())

@@ -52,8 +52,9 @@ pub struct EmulatorArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub addr: SocketAddr,
     /// Project token every record must carry (a different one is answered 401). Without
-    /// it, any non-empty token is accepted.
-    #[arg(long)]
+    /// it, any non-empty token is accepted. Default: $ENGAGE_EMULATOR_TOKEN (which keeps it
+    /// out of `ps`).
+    #[arg(long, env = "ENGAGE_EMULATOR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Request bodies larger than this are answered 413.
     #[arg(long, default_value_t = engage_core::DEFAULT_MAX_BODY_BYTES)]
