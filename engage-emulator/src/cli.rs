@@ -72,12 +72,20 @@ pub struct EmulatorArgs {
     /// Kinds the rate draws from, in turn (default: all eight).
     #[arg(long, value_parser = kinds)]
     pub fault_kinds: Option<KindsArg>,
-    /// Delay of the `slow` fault, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    /// Delay of the `slow` fault, in milliseconds (at most 600000).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=crate::faults::MAX_SLOW_MS))]
     pub slow_ms: u64,
-    /// Requests whose headers or body take longer than this (ms) are answered 408.
-    #[arg(long, default_value_t = 10_000)]
+    /// Requests whose head or body take longer than this (ms, at least 1) are answered
+    /// 408 and the connection closed.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout_ms: u64,
+    /// Most connections served at once; more wait in the listen queue until one closes.
+    #[arg(long, default_value_t = crate::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Most bytes of request bodies held at once, all connections together; a request
+    /// that would go over is answered 503 with Retry-After: 1.
+    #[arg(long, default_value_t = crate::DEFAULT_BODY_BUDGET, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_buffered_bytes: u64,
 }
 
 impl std::fmt::Debug for EmulatorArgs {
@@ -131,6 +139,8 @@ pub fn run_cli(args: &EmulatorArgs) -> io::Result<()> {
                 token: args.token.clone(),
                 max_body_bytes: args.max_body_bytes,
                 body_timeout: Duration::from_millis(args.body_timeout_ms),
+                max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+                body_budget: usize::try_from(args.max_buffered_bytes).unwrap_or(usize::MAX),
             },
             args.faults(),
         ));

@@ -107,9 +107,10 @@ pub fn parse_script(s: &str) -> Result<Vec<ScriptStep>, UnknownFault> {
 ///
 /// As JSON (for `POST /_emulator/faults`):
 /// `{"script": ["429", "ok"], "fail_rate": 0.2, "kinds": ["503", "applied-500"], "seed": 7, "slow_ms": 2000}`;
-/// every field is optional.
+/// every field is optional, an unknown one is refused (a typo must not reset a test's
+/// script), and [`validate`](Self::validate) holds the ranges the command line holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FaultConfig {
     /// Steps consumed one per request before the rate applies.
     #[serde(with = "script_serde")]
@@ -133,6 +134,29 @@ impl Default for FaultConfig {
             seed: 0,
             slow_ms: 2000,
         }
+    }
+}
+
+/// Longest `slow` delay: 10 minutes (a longer one would never answer within any client's
+/// timeout, which `close` already covers).
+pub const MAX_SLOW_MS: u64 = 600_000;
+
+impl FaultConfig {
+    /// Checks the ranges: `fail_rate` within 0..=1, `slow_ms` at most [`MAX_SLOW_MS`].
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.fail_rate) {
+            return Err(format!(
+                "fail_rate must be between 0 and 1, not {}",
+                self.fail_rate
+            ));
+        }
+        if self.slow_ms > MAX_SLOW_MS {
+            return Err(format!(
+                "slow_ms must be at most {MAX_SLOW_MS} (10 minutes), not {}",
+                self.slow_ms
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -45,7 +45,17 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::watch;
 
 pub use cli::{EmulatorArgs, KindsArg, ScriptArg, run_cli};
-pub use faults::{FaultConfig, FaultKind, ScriptStep, UnknownFault, parse_script};
+pub use faults::{FaultConfig, FaultKind, MAX_SLOW_MS, ScriptStep, UnknownFault, parse_script};
+
+/// Default most connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 512;
+/// Default most bytes of request bodies held at once (256 MiB).
+pub const DEFAULT_BODY_BUDGET: u64 = 256 * 1024 * 1024;
+/// Largest read buffer of one connection (hyper's default is ~400 KiB); it also caps a
+/// request head.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// How long in-flight requests may finish after SIGTERM, SIGINT or a drop of the handle.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub use state::{EMULATOR_PROPERTIES, Profile, Stats};
 
 use server::{Settings, Shared, lock};
@@ -60,9 +70,14 @@ pub struct EmulatorConfig {
     pub token: Option<String>,
     /// Larger request bodies are answered 413 (default 2 MiB).
     pub max_body_bytes: usize,
-    /// A request whose headers or body take longer than this is answered 408 / dropped
-    /// (default 10 s).
+    /// A request whose head or body takes longer than this is answered 408 and its
+    /// connection closed (default 10 s).
     pub body_timeout: Duration,
+    /// Most connections served at once; more wait in the listen queue (default 512).
+    pub max_connections: usize,
+    /// Most bytes of request bodies held at once, all connections together; over it a
+    /// request is answered 503 with `Retry-After: 1` (default 256 MiB).
+    pub body_budget: usize,
     /// Fault injection.
     pub faults: FaultConfig,
 }
@@ -74,6 +89,8 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("token", &self.token.as_ref().map(|_| "…"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("body_timeout", &self.body_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("body_budget", &self.body_budget)
             .field("faults", &self.faults)
             .finish()
     }
@@ -86,6 +103,8 @@ impl Default for EmulatorConfig {
             token: None,
             max_body_bytes: engage_core::DEFAULT_MAX_BODY_BYTES,
             body_timeout: Duration::from_secs(10),
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+            body_budget: DEFAULT_BODY_BUDGET as usize,
             faults: FaultConfig::default(),
         }
     }
@@ -107,6 +126,18 @@ impl EmulatorConfig {
     /// Times out slow request headers or bodies.
     pub fn body_timeout(mut self, t: Duration) -> Self {
         self.body_timeout = t;
+        self
+    }
+
+    /// Caps the connections served at once (at least 1).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Caps the bytes of request bodies held at once.
+    pub fn body_budget(mut self, bytes: usize) -> Self {
+        self.body_budget = bytes;
         self
     }
 
@@ -151,6 +182,8 @@ impl Emulator {
                 token: config.token,
                 max_body_bytes: config.max_body_bytes,
                 body_timeout: config.body_timeout,
+                max_connections: config.max_connections.max(1),
+                body_budget: config.body_budget,
             },
             config.faults,
         ));
@@ -192,17 +225,17 @@ impl Emulator {
 
     /// Every user profile, by distinct_id.
     pub fn profiles(&self) -> BTreeMap<String, Profile> {
-        lock(&self.shared.store).profiles()
+        self.shared.store.profiles()
     }
 
     /// One user profile.
     pub fn profile(&self, distinct_id: &str) -> Option<Profile> {
-        lock(&self.shared.store).profile(distinct_id)
+        self.shared.store.profile(distinct_id)
     }
 
     /// Every group profile: `{group_key: {group_id: properties}}`.
     pub fn groups(&self) -> BTreeMap<String, BTreeMap<String, Profile>> {
-        lock(&self.shared.store).groups()
+        self.shared.store.groups()
     }
 
     /// The counters.
@@ -212,7 +245,7 @@ impl Emulator {
 
     /// Forgets every profile and zeroes the counters.
     pub fn reset(&self) {
-        lock(&self.shared.store).reset();
+        self.shared.store.reset();
     }
 
     /// Replaces the fault configuration (the script starts over).
@@ -239,16 +272,27 @@ impl Drop for Emulator {
     }
 }
 
-/// Accepts connections until `shutdown` turns true.
+/// Accepts connections until `shutdown` turns true, at most `max_connections` at once;
+/// then lets the requests in flight finish for up to [`SHUTDOWN_GRACE`].
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(shared.settings.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
+        // Over the limit, connections wait in the kernel's listen queue.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
         let (stream, remote) = match accepted {
             Ok(x) => x,
@@ -259,16 +303,26 @@ pub(crate) async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
+        let timeout = shared.settings.body_timeout;
+        let service_shared = shared.clone();
+        let service = service_fn(move |req| server::handle(service_shared.clone(), remote, req));
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            // A backstop: the head deadline (which answers 408) fires first.
+            .header_read_timeout(timeout + Duration::from_secs(1))
+            .keep_alive(true)
+            // Per-connection read buffer: small, so connections × buffer stays bounded.
+            .max_buf_size(READ_BUFFER_BYTES)
+            .serve_connection(
+                TokioIo::new(server::HeadDeadline::new(stream, timeout)),
+                service,
+            );
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            let timeout = shared.settings.body_timeout;
-            let service = service_fn(move |req| server::handle(shared.clone(), remote, req));
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(timeout)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = connection.await;
+            drop(permit);
         });
     }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
 }

@@ -8,14 +8,14 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use engage_core::{Endpoint, GroupOperations, check_record};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value as Json, json};
 
 use crate::faults::{FaultConfig, FaultKind, Injector};
-use crate::state::{Geo, Stats, Store, Valid, time_ms};
+use crate::state::{Geo, Op, Stats, Store, Target, Valid, time_ms};
 
 /// Most records in one request.
 const MAX_RECORDS: usize = 2000;
@@ -26,6 +26,8 @@ pub(crate) struct Settings {
     pub(crate) token: Option<String>,
     pub(crate) max_body_bytes: usize,
     pub(crate) body_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) body_budget: usize,
 }
 
 impl std::fmt::Debug for Settings {
@@ -34,6 +36,8 @@ impl std::fmt::Debug for Settings {
             .field("token", &self.token.as_ref().map(|_| "…"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("body_timeout", &self.body_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("body_budget", &self.body_budget)
             .finish()
     }
 }
@@ -42,8 +46,10 @@ impl std::fmt::Debug for Settings {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) settings: Settings,
-    pub(crate) store: Mutex<Store>,
+    pub(crate) store: Store,
     pub(crate) faults: Mutex<Injector>,
+    /// Bytes of request bodies held right now, all connections together.
+    pub(crate) buffered: std::sync::atomic::AtomicUsize,
 }
 
 /// Locks, recovering from a poisoned lock (a panic elsewhere must not stop the server).
@@ -55,13 +61,14 @@ impl Shared {
     pub(crate) fn new(settings: Settings, faults: FaultConfig) -> Self {
         Shared {
             settings,
-            store: Mutex::new(Store::default()),
+            store: Store::default(),
             faults: Mutex::new(Injector::new(faults)),
+            buffered: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        lock(&self.store).stats
+        self.store.stats()
     }
 }
 
@@ -77,21 +84,79 @@ impl std::fmt::Display for CloseConnection {
 
 impl std::error::Error for CloseConnection {}
 
-type Answer = Result<Response<Full<Bytes>>, CloseConnection>;
+/// Every answer's body: whole, or streamed (the profile listing).
+pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+type Answer = Result<Response<Body>, CloseConnection>;
+
+/// A body fed from a channel, chunk by chunk.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// `GET /_emulator/profiles`: `{distinct_id: properties, …}` written one shard at a time.
+/// Each shard's logs are copied under its lock (briefly); profiles are computed and written
+/// outside it, on a blocking thread, and the channel holds a few chunks at most, so neither
+/// ingestion nor memory suffers at a million profiles. Profiles that change meanwhile may
+/// show before or after the change.
+fn stream_profiles(shared: Arc<Shared>) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    tokio::task::spawn_blocking(move || {
+        let mut first = true;
+        let mut chunk = Vec::with_capacity(256 * 1024);
+        chunk.push(b'{');
+        for i in 0..shared.store.shard_count() {
+            let copy = shared.store.copy_shard(i);
+            for (id, profile) in copy.profiles() {
+                if !first {
+                    chunk.push(b',');
+                }
+                first = false;
+                let _ = serde_json::to_writer(&mut chunk, id);
+                chunk.push(b':');
+                let _ = serde_json::to_writer(&mut chunk, &profile);
+                if chunk.len() >= 256 * 1024 {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(256 * 1024));
+                    if tx.blocking_send(Bytes::from(full)).is_err() {
+                        return; // the client went away
+                    }
+                }
+            }
+        }
+        chunk.push(b'}');
+        let _ = tx.blocking_send(Bytes::from(chunk));
+    });
+    let mut r = Response::new(BodyExt::boxed(ChannelBody(rx)));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
 
 fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
+) -> Response<Body> {
+    let mut r = Response::new(BodyExt::boxed(Full::new(body.into())));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
-fn json_response(status: StatusCode, v: &Json) -> Response<Full<Bytes>> {
+fn json_response(status: StatusCode, v: &Json) -> Response<Body> {
     respond(
         status,
         "application/json",
@@ -99,7 +164,7 @@ fn json_response(status: StatusCode, v: &Json) -> Response<Full<Bytes>> {
     )
 }
 
-fn error_response(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
+fn error_response(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     json_response(status, &json!({"error": message.into(), "status": 0}))
 }
 
@@ -113,14 +178,11 @@ pub(crate) async fn handle(
     match (req.method(), path.as_str()) {
         (_, "/engage" | "/engage/") => ingest(&shared, remote, req, Endpoint::Engage).await,
         (_, "/groups" | "/groups/") => ingest(&shared, remote, req, Endpoint::Groups).await,
-        (&Method::GET, "/_emulator/profiles") => {
-            let profiles = lock(&shared.store).profiles();
-            Ok(json_response(StatusCode::OK, &json!(profiles)))
-        }
+        (&Method::GET, "/_emulator/profiles") => Ok(stream_profiles(shared)),
         (&Method::GET, p) if p.starts_with("/_emulator/profiles/") => {
             let raw = &p["/_emulator/profiles/".len()..];
             let id: String = percent_decode(raw);
-            match lock(&shared.store).profile(&id) {
+            match shared.store.profile(&id) {
                 Some(profile) => Ok(json_response(StatusCode::OK, &Json::Object(profile))),
                 None => Ok(error_response(
                     StatusCode::NOT_FOUND,
@@ -129,14 +191,14 @@ pub(crate) async fn handle(
             }
         }
         (&Method::GET, "/_emulator/groups") => {
-            let groups = lock(&shared.store).groups();
+            let groups = shared.store.groups();
             Ok(json_response(StatusCode::OK, &json!(groups)))
         }
         (&Method::GET, "/_emulator/stats") => {
             Ok(json_response(StatusCode::OK, &json!(shared.stats())))
         }
         (&Method::POST, "/_emulator/reset") => {
-            lock(&shared.store).reset();
+            shared.store.reset();
             Ok(json_response(StatusCode::OK, &json!({"status": 1})))
         }
         (&Method::GET, "/_emulator/faults") => {
@@ -145,10 +207,13 @@ pub(crate) async fn handle(
         }
         (&Method::POST, "/_emulator/faults") => {
             let body = match read_body(&shared, req).await {
-                Ok(b) => b,
+                Ok((b, _reservation)) => b,
                 Err(r) => return Ok(r),
             };
-            match serde_json::from_slice::<FaultConfig>(&body) {
+            match serde_json::from_slice::<FaultConfig>(&body)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.validate().map(|()| c))
+            {
                 Ok(config) => {
                     *lock(&shared.faults) = Injector::new(config.clone());
                     Ok(json_response(StatusCode::OK, &json!(config)))
@@ -166,52 +231,190 @@ pub(crate) async fn handle(
     }
 }
 
+/// Decodes `%XX` in a path segment (a path keeps `+` as is).
 fn percent_decode(s: &str) -> String {
-    // form_urlencoded also turns '+' into ' '; a path keeps '+' as is.
-    let protected = s.replace('+', "%2B");
-    form_urlencoded::parse(format!("x={protected}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
-/// Reads the whole body within the size cap and the body timeout.
+/// Bytes held against the shared body budget, given back when dropped.
+struct Reservation<'a> {
+    shared: &'a Shared,
+    bytes: usize,
+}
+
+impl Reservation<'_> {
+    /// Takes `more` bytes from the budget; `false` (and nothing taken) if it would go over.
+    fn grow(&mut self, more: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let budget = self.shared.settings.body_budget;
+        let taken = self
+            .shared
+            .buffered
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(more).filter(|&n| n <= budget)
+            })
+            .is_ok();
+        if taken {
+            self.bytes += more;
+        }
+        taken
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .buffered
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Reads (and throws away) up to `limit` bytes of a body the server will not use, so that
+/// a client that writes its whole body before reading (Python's urllib) reads the answer
+/// instead of a broken pipe.
+async fn drain(body: &mut Incoming, limit: usize, timeout: Duration) {
+    let draining = async {
+        let mut seen = 0usize;
+        while seen < limit {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, draining).await;
+}
+
+/// Bytes of each body read without counting against the shared budget: small requests are
+/// always served, and `max_connections` × this bounds what escapes the budget.
+const FREE_BODY_BYTES: usize = 64 * 1024;
+
+/// Most of a refused body read before answering: 4× the cap, at least 8 MiB.
+fn drain_limit(cap: usize) -> usize {
+    cap.saturating_mul(4).max(8 << 20)
+}
+
+/// Reads the whole body within the size cap, the shared body budget and the body
+/// timeout. The answer is handed back with the bytes reserved against the budget, which
+/// the caller holds until it has finished with the body.
 async fn read_body(
     shared: &Shared,
     req: Request<Incoming>,
-) -> Result<Bytes, Response<Full<Bytes>>> {
+) -> Result<(Bytes, Reservation<'_>), Response<Body>> {
     let cap = shared.settings.max_body_bytes;
+    let timeout = shared.settings.body_timeout;
     let too_large = || {
         error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body exceeds the {cap}-byte limit"),
         )
     };
+    let busy = || {
+        let mut r = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many request bodies in flight; retry shortly",
+        );
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        r
+    };
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > cap as u64) {
+    let mut body = req.into_body();
+    let mut reservation = Reservation { shared, bytes: 0 };
+    if let Some(n) = declared
+        && n > cap as u64
+    {
+        if n <= drain_limit(cap) as u64 {
+            drain(&mut body, drain_limit(cap), timeout).await;
+        }
         return Err(too_large());
     }
-    let limited = Limited::new(req.into_body(), cap);
-    match tokio::time::timeout(shared.settings.body_timeout, limited.collect()).await {
+    let reading = async {
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                error_response(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the body: {e}"),
+                )
+            })?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            let len = buf.len() + data.len();
+            if len > cap {
+                drain(&mut body, drain_limit(cap), timeout).await;
+                return Err(too_large());
+            }
+            // Beyond the free allowance, every byte held counts against the budget.
+            let counted = len.saturating_sub(FREE_BODY_BYTES);
+            if counted > reservation.bytes && !reservation.grow(counted - reservation.bytes) {
+                drop(buf);
+                drain(&mut body, cap, timeout).await;
+                return Err(busy());
+            }
+            if buf.capacity() < len {
+                // Grow toward the declared size, never beyond what arrived twice over.
+                let want = declared.map_or(len, |d| (d as usize).min(len * 2)).max(len);
+                buf.reserve_exact(want - buf.len());
+            }
+            buf.extend_from_slice(data);
+        }
+        Ok(Bytes::from(buf))
+    };
+    match tokio::time::timeout(timeout, reading).await {
         Err(_) => Err(error_response(
             StatusCode::REQUEST_TIMEOUT,
             "the request body did not arrive in time",
         )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(error_response(
-            StatusCode::BAD_REQUEST,
-            format!("could not read the body: {e}"),
-        )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(r)) => Err(r),
+        Ok(Ok(bytes)) => Ok((bytes, reservation)),
     }
 }
 
-fn truthy(v: Option<&String>) -> Option<bool> {
-    v.map(|s| matches!(s.trim(), "1" | "true"))
+/// Reads a `0`/`1` (or `false`/`true`) parameter; anything else is a client error, as
+/// for other bad input.
+fn flag(params: &Params, name: &str) -> Result<Option<bool>, String> {
+    match params.0.get(name).map(|v| v.trim()) {
+        None => Ok(None),
+        Some("1" | "true") => Ok(Some(true)),
+        Some("0" | "false") => Ok(Some(false)),
+        Some(other) => Err(format!(
+            "the parameter {name} must be 0 or 1, not {:?}",
+            other.chars().take(40).collect::<String>()
+        )),
+    }
+}
+
+/// Parses `application/x-www-form-urlencoded` bytes (a query string or a form body):
+/// `+` is a space, `%XX` a byte, and the decoded bytes must be UTF-8, the rule JSON bodies
+/// follow too.
+fn form_pairs(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let decode = |part: &[u8]| -> Result<String, String> {
+        let spaced: Vec<u8> = part
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        let raw: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+        String::from_utf8(raw).map_err(|e| format!("a form field is not UTF-8 once decoded: {e}"))
+    };
+    bytes
+        .split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &[][..]),
+            };
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
 }
 
 /// Turns `data=` (JSON, or base64 of JSON, with `+` possibly read as a space) into JSON bytes.
@@ -280,11 +483,12 @@ fn parse_record(text: &str) -> Result<Json, String> {
 struct Params(HashMap<String, String>);
 
 impl Params {
-    fn from_query(q: Option<&str>) -> Self {
-        Params(
-            q.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-                .unwrap_or_default(),
-        )
+    fn from_query(q: Option<&str>) -> Result<Self, String> {
+        Ok(Params(
+            form_pairs(q.unwrap_or_default().as_bytes())?
+                .into_iter()
+                .collect(),
+        ))
     }
 }
 
@@ -294,7 +498,7 @@ async fn ingest(
     req: Request<Incoming>,
     endpoint: Endpoint,
 ) -> Answer {
-    lock(&shared.store).stats.requests += 1;
+    lock(&shared.store.stats).requests += 1;
     let method = req.method().clone();
     if method != Method::POST && method != Method::GET {
         return Ok(error_response(
@@ -302,7 +506,10 @@ async fn ingest(
             "use POST (or GET with data=)",
         ));
     }
-    let mut params = Params::from_query(req.uri().query());
+    let mut params = match Params::from_query(req.uri().query()) {
+        Ok(p) => p,
+        Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, e)),
+    };
     let encoding = req.headers().get(CONTENT_ENCODING).map(|v| {
         String::from_utf8_lossy(v.as_bytes())
             .trim()
@@ -313,7 +520,7 @@ async fn ingest(
         .get(CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
         .unwrap_or_default();
-    let body = match read_body(shared, req).await {
+    let (body, _reservation) = match read_body(shared, req).await {
         Ok(b) => b,
         Err(r) => return Ok(r),
     };
@@ -324,7 +531,7 @@ async fn ingest(
         (faults.next(), faults.slow_delay())
     };
     if fault.is_some() {
-        lock(&shared.store).stats.faults_injected += 1;
+        lock(&shared.store.stats).faults_injected += 1;
     }
     match fault {
         Some(FaultKind::Close) => return Err(CloseConnection),
@@ -385,7 +592,10 @@ async fn ingest(
             }
         }
     } else if content_type.starts_with("application/x-www-form-urlencoded") {
-        let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+        let form: HashMap<String, String> = match form_pairs(&body) {
+            Ok(pairs) => pairs.into_iter().collect(),
+            Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, e)),
+        };
         let data = form.get("data").cloned();
         for (k, v) in form {
             if k != "data" {
@@ -429,9 +639,21 @@ async fn ingest(
         Ok(r) => r,
         Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, e)),
     };
-    let geolocate = truthy(params.0.get("ip")).unwrap_or(true);
-    let verbose = truthy(params.0.get("verbose")).unwrap_or(false);
-    let strict = truthy(params.0.get("strict")).unwrap_or(false);
+    let flags = (|| {
+        Ok::<_, String>((
+            flag(&params, "ip")?,
+            flag(&params, "verbose")?,
+            flag(&params, "strict")?,
+        ))
+    })();
+    let (geolocate, verbose, strict) = match flags {
+        Ok((ip, verbose, strict)) => (
+            ip.unwrap_or(true),
+            verbose.unwrap_or(false),
+            strict.unwrap_or(false),
+        ),
+        Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, e)),
+    };
     let callback = params.0.get("callback").filter(|c| {
         !c.is_empty()
             && c.bytes()
@@ -442,7 +664,7 @@ async fn ingest(
     let mut failed = Vec::new();
     let mut non_idempotent = false;
     let n = records.len();
-    for (index, record) in records.into_iter().enumerate() {
+    for (index, record) in records.iter().enumerate() {
         let value = match record {
             Ok(v) => v,
             Err(message) => {
@@ -450,8 +672,8 @@ async fn ingest(
                 continue;
             }
         };
-        let ids = failure_ids(&value, endpoint);
-        let checked = match check_record(&value, endpoint, GroupOperations::Documented) {
+        let ids = failure_ids(value, endpoint);
+        let checked = match check_record(value, endpoint, GroupOperations::Documented) {
             Ok(c) => c,
             Err(problem) => {
                 let mut f = json!({"index": index, "field": problem.property, "message": problem.problem.to_string()});
@@ -476,30 +698,49 @@ async fn ingest(
         }
         let geo = match checked.object.get("$ip").and_then(Json::as_str) {
             Some("0") => Geo::None,
-            Some(ip) => Geo::Record(ip.to_owned()),
-            None if geolocate => Geo::Request(remote.ip().to_string()),
+            Some(ip) => Geo::Record(ip.into()),
+            None if geolocate => Geo::Request(remote.ip()),
             None => Geo::None,
         };
-        non_idempotent |= matches!(checked.operation, "$add" | "$append");
+        let op = Op::from_key(checked.operation).expect("check_record knows the operations");
+        non_idempotent |= matches!(op, Op::Add | Op::Append);
+        let target = match (checked.group, checked.distinct_id) {
+            (Some((k, i)), _) => Target::Group(k, i),
+            (None, Some(d)) => Target::User(d),
+            (None, None) => continue,
+        };
         valid.push(Valid {
-            distinct_id: checked.distinct_id.map(str::to_owned),
-            group: checked.group.map(|(k, i)| (k.to_owned(), i.to_owned())),
-            op: checked.operation,
-            payload: checked.payload.clone(),
+            index,
+            target,
+            op,
+            payload: serde_json::to_vec(checked.payload).unwrap_or_default(),
             time_ms: checked.object.get("$time").and_then(time_ms),
             ignore_time: checked.object.get("$ignore_time") == Some(&Json::Bool(true)),
             geo,
         });
     }
-    let accepted = valid.len();
-    {
-        let mut store = lock(&shared.store);
-        store.stats.records_received += n as u64;
-        store.stats.rejected += failed.len() as u64;
-        // The decoded data, not the raw body: GET requests have none, and a form body and a
-        // JSON body with the same records are the same batch.
-        store.apply(&data, valid, non_idempotent);
+    lock(&shared.store.stats).records_received += n as u64;
+    lock(&shared.store.stats).rejected += failed.len() as u64;
+    // The decoded data, not the raw body: GET requests have none, and a form body and a
+    // JSON body with the same records are the same batch.
+    let ids_of: Vec<Json> = valid
+        .iter()
+        .map(|v| match v.target {
+            Target::User(d) => json!({"$distinct_id": d}),
+            Target::Group(k, i) => json!({"$group_key": k, "$group_id": i}),
+        })
+        .collect();
+    let positions: Vec<usize> = valid.iter().map(|v| v.index).collect();
+    let refused = shared.store.apply(&data, valid, non_idempotent);
+    for (index, field, message) in refused {
+        let mut f = json!({"index": index, "field": field, "message": message});
+        if let Some(at) = positions.iter().position(|&p| p == index) {
+            merge(&mut f, ids_of[at].clone());
+        }
+        failed.push(f);
     }
+    failed.sort_by_key(|f| f["index"].as_u64());
+    let accepted = n - failed.len();
     if fault == Some(FaultKind::AppliedThen500) {
         return Ok(error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -559,5 +800,148 @@ fn failure_ids(v: &Json, endpoint: Endpoint) -> Json {
 fn merge(into: &mut Json, from: Json) {
     if let (Json::Object(a), Json::Object(b)) = (into, from) {
         a.extend(b);
+    }
+}
+
+/// A connection's stream that answers `408 Request Timeout` (then ends the connection)
+/// when a request head starts arriving and is not complete within the timeout: hyper's
+/// own header timeout closes without a word.
+pub(crate) struct HeadDeadline<S> {
+    inner: S,
+    timeout: Duration,
+    state: HeadState,
+    /// Trailing bytes of the head read so far, to find its end across reads.
+    tail: [u8; 3],
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// The 408 still to write, once the deadline passed.
+    answer: Option<(&'static [u8], usize)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeadState {
+    /// Between requests: nothing of the next one read yet.
+    Idle,
+    /// A head is arriving.
+    Head,
+    /// The head is complete; the body (if any) and the answer follow.
+    Done,
+    /// The 408 went out: the stream reads as ended.
+    TimedOut,
+}
+
+const HEAD_TIMEOUT_ANSWER: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: 62\r\nconnection: close\r\n\r\n{\"error\":\"the request head did not arrive in time\",\"status\":0}";
+
+impl<S> HeadDeadline<S> {
+    pub(crate) fn new(inner: S, timeout: Duration) -> Self {
+        HeadDeadline {
+            inner,
+            timeout,
+            state: HeadState::Idle,
+            tail: [0; 3],
+            timer: None,
+            answer: None,
+        }
+    }
+
+    /// Follows the bytes just read: the start of a head arms the timer, its blank line
+    /// disarms it.
+    fn saw(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.state == HeadState::Idle {
+            self.state = HeadState::Head;
+            self.tail = [0; 3];
+            self.timer = Some(Box::pin(tokio::time::sleep(self.timeout)));
+        }
+        if self.state != HeadState::Head {
+            return;
+        }
+        let mut window: Vec<u8> = self.tail.to_vec();
+        window.extend_from_slice(&bytes[..bytes.len().min(64 * 1024)]);
+        if window.windows(4).any(|w| w == b"\r\n\r\n") || bytes.windows(4).any(|w| w == b"\r\n\r\n")
+        {
+            self.state = HeadState::Done;
+            self.timer = None;
+        } else {
+            let n = window.len();
+            self.tail.copy_from_slice(&window[n - 3..]);
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncRead
+    for HeadDeadline<S>
+{
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.state == HeadState::TimedOut {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let filled = buf.filled()[before..].to_vec();
+                this.saw(&filled);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let expired = this
+                    .timer
+                    .as_mut()
+                    .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+                if !expired {
+                    return Poll::Pending;
+                }
+                this.timer = None;
+                this.answer.get_or_insert((HEAD_TIMEOUT_ANSWER, 0));
+                // Write the 408 straight to the socket, then read as ended.
+                while let Some((bytes, sent)) = this.answer {
+                    match std::pin::Pin::new(&mut this.inner).poll_write(cx, &bytes[sent..]) {
+                        Poll::Ready(Ok(n)) if n > 0 && sent + n < bytes.len() => {
+                            this.answer = Some((bytes, sent + n));
+                        }
+                        Poll::Ready(_) => this.answer = None,
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                this.state = HeadState::TimedOut;
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for HeadDeadline<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        // An answer going out ends the request: the next bytes start a new head.
+        if self.state == HeadState::Done {
+            self.state = HeadState::Idle;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -1,10 +1,22 @@
 //! Profile state with Mixpanel's semantics, and the counters.
+//!
+//! Each profile keeps its updates in a compact log (the operation's JSON bytes and ~40
+//! bytes more), ordered by `$time` then arrival, so that an update with an older `$time`
+//! lands exactly where it belongs whenever it arrives; a `$delete` drops everything before
+//! it. The properties are computed from the log when read. The store is split in shards,
+//! each behind its own lock, so that reading it (which copies one shard's logs at a time
+//! and computes the profiles outside the lock) never holds up ingestion for long.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
+
+use crate::server::lock;
 
 /// Properties of one profile.
 pub type Profile = Map<String, Json>;
@@ -39,41 +51,137 @@ pub struct Stats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Geo {
     /// `ip=1` and no `$ip`: the request's address.
-    Request(String),
+    Request(IpAddr),
     /// `$ip` in the record.
-    Record(String),
+    Record(Box<str>),
     /// `ip=0` or `$ip: "0"`.
     None,
 }
 
-/// One update waiting in a profile's log.
-#[derive(Debug, Clone)]
-struct Entry {
-    time_ms: i64,
-    seq: u64,
-    op: &'static str,
-    payload: Json,
-    ignore_time: bool,
-    geo: Geo,
+/// The operations, as the log stores them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Set,
+    SetOnce,
+    Add,
+    Union,
+    Append,
+    Remove,
+    Unset,
+    Delete,
 }
 
-/// A profile's updates, kept in `$time` order (arrival order breaks ties); the state is
-/// the replay of the log, so an update with an older `$time` lands where it belongs.
-#[derive(Debug, Clone, Default)]
-struct Log {
-    entries: Vec<Entry>,
+impl Op {
+    /// The operation named by its JSON key.
+    pub(crate) fn from_key(key: &str) -> Option<Op> {
+        Some(match key {
+            "$set" => Op::Set,
+            "$set_once" => Op::SetOnce,
+            "$add" => Op::Add,
+            "$union" => Op::Union,
+            "$append" => Op::Append,
+            "$remove" => Op::Remove,
+            "$unset" => Op::Unset,
+            "$delete" => Op::Delete,
+            _ => return None,
+        })
+    }
+
+    /// Whether it creates a missing profile (`$remove`, `$unset` do not).
+    fn creates(self) -> bool {
+        !matches!(self, Op::Remove | Op::Unset)
+    }
+}
+
+/// Where an update goes in a profile's log: `$time` in ms, then arrival.
+type Key = (i64, u64);
+
+/// One update in a profile's log.
+#[derive(Debug, Clone)]
+struct Entry {
+    key: Key,
+    op: Op,
+    ignore_time: bool,
+    geo: Geo,
+    /// The operation's value, as compact JSON.
+    payload: Box<[u8]>,
+}
+
+/// Logs longer than this move from a sorted vector to a tree, so that updates arriving in
+/// any `$time` order are inserted in logarithmic time.
+const SORTED_VEC_MAX: usize = 64;
+
+/// A profile's updates in key order.
+#[derive(Debug, Clone)]
+enum Log {
+    One(Entry),
+    Sorted(Vec<Entry>),
+    Tree(BTreeMap<Key, Entry>),
 }
 
 impl Log {
+    fn len(&self) -> usize {
+        match self {
+            Log::One(_) => 1,
+            Log::Sorted(v) => v.len(),
+            Log::Tree(t) => t.len(),
+        }
+    }
+
+    fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
+        match self {
+            Log::One(e) => Box::new(std::iter::once(e)),
+            Log::Sorted(v) => Box::new(v.iter()),
+            Log::Tree(t) => Box::new(t.values()),
+        }
+    }
+
     fn insert(&mut self, e: Entry) {
-        let key = (e.time_ms, e.seq);
-        let at = self.entries.partition_point(|x| (x.time_ms, x.seq) <= key);
-        self.entries.insert(at, e);
+        if e.op == Op::Delete {
+            // Nothing before a $delete matters any more.
+            self.retain_from(e.key);
+        }
+        match self {
+            Log::One(first) => {
+                let first = first.clone();
+                let v = if first.key <= e.key {
+                    vec![first, e]
+                } else {
+                    vec![e, first]
+                };
+                *self = Log::Sorted(v);
+            }
+            Log::Sorted(v) => {
+                if v.last().is_none_or(|last| last.key <= e.key) {
+                    v.push(e);
+                } else if v.len() < SORTED_VEC_MAX {
+                    let at = v.partition_point(|x| x.key <= e.key);
+                    v.insert(at, e);
+                } else {
+                    let mut tree: BTreeMap<Key, Entry> =
+                        std::mem::take(v).into_iter().map(|x| (x.key, x)).collect();
+                    tree.insert(e.key, e);
+                    *self = Log::Tree(tree);
+                }
+            }
+            Log::Tree(t) => {
+                t.insert(e.key, e);
+            }
+        }
+    }
+
+    /// Drops every entry before `key`.
+    fn retain_from(&mut self, key: Key) {
+        match self {
+            Log::One(_) => {}
+            Log::Sorted(v) => v.retain(|x| x.key >= key),
+            Log::Tree(t) => *t = t.split_off(&key),
+        }
     }
 
     fn replay(&self) -> Option<Profile> {
         let mut profile: Option<Profile> = None;
-        for e in &self.entries {
+        for e in self.entries() {
             apply(&mut profile, e);
         }
         profile
@@ -81,36 +189,42 @@ impl Log {
 }
 
 fn apply(profile: &mut Option<Profile>, e: &Entry) {
-    if e.op == "$delete" {
+    if e.op == Op::Delete {
         *profile = None;
         return;
     }
-    let creates = !matches!(e.op, "$remove" | "$unset");
-    if profile.is_none() && !creates {
+    if profile.is_none() && !e.op.creates() {
         return;
     }
+    let payload: Json = serde_json::from_slice(&e.payload).unwrap_or(Json::Null);
     let p = profile.get_or_insert_with(Map::new);
-    match (e.op, &e.payload) {
-        ("$set", Json::Object(props)) => {
+    match (e.op, payload) {
+        (Op::Set, Json::Object(props)) => {
             for (k, v) in props {
-                p.insert(k.clone(), v.clone());
+                p.insert(k, v);
             }
         }
-        ("$set_once", Json::Object(props)) => {
+        (Op::SetOnce, Json::Object(props)) => {
             for (k, v) in props {
-                p.entry(k.clone()).or_insert_with(|| v.clone());
+                p.entry(k).or_insert(v);
             }
         }
-        ("$add", Json::Object(props)) => {
+        (Op::Add, Json::Object(props)) => {
             for (k, v) in props {
-                let sum = add(p.get(k), v);
-                p.insert(k.clone(), sum);
+                // An overflowing sum was refused when it arrived in order; one that only
+                // overflows once a late update lands before it keeps the earlier value.
+                if let Some(sum) = add(p.get(&k), &v) {
+                    p.insert(k, sum);
+                }
             }
         }
-        ("$union", Json::Object(props)) => {
+        (Op::Union, Json::Object(props)) => {
             for (k, v) in props {
-                let items = v.as_array().cloned().unwrap_or_default();
-                let list = list_entry(p, k);
+                let items = match v {
+                    Json::Array(items) => items,
+                    _ => Vec::new(),
+                };
+                let list = list_entry(p, &k);
                 for item in items {
                     if !list.contains(&item) {
                         list.push(item);
@@ -118,19 +232,19 @@ fn apply(profile: &mut Option<Profile>, e: &Entry) {
                 }
             }
         }
-        ("$append", Json::Object(props)) => {
+        (Op::Append, Json::Object(props)) => {
             for (k, v) in props {
-                list_entry(p, k).push(v.clone());
+                list_entry(p, &k).push(v);
             }
         }
-        ("$remove", Json::Object(props)) => {
+        (Op::Remove, Json::Object(props)) => {
             for (k, v) in props {
-                if let Some(Json::Array(list)) = p.get_mut(k) {
-                    list.retain(|x| x != v);
+                if let Some(Json::Array(list)) = p.get_mut(&k) {
+                    list.retain(|x| *x != v);
                 }
             }
         }
-        ("$unset", Json::Array(names)) => {
+        (Op::Unset, Json::Array(names)) => {
             for n in names.iter().filter_map(Json::as_str) {
                 p.remove(n);
             }
@@ -141,18 +255,18 @@ fn apply(profile: &mut Option<Profile>, e: &Entry) {
         p.insert(
             "$last_seen".into(),
             Json::String(
-                engage_core::DateTime::from_unix_seconds(e.time_ms.div_euclid(1000)).to_string(),
+                engage_core::DateTime::from_unix_seconds(e.key.0.div_euclid(1000)).to_string(),
             ),
         );
     }
     let (source, ip) = match &e.geo {
-        Geo::Request(ip) => ("request", Some(ip)),
-        Geo::Record(ip) => ("$ip", Some(ip)),
+        Geo::Request(ip) => ("request", Some(ip.to_string())),
+        Geo::Record(ip) => ("$ip", Some(ip.to_string())),
         Geo::None => ("none", None),
     };
     p.insert("$geo_source".into(), Json::String(source.into()));
     match ip {
-        Some(ip) => p.insert("$geo_ip".into(), Json::String(ip.clone())),
+        Some(ip) => p.insert("$geo_ip".into(), Json::String(ip)),
         None => p.remove("$geo_ip"),
     };
 }
@@ -171,124 +285,329 @@ fn list_entry<'a>(p: &'a mut Profile, k: &str) -> &'a mut Vec<Json> {
     }
 }
 
-/// `$add`: a missing (or non-numeric) property counts as 0; integers stay integers
-/// unless they overflow.
-fn add(current: Option<&Json>, delta: &Json) -> Json {
+/// `$add`: a missing (or non-numeric) property counts as 0. Integers stay exact integers
+/// while the sum fits 64 bits (signed or unsigned); otherwise floats. `None` when the sum
+/// is not a finite number.
+fn add(current: Option<&Json>, delta: &Json) -> Option<Json> {
     let current = current.filter(|c| c.is_number());
+    let int = |v: &Json| -> Option<i128> {
+        v.as_i64()
+            .map(i128::from)
+            .or_else(|| v.as_u64().map(i128::from))
+    };
     let current_int = match current {
         None => Some(0),
-        Some(c) => c.as_i64(),
+        Some(c) => int(c),
     };
-    if let (Some(a), Some(b)) = (current_int, delta.as_i64())
-        && let Some(sum) = a.checked_add(b)
-    {
-        return Json::from(sum);
+    if let (Some(a), Some(b)) = (current_int, int(delta)) {
+        let sum = a + b;
+        if let Ok(i) = i64::try_from(sum) {
+            return Some(Json::from(i));
+        }
+        if let Ok(u) = u64::try_from(sum) {
+            return Some(Json::from(u));
+        }
     }
     let a = current.and_then(Json::as_f64).unwrap_or(0.0);
-    let b = delta.as_f64().unwrap_or(0.0);
-    serde_json::Number::from_f64(a + b).map_or(Json::Null, Json::Number)
+    let b = delta.as_f64()?;
+    serde_json::Number::from_f64(a + b).map(Json::Number)
 }
 
-/// Everything the emulator keeps.
-#[derive(Debug, Default)]
-pub(crate) struct Store {
-    users: HashMap<String, Log>,
-    groups: HashMap<(String, String), Log>,
-    pub(crate) stats: Stats,
-    applied_bodies: HashSet<(u64, u64)>,
-    seq: u64,
-    last_arrival_ms: i64,
-    hash_keys: (std::hash::RandomState, std::hash::RandomState),
+/// The profile an update is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Target<'a> {
+    User(&'a str),
+    Group(&'a str, &'a str),
 }
 
 /// One valid record, ready to apply.
-pub(crate) struct Valid {
-    pub(crate) distinct_id: Option<String>,
-    pub(crate) group: Option<(String, String)>,
-    pub(crate) op: &'static str,
-    pub(crate) payload: Json,
+pub(crate) struct Valid<'a> {
+    /// Its position in the request.
+    pub(crate) index: usize,
+    pub(crate) target: Target<'a>,
+    pub(crate) op: Op,
+    /// The operation's value as compact JSON.
+    pub(crate) payload: Vec<u8>,
     pub(crate) time_ms: Option<i64>,
     pub(crate) ignore_time: bool,
     pub(crate) geo: Geo,
 }
 
+/// A record refused while applying it: (its position, the property, why).
+pub(crate) type Refused = (usize, String, String);
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+#[derive(Debug, Default)]
+struct Shard {
+    users: FastMap<Box<str>, Log>,
+    /// By group key, then group id: looked up without allocating.
+    groups: FastMap<Box<str>, FastMap<Box<str>, Log>>,
+}
+
+/// Shards of the store: enough that copying one is quick and that two ingesting threads
+/// rarely wait for each other.
+const SHARDS: usize = 64;
+
+/// Logs of up to this many entries are replayed to check that an `$add` stays finite
+/// before it is accepted; longer ones are checked when read (the sum then keeps its
+/// previous value).
+const ADD_CHECK_MAX_ENTRIES: usize = 256;
+
+/// Everything the emulator keeps.
+#[derive(Debug)]
+pub(crate) struct Store {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: foldhash::fast::RandomState,
+    seq: AtomicU64,
+    last_arrival_ms: AtomicI64,
+    pub(crate) stats: Mutex<Stats>,
+    applied_bodies: Mutex<HashSet<(u64, u64)>>,
+    body_keys: (std::hash::RandomState, std::hash::RandomState),
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            seq: AtomicU64::new(0),
+            last_arrival_ms: AtomicI64::new(0),
+            stats: Mutex::default(),
+            applied_bodies: Mutex::default(),
+            body_keys: Default::default(),
+        }
+    }
+}
+
+/// A group profile's key and id.
+type GroupId = (Box<str>, Box<str>);
+
+/// One shard's profiles, copied out of the lock.
+pub(crate) struct ShardCopy {
+    users: Vec<(Box<str>, Log)>,
+    groups: Vec<(GroupId, Log)>,
+}
+
+impl ShardCopy {
+    /// The user profiles that exist, computed from their logs.
+    pub(crate) fn profiles(&self) -> impl Iterator<Item = (&str, Profile)> + '_ {
+        self.users
+            .iter()
+            .filter_map(|(id, log)| log.replay().map(|p| (&**id, p)))
+    }
+
+    /// The group profiles that exist.
+    pub(crate) fn groups(&self) -> impl Iterator<Item = (&str, &str, Profile)> + '_ {
+        self.groups
+            .iter()
+            .filter_map(|((k, i), log)| log.replay().map(|p| (&**k, &**i, p)))
+    }
+}
+
 impl Store {
-    pub(crate) fn reset(&mut self) {
-        let keys = std::mem::take(&mut self.hash_keys);
-        *self = Store {
-            hash_keys: keys,
-            ..Store::default()
-        };
+    fn shard_of(&self, target: Target<'_>) -> &Mutex<Shard> {
+        &self.shards[(self.hasher.hash_one(target) % SHARDS as u64) as usize]
+    }
+
+    /// Forgets every profile and zeroes the counters; the memory goes back to the
+    /// allocator.
+    pub(crate) fn reset(&self) {
+        for shard in self.shards.iter() {
+            let old = std::mem::take(&mut *lock(shard));
+            drop(old);
+        }
+        *lock(&self.stats) = Stats::default();
+        *lock(&self.applied_bodies) = HashSet::new();
+    }
+
+    /// The counters.
+    pub(crate) fn stats(&self) -> Stats {
+        *lock(&self.stats)
     }
 
     /// Arrival time for updates without `$time`: the wall clock, never going backwards.
-    fn arrival_ms(&mut self) -> i64 {
+    fn arrival_ms(&self) -> i64 {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        self.last_arrival_ms = self.last_arrival_ms.max(now);
-        self.last_arrival_ms
+        let before = self.last_arrival_ms.fetch_max(now, Ordering::Relaxed);
+        before.max(now)
     }
 
-    /// Applies valid records in order; counts a repeated body.
-    pub(crate) fn apply(&mut self, body: &[u8], records: Vec<Valid>, non_idempotent: bool) {
+    /// Applies valid records in order; counts a repeated body. Returns the records refused
+    /// while applying (an `$add` whose sum is not a finite number).
+    pub(crate) fn apply(
+        &self,
+        body: &[u8],
+        records: Vec<Valid<'_>>,
+        non_idempotent: bool,
+    ) -> Vec<Refused> {
         if records.is_empty() {
-            return;
+            return Vec::new();
         }
         let hash = {
-            let mut a = self.hash_keys.0.build_hasher();
-            let mut b = self.hash_keys.1.build_hasher();
+            let mut a = self.body_keys.0.build_hasher();
+            let mut b = self.body_keys.1.build_hasher();
             a.write(body);
             b.write(body);
             (a.finish(), b.finish())
         };
-        if !self.applied_bodies.insert(hash) {
-            self.stats.repeated_bodies += 1;
+        if !lock(&self.applied_bodies).insert(hash) {
+            let mut stats = lock(&self.stats);
+            stats.repeated_bodies += 1;
             if non_idempotent {
-                self.stats.duplicate_batches += 1;
+                stats.duplicate_batches += 1;
             }
         }
         let arrival = self.arrival_ms();
+        let mut refused = Vec::new();
+        let mut accepted = 0u64;
         for r in records {
-            self.seq += 1;
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
             let entry = Entry {
-                time_ms: r.time_ms.unwrap_or(arrival),
-                seq: self.seq,
+                key: (r.time_ms.unwrap_or(arrival), seq),
                 op: r.op,
-                payload: r.payload,
                 ignore_time: r.ignore_time,
                 geo: r.geo,
+                payload: r.payload.into_boxed_slice(),
             };
-            let log = match (r.group, r.distinct_id) {
-                (Some(g), _) => self.groups.entry(g).or_default(),
-                (None, Some(d)) => self.users.entry(d).or_default(),
-                (None, None) => continue,
+            let mut shard = lock(self.shard_of(r.target));
+            let shard = &mut *shard;
+            let log = match r.target {
+                Target::User(id) => shard.users.get_mut(id),
+                Target::Group(k, i) => shard.groups.get_mut(k).and_then(|g| g.get_mut(i)),
             };
-            log.insert(entry);
-            self.stats.accepted += 1;
+            if let Some(log) = log {
+                if entry.op == Op::Add
+                    && let Some(property) = overflowing_add(log, &entry)
+                {
+                    refused.push((
+                        r.index,
+                        property,
+                        "$add would make the value out of range (not a finite number)".into(),
+                    ));
+                    continue;
+                }
+                log.insert(entry);
+            } else {
+                if entry.op == Op::Add
+                    && let Some(property) = overflowing_add(&Log::Sorted(Vec::new()), &entry)
+                {
+                    refused.push((
+                        r.index,
+                        property,
+                        "$add would make the value out of range (not a finite number)".into(),
+                    ));
+                    continue;
+                }
+                match r.target {
+                    Target::User(id) => {
+                        shard.users.insert(Box::from(id), Log::One(entry));
+                    }
+                    Target::Group(k, i) => {
+                        shard
+                            .groups
+                            .entry(Box::from(k))
+                            .or_default()
+                            .insert(Box::from(i), Log::One(entry));
+                    }
+                }
+            }
+            accepted += 1;
+        }
+        let mut stats = lock(&self.stats);
+        stats.accepted += accepted;
+        stats.rejected += refused.len() as u64;
+        refused
+    }
+
+    /// One user profile.
+    pub(crate) fn profile(&self, id: &str) -> Option<Profile> {
+        let shard = lock(self.shard_of(Target::User(id)));
+        shard.users.get(id).and_then(Log::replay)
+    }
+
+    /// The number of shards, for [`copy_shard`](Self::copy_shard).
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Copies shard `i`'s logs (quick: the lock is held for a copy, not for computing
+    /// profiles or writing JSON).
+    pub(crate) fn copy_shard(&self, i: usize) -> ShardCopy {
+        let shard = lock(&self.shards[i]);
+        ShardCopy {
+            users: shard
+                .users
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            groups: shard
+                .groups
+                .iter()
+                .flat_map(|(k, g)| g.iter().map(|(i, v)| ((k.clone(), i.clone()), v.clone())))
+                .collect(),
         }
     }
 
     pub(crate) fn profiles(&self) -> BTreeMap<String, Profile> {
-        self.users
-            .iter()
-            .filter_map(|(id, log)| log.replay().map(|p| (id.clone(), p)))
-            .collect()
-    }
-
-    pub(crate) fn profile(&self, id: &str) -> Option<Profile> {
-        self.users.get(id).and_then(Log::replay)
+        let mut out = BTreeMap::new();
+        for i in 0..self.shard_count() {
+            let copy = self.copy_shard(i);
+            out.extend(copy.profiles().map(|(id, p)| (id.to_owned(), p)));
+        }
+        out
     }
 
     pub(crate) fn groups(&self) -> BTreeMap<String, BTreeMap<String, Profile>> {
         let mut out: BTreeMap<String, BTreeMap<String, Profile>> = BTreeMap::new();
-        for ((key, id), log) in &self.groups {
-            if let Some(p) = log.replay() {
-                out.entry(key.clone()).or_default().insert(id.clone(), p);
+        for i in 0..self.shard_count() {
+            let copy = self.copy_shard(i);
+            for (key, id, p) in copy.groups() {
+                out.entry(key.to_owned())
+                    .or_default()
+                    .insert(id.to_owned(), p);
             }
         }
         out
+    }
+}
+
+/// The property an `$add` would push out of the finite numbers, given the profile's log
+/// (short logs only: see [`ADD_CHECK_MAX_ENTRIES`]).
+fn overflowing_add(log: &Log, entry: &Entry) -> Option<String> {
+    if log.len() > ADD_CHECK_MAX_ENTRIES {
+        return None;
+    }
+    let Ok(Json::Object(deltas)) = serde_json::from_slice::<Json>(&entry.payload) else {
+        return None;
+    };
+    let mut with = log.clone();
+    // The state just before this update, in key order.
+    with.retain_before(entry.key);
+    let before = with.replay();
+    deltas
+        .iter()
+        .find(|(k, v)| add(before.as_ref().and_then(|p| p.get(*k)), v).is_none())
+        .map(|(k, _)| k.clone())
+}
+
+impl Log {
+    /// Keeps only the entries before `key`.
+    fn retain_before(&mut self, key: Key) {
+        match self {
+            Log::One(e) => {
+                if e.key >= key {
+                    *self = Log::Sorted(Vec::new());
+                }
+            }
+            Log::Sorted(v) => v.retain(|x| x.key < key),
+            Log::Tree(t) => {
+                t.split_off(&key);
+            }
+        }
     }
 }
 
@@ -310,20 +629,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn entry(seq: u64, time_ms: i64, op: &'static str, payload: Json) -> Entry {
+    fn entry(seq: u64, time_ms: i64, op: &str, payload: Json) -> Entry {
         Entry {
-            time_ms,
-            seq,
-            op,
-            payload,
+            key: (time_ms, seq),
+            op: Op::from_key(op).unwrap(),
             ignore_time: true,
             geo: Geo::None,
+            payload: serde_json::to_vec(&payload).unwrap().into_boxed_slice(),
         }
+    }
+
+    fn log_of(entries: Vec<Entry>) -> Log {
+        let mut it = entries.into_iter();
+        let mut log = Log::One(it.next().unwrap());
+        for e in it {
+            log.insert(e);
+        }
+        log
     }
 
     #[test]
     fn semantics() {
-        let mut log = Log::default();
         let ops = [
             ("$remove", json!({"tags": "x"})),
             ("$set", json!({"a": 1, "tags": ["x", "y"]})),
@@ -335,9 +661,12 @@ mod tests {
             ("$remove", json!({"tags": "y", "missing": 1})),
             ("$unset", json!(["b"])),
         ];
-        for (i, (op, p)) in ops.into_iter().enumerate() {
-            log.insert(entry(i as u64, 0, op, p));
-        }
+        let mut log = log_of(
+            ops.into_iter()
+                .enumerate()
+                .map(|(i, (op, p))| entry(i as u64, 0, op, p))
+                .collect(),
+        );
         let p = log.replay().unwrap();
         assert_eq!(
             Json::Object(p),
@@ -345,9 +674,51 @@ mod tests {
         );
         log.insert(entry(100, 0, "$delete", json!("")));
         assert_eq!(log.replay(), None);
+        assert_eq!(log.len(), 1, "a $delete drops what came before it");
         // An older $time lands before the delete.
         log.insert(entry(101, -1, "$set", json!({"late": true})));
         assert_eq!(log.replay(), None);
+    }
+
+    #[test]
+    fn any_arrival_order_gives_the_time_order_result() {
+        // Decreasing, increasing and shuffled arrivals past the vector/tree boundary.
+        let n = 3 * SORTED_VEC_MAX as i64;
+        let make = |t: i64| entry(t as u64, t, "$append", json!({"l": t}));
+        let expected: Vec<i64> = (0..n).collect();
+        let mut rng = engage_core::SplitMix64::new(5);
+        let mut shuffled: Vec<i64> = (0..n).collect();
+        for i in (1..shuffled.len()).rev() {
+            shuffled.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        for order in [(0..n).rev().collect::<Vec<_>>(), (0..n).collect(), shuffled] {
+            let log = log_of(order.into_iter().map(make).collect());
+            assert_eq!(log.replay().unwrap()["l"], json!(expected));
+        }
+    }
+
+    #[test]
+    fn adds_stay_exact_integers_or_refuse_to_overflow() {
+        let big = 9_007_199_254_740_993u64; // 2^53 + 1: no f64 holds it
+        assert_eq!(add(Some(&json!(big)), &json!(2)), Some(json!(big + 2)));
+        assert_eq!(
+            add(Some(&json!(u64::MAX - 1)), &json!(1)),
+            Some(json!(u64::MAX))
+        );
+        assert_eq!(
+            add(Some(&json!(i64::MIN)), &json!(-1)),
+            Some(json!(i64::MIN as f64 - 1.0))
+        );
+        assert_eq!(add(Some(&json!(1.7e308)), &json!(1.7e308)), None);
+        let log = log_of(vec![entry(0, 0, "$set", json!({"n": 1.7e308}))]);
+        assert_eq!(
+            overflowing_add(&log, &entry(1, 1, "$add", json!({"n": 1e308}))),
+            Some("n".into())
+        );
+        assert_eq!(
+            overflowing_add(&log, &entry(1, 1, "$add", json!({"n": 1}))),
+            None
+        );
     }
 
     #[test]

@@ -54,11 +54,36 @@ pub fn parse(buf: &[u8]) -> std::io::Result<Reply> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
+    let headers: Vec<(String, String)> = headers;
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let raw = &buf[split + 4..];
+    let body = if chunked {
+        dechunk(raw).ok_or_else(bad)?
+    } else {
+        raw.to_vec()
+    };
     Ok(Reply {
         status,
         headers,
-        body: buf[split + 4..].to_vec(),
+        body,
     })
+}
+
+/// Decodes a chunked body.
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let eol = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..eol]).ok()?.trim(), 16).ok()?;
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size + 2..)?;
+    }
 }
 
 pub fn request(
