@@ -11,7 +11,9 @@ use engage_benches::paths::{
     value_build,
 };
 use engage_benches::{customers, to_derived, to_update, to_value, workload};
-use engage_core::{BatchConfig, Batcher, Endpoint, ParseOptions, Token, Update, parse_response};
+use engage_core::batch::Batcher;
+use engage_core::exchange::{ParseOptions, parse_response};
+use engage_core::{BatchConfig, Endpoint, Token, Update};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const N: usize = 20_000;

@@ -10,18 +10,19 @@
 
 pub mod paths;
 
-use engage_core::{DateTime, Number, Operation, ProfileId, Properties, Update, Value};
+use engage_core::model::{DateTime, Number, Operation, ProfileId};
+use engage_core::{Properties, Update, Value};
 use serde::{Serialize, Serializer};
 use serde_json::{Value as Json, json};
 
 /// The seeded generator of the workload, with a helper to pick from a slice.
 #[derive(Debug, Clone)]
-pub struct Rng(engage_core::SplitMix64);
+pub struct Rng(engage_core::rng::SplitMix64);
 
 impl Rng {
     /// From a seed.
     pub fn new(seed: u64) -> Self {
-        Rng(engage_core::SplitMix64::new(seed))
+        Rng(engage_core::rng::SplitMix64::new(seed))
     }
     /// Below `n`.
     pub fn below(&mut self, n: u64) -> u64 {

@@ -4,9 +4,10 @@
 use std::borrow::Borrow;
 use std::hint::black_box;
 
+use engage_core::batch::Batcher;
 use engage_core::{
-    BatchConfig, Batcher, Endpoint, ImportConfig, ImportSummary, Properties, RetryPolicy, Target,
-    Token, Update,
+    BatchConfig, Endpoint, ImportConfig, ImportSummary, Properties, RetryPolicy, Target, Token,
+    Update,
 };
 use serde::Serialize;
 

@@ -1,7 +1,8 @@
 //! Encoding allocates per body, not per update: counted with dhat's heap statistics.
 
 use engage_benches::{to_update, workload};
-use engage_core::{BatchConfig, Batcher, Endpoint, Token, Update};
+use engage_core::batch::Batcher;
+use engage_core::{BatchConfig, Endpoint, Token, Update};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;

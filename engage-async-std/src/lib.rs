@@ -36,10 +36,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use engage_core::{
-    Batch, ImportConfig, ImportEvent, ImportItem, ImportSummary, Report, RetryPolicy, SystemClock,
-    Target, TransportError, TransportErrorKind,
-};
+use engage_core::batch::Batch;
+use engage_core::delivery::{ImportItem, Report, TransportErrorKind};
+use engage_core::driver::SystemClock;
+use engage_core::{ImportConfig, ImportEvent, ImportSummary, RetryPolicy, Target, TransportError};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HOST, HeaderValue};
@@ -321,8 +321,8 @@ impl<R: Runtime> AsyncStdTransport<R> {
 
     /// Delivers one batch with engage-core's retry machine and the runtime's sleep.
     pub async fn deliver(&self, batch: Batch, target: &Target, policy: RetryPolicy) -> Report {
-        let delivery = engage_core::Delivery::new(batch, target.clone(), policy);
-        engage_core::deliver(
+        let delivery = engage_core::delivery::Delivery::new(batch, target.clone(), policy);
+        engage_core::driver::deliver(
             delivery,
             &SystemClock,
             |r| self.send(r),
@@ -332,7 +332,7 @@ impl<R: Runtime> AsyncStdTransport<R> {
     }
 
     /// Imports a stream of updates with `config.concurrency` requests in flight, keeping
-    /// each profile's updates in order (see [`engage_core::Importer`]).
+    /// each profile's updates in order (see [`engage_core::delivery::Importer`]).
     pub async fn import<U, T>(
         &self,
         config: ImportConfig,
@@ -343,7 +343,7 @@ impl<R: Runtime> AsyncStdTransport<R> {
         U: IntoIterator<Item = T>,
         T: ImportItem,
     {
-        engage_core::import(
+        engage_core::driver::import(
             config,
             updates,
             &SystemClock,

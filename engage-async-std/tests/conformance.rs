@@ -5,9 +5,10 @@ use std::future::Future;
 use bytes::Bytes;
 use engage_async_std::{AsyncStd, AsyncStdTransport, Runtime, Smol};
 use engage_conformance::{Harness, Options};
+use engage_core::batch::Batch;
+use engage_core::delivery::Report;
 use engage_core::{
-    Batch, ImportConfig, ImportEvent, ImportSummary, Report, RetryPolicy, Target, TransportError,
-    Update,
+    ImportConfig, ImportEvent, ImportSummary, RetryPolicy, Target, TransportError, Update,
 };
 
 /// A runtime the tests can block on.

@@ -805,25 +805,27 @@ fn row_update(
     }
     let props = || -> Properties { cells.iter().map(|(k, v)| (k.clone(), typed(v))).collect() };
     let op = match m.op {
-        CsvOp::Set => engage_core::Operation::Set(props()),
-        CsvOp::SetOnce => engage_core::Operation::SetOnce(props()),
-        CsvOp::Append => engage_core::Operation::Append(props()),
-        CsvOp::Remove => engage_core::Operation::Remove(props()),
-        CsvOp::Union => engage_core::Operation::Union(
+        CsvOp::Set => engage_core::model::Operation::Set(props()),
+        CsvOp::SetOnce => engage_core::model::Operation::SetOnce(props()),
+        CsvOp::Append => engage_core::model::Operation::Append(props()),
+        CsvOp::Remove => engage_core::model::Operation::Remove(props()),
+        CsvOp::Union => engage_core::model::Operation::Union(
             cells
                 .iter()
                 .map(|(k, v)| (k.clone(), vec![typed(v)]))
                 .collect(),
         ),
         CsvOp::Unset => {
-            engage_core::Operation::Unset(cells.iter().map(|(k, _)| k.clone()).collect())
+            engage_core::model::Operation::Unset(cells.iter().map(|(k, _)| k.clone()).collect())
         }
         CsvOp::Add => {
             let mut numbers = Vec::new();
             for (k, v) in &cells {
                 match typed(v) {
-                    Value::Int(i) => numbers.push((k.clone(), engage_core::Number::Int(i))),
-                    Value::Float(f) => numbers.push((k.clone(), engage_core::Number::Float(f))),
+                    Value::Int(i) => numbers.push((k.clone(), engage_core::model::Number::Int(i))),
+                    Value::Float(f) => {
+                        numbers.push((k.clone(), engage_core::model::Number::Float(f)))
+                    }
                     _ => {
                         return Item::Bad {
                             original,
@@ -832,15 +834,15 @@ fn row_update(
                     }
                 }
             }
-            engage_core::Operation::Add(numbers)
+            engage_core::model::Operation::Add(numbers)
         }
     };
     let profile = match &m.group_key {
-        Some(key) => engage_core::ProfileId::Group {
+        Some(key) => engage_core::model::ProfileId::Group {
             key: key.clone(),
             id,
         },
-        None => engage_core::ProfileId::User { distinct_id: id },
+        None => engage_core::model::ProfileId::User { distinct_id: id },
     };
     Item::Update(Update::new(profile, op), original)
 }

@@ -122,13 +122,15 @@ fn parse_batch_size(s: &str) -> Result<usize, String> {
 
 fn parse_body_cap(s: &str) -> Result<usize, String> {
     let v: usize = s.parse().map_err(|e| format!("{e}"))?;
-    let most = engage_core::MAX_RECORDS_PER_REQUEST * (engage_core::MAX_UPDATE_BYTES + 1) + 2;
+    let most = engage_core::batch::MAX_RECORDS_PER_REQUEST
+        * (engage_core::batch::MAX_UPDATE_BYTES + 1)
+        + 2;
     if (1024..=most).contains(&v) {
         Ok(v)
     } else {
         Err(format!(
             "the request body cap must be between 1024 and {most} bytes (the default is {})",
-            engage_core::DEFAULT_MAX_BODY_BYTES
+            engage_core::batch::DEFAULT_MAX_BODY_BYTES
         ))
     }
 }
@@ -208,7 +210,7 @@ pub struct ImportArgs {
     #[arg(long, default_value_t = 2000, value_parser = parse_batch_size, help_heading = "Sending")]
     pub batch_size: usize,
     /// Largest request body, in bytes (at least 1024).
-    #[arg(long, default_value_t = engage_core::DEFAULT_MAX_BODY_BYTES, value_parser = parse_body_cap, help_heading = "Sending")]
+    #[arg(long, default_value_t = engage_core::batch::DEFAULT_MAX_BODY_BYTES, value_parser = parse_body_cap, help_heading = "Sending")]
     pub max_body_bytes: usize,
     /// Send strict=0: Mixpanel then answers without per-record errors.
     #[arg(long, help_heading = "Sending")]

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use engage_core::batch::Batcher;
+use engage_core::delivery::RecordOutcome;
 use engage_core::{
-    BatchConfig, Batcher, Endpoint, ImportConfig, ImportEvent, ImportSummary, RecordOutcome,
-    Region, RetryPolicy, Target, Token, Update,
+    BatchConfig, Endpoint, ImportConfig, ImportEvent, ImportSummary, Region, RetryPolicy, Target,
+    Token, Update,
 };
 use serde_json::{Value as Json, json};
 
@@ -389,7 +391,10 @@ fn run(args: ImportArgs) -> Result<i32, String> {
             let e = engage_emulator::Emulator::start(
                 engage_emulator::EmulatorConfig::default()
                     .token(token.expose())
-                    .max_body_bytes(args.max_body_bytes.max(engage_core::DEFAULT_MAX_BODY_BYTES)),
+                    .max_body_bytes(
+                        args.max_body_bytes
+                            .max(engage_core::batch::DEFAULT_MAX_BODY_BYTES),
+                    ),
             )
             .map_err(|e| format!("cannot start the emulator: {e}"))?;
             Some(e)
@@ -579,7 +584,7 @@ fn dry_run(
     let mut summary = ImportSummary::default();
     let mut n = 0u64;
     let mut write =
-        |batch: engage_core::Batch, summary: &mut ImportSummary| -> Result<(), String> {
+        |batch: engage_core::batch::Batch, summary: &mut ImportSummary| -> Result<(), String> {
             n += 1;
             summary.batches += 1;
             summary.accepted += batch.len() as u64;

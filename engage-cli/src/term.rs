@@ -20,7 +20,7 @@ pub fn redact_token(token: &engage_core::Token) {
 /// `ESC[2J` cannot clear the screen), the project token redacted, and the
 /// `user:password@` of any URL hidden.
 pub fn clean(text: &str) -> String {
-    let mut s: Cow<'_, str> = engage_core::escape_controls(text);
+    let mut s: Cow<'_, str> = engage_core::text::escape_controls(text);
     if let Some((token, shown)) = SECRET.get()
         && !token.is_empty()
         && s.contains(token.as_str())

@@ -456,7 +456,7 @@ fn tokens_are_cleaned_read_from_files_and_never_sent_as_pasted() {
 #[test]
 fn binary_input_stops_early_and_the_failure_file_stays_small() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = engage_core::SplitMix64::new(7);
+    let mut rng = engage_core::rng::SplitMix64::new(7);
     let mut bytes = ONE.as_bytes().to_vec();
     while bytes.len() < 4 << 20 {
         bytes.extend_from_slice(&rng.next_u64().to_le_bytes());

@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use engage_core::batch::Batch;
+use engage_core::delivery::{DeliveryError, RecordOutcome, TransportErrorKind};
 use engage_core::{
-    Batch, BatchConfig, DeliveryError, Endpoint, ImportConfig, ImportEvent, RecordOutcome,
-    RetryPolicy, Target, Token, TransportErrorKind, Update, batches,
+    BatchConfig, Endpoint, ImportConfig, ImportEvent, RetryPolicy, Target, Token, Update, batches,
 };
 use engage_emulator::{Emulator, EmulatorConfig, FaultConfig, FaultKind};
 use serde_json::json;
@@ -72,7 +73,7 @@ pub fn accepted_batch_and_the_exact_request<H: Harness>() {
     );
     assert_eq!(
         r.header("user-agent"),
-        Some(engage_core::USER_AGENT_VALUE),
+        Some(engage_core::exchange::USER_AGENT_VALUE),
         "{}",
         H::NAME
     );

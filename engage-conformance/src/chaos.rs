@@ -3,11 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use engage_core::{ImportEvent, Operation, ProfileId, RecordOutcome, Update, Value};
+use engage_core::delivery::RecordOutcome;
+use engage_core::model::{Operation, ProfileId};
+use engage_core::{ImportEvent, Update, Value};
 use serde_json::{Map, Value as Json};
 
 /// The seeded generator of the workload.
-pub type Rng = engage_core::SplitMix64;
+pub type Rng = engage_core::rng::SplitMix64;
 
 const CITIES: [&str; 5] = ["Kraków", "São Paulo", "Zürich", "Reykjavík", "Paris"];
 const TAGS: [&str; 6] = ["beta", "vip", "eu", "mobile", "trial", "churn-risk"];
@@ -66,16 +68,16 @@ fn to_json(v: &Value) -> Json {
     }
 }
 
-fn add(current: Option<&Json>, delta: &engage_core::Number) -> Json {
+fn add(current: Option<&Json>, delta: &engage_core::model::Number) -> Json {
     let cur = current.filter(|c| c.is_number());
     match (cur.map_or(Some(0), Json::as_i64), delta) {
-        (Some(a), engage_core::Number::Int(b)) => Json::from(a + b),
+        (Some(a), engage_core::model::Number::Int(b)) => Json::from(a + b),
         _ => {
             let a = cur.and_then(Json::as_f64).unwrap_or(0.0);
             let b = match delta {
-                engage_core::Number::Int(i) => *i as f64,
-                engage_core::Number::UInt(u) => *u as f64,
-                engage_core::Number::Float(f) => *f,
+                engage_core::model::Number::Int(i) => *i as f64,
+                engage_core::model::Number::UInt(u) => *u as f64,
+                engage_core::model::Number::Float(f) => *f,
             };
             serde_json::Number::from_f64(a + b).map_or(Json::Null, Json::Number)
         }

@@ -17,9 +17,10 @@ pub mod servers;
 use std::time::Duration;
 
 use bytes::Bytes;
+use engage_core::batch::Batch;
+use engage_core::delivery::Report;
 use engage_core::{
-    Batch, ImportConfig, ImportEvent, ImportSummary, Report, RetryPolicy, Target, TransportError,
-    Update,
+    ImportConfig, ImportEvent, ImportSummary, RetryPolicy, Target, TransportError, Update,
 };
 use http::{Request, Response};
 

@@ -2,7 +2,8 @@
 //! endpoints (`POST /engage` for users, `POST /groups` for groups) except moving bytes.
 //!
 //! ```
-//! use engage_core::*;
+//! use engage_core::{BatchConfig, Endpoint, Region, Target, Token, Update, batches};
+//! use engage_core::exchange::{Answer, ParseOptions, parse_response};
 //! use std::time::{Duration, SystemTime};
 //!
 //! #[derive(serde::Serialize)]
@@ -51,26 +52,28 @@
 //! }
 //! ```
 //!
-//! # Pieces
+//! # Layers
 //!
-//! - **Model**: [`Update`] (typed: [`Update::user`] with all eight operations,
-//!   [`Update::group`] with the six `/groups` documents; raw: [`Update::raw`]),
-//!   [`Properties`], [`Value`], [`DateTime`], modifiers (`$ip`, `$time`, …).
-//! - **Validation**: before anything is sent; [`ValidationError`] names the update (its
-//!   index and profile) and the property; [`Warning`]s report what Mixpanel would
-//!   truncate. [`check_record`] validates JSON records (the emulator uses it too).
-//! - **Encoding once**: an [`Update`] is validated and written to JSON when it is built
-//!   ([`UserUpdate::set_from`] serializes a user's struct with no intermediate tree), and
-//!   re-encoded only if a modifier changes.
-//! - **Batching**: [`Batcher`] / [`batches`] copy each update's bytes into bodies; a
-//!   [`Batch`] keeps its body as [`bytes::Bytes`] for every retry and knows which caller
-//!   updates it carries.
-//! - **Requests and answers**: [`Target`] builds `http::Request<Bytes>`;
-//!   [`parse_response`] reads every answer shape into an [`Answer`].
-//! - **Retries**: [`Delivery`] is a deterministic state machine (time is an input), with
-//!   backoff and jitter, `Retry-After`, 413 splitting, and accounting of uncertain resends
-//!   of `$add`/`$append`; [`deliver_blocking`] and [`deliver`] drive it with any
-//!   transport.
+//! Each module uses only the ones before it (`tests/layers.rs` checks it):
+//!
+//! - [`model`]: profiles and endpoints, the operations ([`model::OpKind`] is the one table
+//!   of Mixpanel's vocabulary), [`Properties`], [`Value`], modifiers, the [`Token`].
+//! - [`validate`]: the rules a record follows ([`validate::rules`], one function each),
+//!   the problems and warnings they report, [`validate::check_record`] for JSON records
+//!   (the emulator uses it too).
+//! - [`wire`]: [`Update`] (typed: [`Update::user`] with all eight operations,
+//!   [`Update::group`] with the six `/groups` documents; raw: [`Update::raw`]), validated
+//!   and encoded to JSON once, when built.
+//! - [`batch`]: [`batch::Batcher`] / [`batches`] copy each update's bytes into bodies; a
+//!   [`batch::Batch`] keeps its body for every retry and knows which caller updates it
+//!   carries.
+//! - [`exchange`]: [`Target`] builds `http::Request<Bytes>`; [`exchange::parse_response`]
+//!   reads every answer shape.
+//! - [`delivery`]: [`delivery::Delivery`], the retry state machine of one batch (time is an
+//!   input), and [`delivery::Importer`], the scheduler of many; [`TransportError`].
+//! - [`driver`]: runtime-free loops that run them with your send and sleep functions.
+//!
+//! The root re-exports the names most programs need.
 //!
 //! # In libraries
 //!
@@ -82,50 +85,24 @@
 //! Pick a transport crate (`engage-hyper`, `engage-curl`, `engage-async-std`) which wires
 //! these pieces to a real client, or the `engage` command for bulk imports from files.
 
-mod batch;
-mod check;
-mod driver;
-mod encode;
-mod error;
-mod import;
-mod request;
-mod response;
-mod retry;
-mod rng;
-mod ser;
-mod ser_json;
-mod text;
-mod token;
-mod transport;
-mod update;
-mod value;
+// The layers, each using only the ones above it (checked by `tests/layers.rs`).
+pub mod batch;
+pub mod delivery;
+pub mod driver;
+pub mod exchange;
+pub mod model;
+#[doc(hidden)]
+pub mod rng;
+pub mod text;
+pub mod validate;
+pub mod wire;
 
-pub use batch::{
-    Batch, BatchConfig, BatchItem, Batcher, Batches, DEFAULT_MAX_BODY_BYTES,
-    MAX_RECORDS_PER_REQUEST, MAX_UPDATE_BYTES, ProfileKey, RecordRef, batches,
-};
-pub use check::{CheckedRecord, GroupOperations, RecordProblem, check_record};
-pub use driver::{Clock, ManualClock, SystemClock, deliver, deliver_blocking};
-pub use error::{Problem, ValidationError, Warning, WarningKind};
-pub use import::{
-    ImportAction, ImportConfig, ImportEvent, ImportItem, ImportSummary, Importer, RequestId,
-    import, import_blocking,
-};
-pub use request::{Region, Target, TargetError, USER_AGENT_VALUE};
-pub use response::{Answer, FatalKind, ParseOptions, RecordFailure, parse_response, retry_after};
-pub use retry::{
-    Action, Delivery, DeliveryError, LastFailure, RecordOutcome, RecordReport, Report, RetryPolicy,
-};
-pub use rng::SplitMix64;
-pub use ser::SerializeError;
-pub use text::escape_controls;
-pub use token::{EmptyToken, Token};
-pub use transport::{TransportError, TransportErrorKind};
-pub use update::{
-    Endpoint, Geolocation, GroupUpdate, Modifiers, Operation, ProfileId, Properties, Update,
-    UserUpdate,
-};
-pub use value::{DateTime, Number, Value};
+// The names most programs need; everything else is in the modules above.
+pub use batch::{BatchConfig, batches};
+pub use delivery::{ImportConfig, ImportEvent, ImportSummary, RetryPolicy, TransportError};
+pub use exchange::{Region, Target};
+pub use model::{Endpoint, Properties, Token, Value};
+pub use wire::Update;
 
 /// The workspace README's example, compiled and run as a doc test so it stays true.
 #[cfg(doctest)]

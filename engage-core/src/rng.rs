@@ -5,7 +5,7 @@
 /// and benchmarks for deterministic workloads. Not for anything secret.
 ///
 /// ```
-/// use engage_core::SplitMix64;
+/// use engage_core::rng::SplitMix64;
 /// let mut a = SplitMix64::new(7);
 /// let mut b = SplitMix64::new(7);
 /// assert_eq!(a.next_u64(), b.next_u64());

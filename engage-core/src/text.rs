@@ -24,7 +24,7 @@ pub(crate) fn push_escaped(out: &mut String, c: char) {
 /// setting the window title or hiding text. Borrowed when there is nothing to escape.
 ///
 /// ```
-/// use engage_core::escape_controls;
+/// use engage_core::text::escape_controls;
 /// assert_eq!(escape_controls("plain"), "plain");
 /// assert_eq!(escape_controls("\u{1b}[2Jgone\u{7}"), "\\u{1b}[2Jgone\\u{7}");
 /// ```

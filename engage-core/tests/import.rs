@@ -6,7 +6,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use engage_core::*;
+use engage_core::delivery::{ImportAction, Importer, RequestId};
+use engage_core::driver::{Clock, ManualClock, import, import_blocking};
+use engage_core::{
+    BatchConfig, Endpoint, ImportConfig, ImportEvent, RetryPolicy, Target, Token, TransportError,
+    Update,
+};
 
 fn token() -> Token {
     Token::new("tok").unwrap()

@@ -1,6 +1,12 @@
 //! The update model, validation, encoding and requests, through the public API.
 
-use engage_core::*;
+use engage_core::batch::Batcher;
+use engage_core::delivery::Delivery;
+use engage_core::model::{DateTime, EmptyToken, Number, Operation, ProfileId, SerializeError};
+use engage_core::validate::{Problem, ValidationError, WarningKind};
+use engage_core::{
+    BatchConfig, Endpoint, Properties, Region, RetryPolicy, Target, Token, Update, Value,
+};
 use serde_json::json;
 
 fn token() -> Token {

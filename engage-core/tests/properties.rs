@@ -1,7 +1,13 @@
 //! Property tests: batching limits, order and accounting; encoding round trips; the
 //! response parser never panics.
 
-use engage_core::*;
+use engage_core::delivery::Delivery;
+use engage_core::driver::{Clock, ManualClock, deliver_blocking};
+use engage_core::exchange::{Answer, ParseOptions, parse_response};
+use engage_core::model::{DateTime, Operation};
+use engage_core::{
+    BatchConfig, Endpoint, Properties, RetryPolicy, Target, Token, Update, Value, batches,
+};
 use proptest::prelude::*;
 use serde_json::json;
 use std::time::{Duration, SystemTime};

@@ -3,7 +3,16 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use engage_core::*;
+use engage_core::batch::{Batch, Batcher};
+use engage_core::delivery::{
+    Action, Delivery, DeliveryError, LastFailure, RecordOutcome, Report, TransportErrorKind,
+};
+use engage_core::driver::{Clock, ManualClock, deliver, deliver_blocking};
+use engage_core::exchange::FatalKind;
+use engage_core::model::ProfileId;
+use engage_core::{
+    BatchConfig, Endpoint, RetryPolicy, Target, Token, TransportError, Update, batches,
+};
 
 fn token() -> Token {
     Token::new("tok").unwrap()

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use engage_core::*;
+use engage_core::batch::Batcher;
+use engage_core::model::{Number, Operation, ProfileId, SerializeError};
+use engage_core::validate::{Problem, ValidationError, Warning};
+use engage_core::{BatchConfig, Properties, Token, Update};
 use proptest::prelude::*;
 use serde::Serialize;
 

@@ -5,7 +5,9 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use engage_core::*;
+use engage_core::delivery::Delivery;
+use engage_core::driver::{ManualClock, deliver_blocking};
+use engage_core::{BatchConfig, Endpoint, RetryPolicy, Target, Token, Update, batches};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};

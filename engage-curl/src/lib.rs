@@ -31,10 +31,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use curl::easy::{Easy2, Handler, HttpVersion, List, ReadError, SeekResult};
 use curl::multi::{Easy2Handle, Multi};
-use engage_core::{
-    Batch, ImportAction, ImportConfig, ImportEvent, ImportItem, ImportSummary, Importer, Report,
-    RetryPolicy, SystemClock, Target, TransportError, TransportErrorKind,
-};
+use engage_core::batch::Batch;
+use engage_core::delivery::{ImportAction, ImportItem, Importer, Report, TransportErrorKind};
+use engage_core::driver::SystemClock;
+use engage_core::{ImportConfig, ImportEvent, ImportSummary, RetryPolicy, Target, TransportError};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 
 /// Largest response body kept.
@@ -316,13 +316,18 @@ impl CurlTransport {
     /// Delivers one batch with engage-core's retry machine, sleeping the thread between
     /// attempts.
     pub fn deliver(&self, batch: Batch, target: &Target, policy: RetryPolicy) -> Report {
-        let delivery = engage_core::Delivery::new(batch, target.clone(), policy);
-        engage_core::deliver_blocking(delivery, &SystemClock, |r| self.send(r), std::thread::sleep)
+        let delivery = engage_core::delivery::Delivery::new(batch, target.clone(), policy);
+        engage_core::driver::deliver_blocking(
+            delivery,
+            &SystemClock,
+            |r| self.send(r),
+            std::thread::sleep,
+        )
     }
 
     /// Imports a stream of updates with up to `config.concurrency` transfers in flight on
     /// one `Multi` handle (no threads), keeping each profile's updates in order (see
-    /// [`engage_core::Importer`]).
+    /// [`engage_core::delivery::Importer`]).
     pub fn import<U, T>(
         &self,
         config: ImportConfig,
@@ -336,7 +341,7 @@ impl CurlTransport {
         let mut importer = Importer::new(config);
         let mut input = updates.into_iter();
         let multi = Multi::new();
-        let mut running: HashMap<usize, (engage_core::RequestId, Easy2Handle<Exchange>)> =
+        let mut running: HashMap<usize, (engage_core::delivery::RequestId, Easy2Handle<Exchange>)> =
             HashMap::new();
         let mut idle: Vec<Easy2<Exchange>> = Vec::new();
         let mut next_token = 0usize;

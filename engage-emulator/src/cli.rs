@@ -57,7 +57,7 @@ pub struct EmulatorArgs {
     #[arg(long, env = "ENGAGE_EMULATOR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Request bodies larger than this are answered 413.
-    #[arg(long, default_value_t = engage_core::DEFAULT_MAX_BODY_BYTES)]
+    #[arg(long, default_value_t = engage_core::batch::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Seed of the fault rate's random draws.
     #[arg(long, default_value_t = 0)]

@@ -185,14 +185,14 @@ mod script_serde {
 pub(crate) struct Injector {
     config: FaultConfig,
     script_pos: usize,
-    rng: engage_core::SplitMix64,
+    rng: engage_core::rng::SplitMix64,
     next_kind: usize,
 }
 
 impl Injector {
     pub(crate) fn new(config: FaultConfig) -> Self {
         Injector {
-            rng: engage_core::SplitMix64::new(config.seed),
+            rng: engage_core::rng::SplitMix64::new(config.seed),
             config,
             script_pos: 0,
             next_kind: 0,

@@ -101,7 +101,7 @@ impl Default for EmulatorConfig {
         EmulatorConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: None,
-            max_body_bytes: engage_core::DEFAULT_MAX_BODY_BYTES,
+            max_body_bytes: engage_core::batch::DEFAULT_MAX_BODY_BYTES,
             body_timeout: Duration::from_secs(10),
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
             body_budget: DEFAULT_BODY_BUDGET as usize,

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use engage_core::{Endpoint, GroupOperations, check_record};
+use engage_core::Endpoint;
+use engage_core::validate::{GroupOperations, check_record};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -702,7 +703,7 @@ async fn ingest(
             None if geolocate => Geo::Request(remote.ip()),
             None => Geo::None,
         };
-        let op = Op::from_key(checked.operation).expect("check_record knows the operations");
+        let op = checked.operation;
         non_idempotent |= matches!(op, Op::Add | Op::Append);
         let target = match (checked.group, checked.distinct_id) {
             (Some((k, i)), _) => Target::Group(k, i),

@@ -58,39 +58,12 @@ pub(crate) enum Geo {
     None,
 }
 
-/// The operations, as the log stores them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
-    Set,
-    SetOnce,
-    Add,
-    Union,
-    Append,
-    Remove,
-    Unset,
-    Delete,
-}
+/// The operations, from engage-core's one table of them.
+pub(crate) use engage_core::model::OpKind as Op;
 
-impl Op {
-    /// The operation named by its JSON key.
-    pub(crate) fn from_key(key: &str) -> Option<Op> {
-        Some(match key {
-            "$set" => Op::Set,
-            "$set_once" => Op::SetOnce,
-            "$add" => Op::Add,
-            "$union" => Op::Union,
-            "$append" => Op::Append,
-            "$remove" => Op::Remove,
-            "$unset" => Op::Unset,
-            "$delete" => Op::Delete,
-            _ => return None,
-        })
-    }
-
-    /// Whether it creates a missing profile (`$remove`, `$unset` do not).
-    fn creates(self) -> bool {
-        !matches!(self, Op::Remove | Op::Unset)
-    }
+/// Whether an operation creates a missing profile (`$remove`, `$unset` do not).
+fn creates(op: Op) -> bool {
+    !matches!(op, Op::Remove | Op::Unset)
 }
 
 /// Where an update goes in a profile's log: `$time` in ms, then arrival.
@@ -193,7 +166,7 @@ fn apply(profile: &mut Option<Profile>, e: &Entry) {
         *profile = None;
         return;
     }
-    if profile.is_none() && !e.op.creates() {
+    if profile.is_none() && !creates(e.op) {
         return;
     }
     let payload: Json = serde_json::from_slice(&e.payload).unwrap_or(Json::Null);
@@ -255,7 +228,8 @@ fn apply(profile: &mut Option<Profile>, e: &Entry) {
         p.insert(
             "$last_seen".into(),
             Json::String(
-                engage_core::DateTime::from_unix_seconds(e.key.0.div_euclid(1000)).to_string(),
+                engage_core::model::DateTime::from_unix_seconds(e.key.0.div_euclid(1000))
+                    .to_string(),
             ),
         );
     }
@@ -686,7 +660,7 @@ mod tests {
         let n = 3 * SORTED_VEC_MAX as i64;
         let make = |t: i64| entry(t as u64, t, "$append", json!({"l": t}));
         let expected: Vec<i64> = (0..n).collect();
-        let mut rng = engage_core::SplitMix64::new(5);
+        let mut rng = engage_core::rng::SplitMix64::new(5);
         let mut shuffled: Vec<i64> = (0..n).collect();
         for i in (1..shuffled.len()).rev() {
             shuffled.swap(i, rng.below(i as u64 + 1) as usize);

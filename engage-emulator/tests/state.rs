@@ -180,7 +180,7 @@ fn geolocation_source_is_recorded_without_inventing_a_location() {
 
 #[test]
 fn core_encoded_batches_land_as_built() {
-    use engage_core::*;
+    use engage_core::{BatchConfig, Endpoint, Target, Token, Update, batches};
     let e = emulator();
     let token = Token::new("t").unwrap();
     let updates = vec![

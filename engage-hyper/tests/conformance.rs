@@ -2,9 +2,10 @@
 
 use bytes::Bytes;
 use engage_conformance::{Harness, Options};
+use engage_core::batch::Batch;
+use engage_core::delivery::Report;
 use engage_core::{
-    Batch, ImportConfig, ImportEvent, ImportSummary, Report, RetryPolicy, Target, TransportError,
-    Update,
+    ImportConfig, ImportEvent, ImportSummary, RetryPolicy, Target, TransportError, Update,
 };
 use engage_hyper::HyperTransport;
 

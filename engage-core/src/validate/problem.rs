@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::update::{Endpoint, ProfileId};
+use crate::model::{Endpoint, ProfileId};
 
 /// What is wrong with an update. Carried by [`ValidationError`], which adds which update
 /// and which property.
@@ -84,11 +84,43 @@ pub enum Problem {
     },
 }
 
+/// What is wrong with a record and where: the key (`"$distinct_id"`) or property
+/// (`"score"`) at fault, if any, and the problem. [`ValidationError`] adds which update.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{problem}", property.as_ref().map(|p| format!("{p}: ")).unwrap_or_default())]
+#[non_exhaustive]
+pub struct RecordProblem {
+    /// The key or property at fault, if any.
+    pub property: Option<String>,
+    /// What is wrong.
+    pub problem: Problem,
+}
+
+impl RecordProblem {
+    /// A problem of the record as a whole.
+    pub fn whole(problem: Problem) -> Self {
+        RecordProblem {
+            property: None,
+            problem,
+        }
+    }
+
+    /// A problem at `property`.
+    pub fn at(property: impl Into<String>, problem: Problem) -> Self {
+        RecordProblem {
+            property: Some(property.into()),
+            problem,
+        }
+    }
+}
+
 /// An update that cannot be sent, and why. It names the update by its position in the
 /// caller's input and its profile, and the property at fault when there is one.
 ///
 /// ```
-/// use engage_core::{Batcher, BatchConfig, Endpoint, Problem, Token, Update};
+/// use engage_core::{BatchConfig, Endpoint, Token, Update};
+/// use engage_core::batch::Batcher;
+/// use engage_core::validate::Problem;
 /// let mut batcher = Batcher::new(BatchConfig::new(Token::new("tok").unwrap(), Endpoint::Engage));
 /// let err = batcher.push(&Update::user("u1").set([("score", f64::NAN)])).unwrap_err();
 /// assert_eq!(err.index, 0);

@@ -1,4 +1,10 @@
-//! Runtime-free drivers: run a [`Delivery`] with the caller's send and sleep functions.
+//! Runtime-free drivers: run a [`Delivery`] or an
+//! [`Importer`](crate::delivery::Importer) with the caller's send and sleep functions, on
+//! the caller's clock.
+
+mod import;
+
+pub use import::{import, import_blocking};
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -7,8 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::{Request, Response};
 
-use crate::retry::{Action, Delivery, Report};
-use crate::transport::TransportError;
+use crate::delivery::{Action, Delivery, Report, TransportError};
 
 /// Where drivers read the time. [`SystemClock`] reads the real clocks; [`ManualClock`]
 /// is moved by hand (or by a simulated sleep) in tests.
@@ -35,7 +40,7 @@ impl Clock for SystemClock {
 /// A clock that only moves when told to: simulated time for tests of retry schedules.
 ///
 /// ```
-/// use engage_core::{Clock, ManualClock};
+/// use engage_core::driver::{Clock, ManualClock};
 /// use std::time::Duration;
 /// let clock = ManualClock::new();
 /// let t0 = clock.now();
@@ -90,7 +95,9 @@ impl Clock for ManualClock {
 /// waits. Returns when every record is settled.
 ///
 /// ```
-/// use engage_core::*;
+/// use engage_core::{BatchConfig, Endpoint, RetryPolicy, Target, Token, Update, batches};
+/// use engage_core::delivery::{Delivery};
+/// use engage_core::driver::{ManualClock, deliver_blocking};
 /// let token = Token::new("tok").unwrap();
 /// let batch = batches(BatchConfig::new(token, Endpoint::Engage), [Update::user("u1").set([("a", 1)])])
 ///     .next().unwrap().unwrap();
@@ -135,7 +142,9 @@ where
 /// `sleep` returns a future that completes after the given duration.
 ///
 /// ```
-/// use engage_core::*;
+/// use engage_core::{BatchConfig, Endpoint, RetryPolicy, Target, Token, Update, batches};
+/// use engage_core::delivery::{Delivery};
+/// use engage_core::driver::{ManualClock, deliver};
 /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
 /// #     let mut f = std::pin::pin!(f);
 /// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());

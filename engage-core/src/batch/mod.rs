@@ -4,10 +4,12 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::encode::{self, Context, EncodedIds, Warnings};
-use crate::error::{Problem, ValidationError, Warning};
-use crate::token::Token;
-use crate::update::{Endpoint, ProfileId, Update};
+use crate::model::{Endpoint, ProfileId, Token};
+use crate::validate::rules::Warnings;
+use crate::validate::{Problem, RecordProblem, ValidationError, Warning};
+use crate::wire::Update;
+use crate::wire::encode::{self, Context, EncodedIds};
+use crate::wire::json::write_str;
 
 /// Most updates Mixpanel takes in one request.
 pub const MAX_RECORDS_PER_REQUEST: usize = 2000;
@@ -321,7 +323,8 @@ impl Batch {
 /// here.
 ///
 /// ```
-/// use engage_core::{Batcher, BatchConfig, Endpoint, Token, Update};
+/// use engage_core::{BatchConfig, Endpoint, Token, Update};
+/// use engage_core::batch::Batcher;
 /// let mut batcher = Batcher::new(
 ///     BatchConfig::new(Token::new("tok").unwrap(), Endpoint::Engage).max_records(2),
 /// );
@@ -334,7 +337,7 @@ impl Batch {
 /// batches.extend(batcher.finish());
 /// assert_eq!(batches.iter().map(|b| b.len()).collect::<Vec<_>>(), [2, 2, 1]);
 /// assert_eq!(batches[2].record(0).unwrap().index(), 4);
-/// # Ok::<(), engage_core::ValidationError>(())
+/// # Ok::<(), engage_core::validate::ValidationError>(())
 /// ```
 pub struct Batcher {
     config: BatchConfig,
@@ -366,7 +369,7 @@ impl Batcher {
     /// A batcher with `config`.
     pub fn new(config: BatchConfig) -> Self {
         let mut token_field = b"\"$token\":".to_vec();
-        encode::write_str(&mut token_field, config.token.expose());
+        write_str(&mut token_field, config.token.expose());
         Batcher {
             config,
             token_field,
@@ -442,7 +445,11 @@ impl Batcher {
         };
         let ids: EncodedIds = match encoded {
             Ok(ids) => ids,
-            Err((property, problem)) => return Err(fail(&mut self.body, property, problem)),
+            Err(RecordProblem {
+                property, problem, ..
+            }) => {
+                return Err(fail(&mut self.body, property, problem));
+            }
         };
         let len = self.body.len() - start;
         if len > MAX_UPDATE_BYTES {

@@ -198,7 +198,7 @@ impl<'de> serde::Deserialize<'de> for Value {
 
 struct ValueVisitor;
 
-use crate::ser::ARBITRARY_PRECISION_NUMBER;
+use crate::model::ser::ARBITRARY_PRECISION_NUMBER;
 
 /// A JSON number's text as an `Int`, a `UInt` or a finite `Float`.
 pub(crate) fn number_from_text(text: &str) -> Option<Value> {
@@ -274,7 +274,7 @@ impl<'de> serde::de::Visitor<'de> for ValueVisitor {
 /// A UTC date-time with one-second precision, rendered as `YYYY-MM-DDTHH:MM:SS`.
 ///
 /// ```
-/// use engage_core::DateTime;
+/// use engage_core::model::DateTime;
 /// let d = DateTime::from_unix_seconds(1_700_000_000);
 /// assert_eq!(d.to_string(), "2023-11-14T22:13:20");
 /// ```

@@ -1,257 +1,15 @@
 //! The update model: one profile update object, typed or raw.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::encode::{EncodedRecord, OpKind};
-use crate::ser::{self, SerializeError};
-use crate::value::{Number, Value};
-
-/// Which endpoint an update belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    /// `POST /engage`: user profiles, keyed by `$distinct_id`.
-    Engage,
-    /// `POST /groups`: group profiles, keyed by `$group_key` + `$group_id`.
-    Groups,
-}
-
-impl Endpoint {
-    /// The request path, `/engage` or `/groups`.
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::Engage => "/engage",
-            Endpoint::Groups => "/groups",
-        }
-    }
-}
-
-/// The profile an update is about.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ProfileId {
-    /// A user profile.
-    User {
-        /// The user's `$distinct_id`.
-        distinct_id: String,
-    },
-    /// A group profile.
-    Group {
-        /// The group key (`$group_key`), e.g. `"company"`.
-        key: String,
-        /// The group id (`$group_id`), e.g. `"acme"`.
-        id: String,
-    },
-}
-
-impl ProfileId {
-    /// The endpoint updates of this profile go to.
-    pub fn endpoint(&self) -> Endpoint {
-        match self {
-            ProfileId::User { .. } => Endpoint::Engage,
-            ProfileId::Group { .. } => Endpoint::Groups,
-        }
-    }
-}
-
-/// A profile's ids, borrowed: all that encoding needs.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum ProfileRef<'a> {
-    User(&'a str),
-    Group { key: &'a str, id: &'a str },
-}
-
-impl ProfileId {
-    pub(crate) fn as_ref(&self) -> ProfileRef<'_> {
-        match self {
-            ProfileId::User { distinct_id } => ProfileRef::User(distinct_id),
-            ProfileId::Group { key, id } => ProfileRef::Group { key, id },
-        }
-    }
-}
-
-impl fmt::Display for ProfileId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProfileId::User { distinct_id } => write!(f, "distinct_id {distinct_id:?}"),
-            ProfileId::Group { key, id } => write!(f, "group {key:?}/{id:?}"),
-        }
-    }
-}
-
-/// Named property values, in insertion order: the payload of `$set`, `$set_once`,
-/// `$append` and `$remove`.
-///
-/// ```
-/// use engage_core::Properties;
-/// #[derive(serde::Serialize)]
-/// struct Customer { name: String, plan: &'static str, seats: u32 }
-/// let props = Properties::from_serialize(&Customer { name: "Ada".into(), plan: "pro", seats: 3 })?;
-/// assert_eq!(props.len(), 3);
-/// let same: Properties = [("name", "Ada")].into_iter().collect();
-/// assert_eq!(same.len(), 1);
-/// # Ok::<(), engage_core::SerializeError>(())
-/// ```
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Properties(pub(crate) Vec<(String, Value)>);
-
-impl Properties {
-    /// No properties.
-    pub fn new() -> Self {
-        Properties(Vec::new())
-    }
-
-    /// Adds a property (a later one with the same name wins at Mixpanel).
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Value>) -> &mut Self {
-        self.0.push((name.into(), value.into()));
-        self
-    }
-
-    /// Adds a property, builder style.
-    pub fn with(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.insert(name, value);
-        self
-    }
-
-    /// Properties from any struct or map that implements [`Serialize`]. NaN and infinite
-    /// floats are kept, so that validation can report them by name instead of sending
-    /// `null` the way `serde_json` would.
-    pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Properties, SerializeError> {
-        match ser::to_value(value)? {
-            Value::Object(entries) => Ok(Properties(entries)),
-            Value::Null => Err(SerializeError::NotAMap("null")),
-            Value::Bool(_) => Err(SerializeError::NotAMap("a boolean")),
-            Value::Int(_) | Value::UInt(_) | Value::Float(_) => {
-                Err(SerializeError::NotAMap("a number"))
-            }
-            Value::String(_) | Value::DateTime(_) => Err(SerializeError::NotAMap("a string")),
-            Value::List(_) => Err(SerializeError::NotAMap("a list")),
-        }
-    }
-
-    /// Number of properties.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are no properties.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The properties, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v))
-    }
-}
-
-impl<K: Into<String>, V: Into<Value>> FromIterator<(K, V)> for Properties {
-    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Properties(
-            iter.into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
-    }
-}
-
-impl<K: Into<String>, V: Into<Value>, const N: usize> From<[(K, V); N]> for Properties {
-    fn from(items: [(K, V); N]) -> Self {
-        items.into_iter().collect()
-    }
-}
-
-impl<K: Into<String>, V: Into<Value>> From<Vec<(K, V)>> for Properties {
-    fn from(items: Vec<(K, V)>) -> Self {
-        items.into_iter().collect()
-    }
-}
-
-/// One operation: what an update does to the profile.
-///
-/// The typed constructors on [`UserUpdate`] and [`GroupUpdate`] build these; the variants
-/// are public so callers can inspect an update.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Operation {
-    /// `$set`: overwrite properties, creating the profile if needed.
-    Set(Properties),
-    /// `$set_once`: set properties that have no value yet.
-    SetOnce(Properties),
-    /// `$add`: add to numeric properties (not idempotent).
-    Add(Vec<(String, Number)>),
-    /// `$union`: merge values into list properties without duplicates.
-    Union(Vec<(String, Vec<Value>)>),
-    /// `$append`: append a value to list properties (not idempotent).
-    Append(Properties),
-    /// `$remove`: remove a value from list properties.
-    Remove(Properties),
-    /// `$unset`: delete the named properties.
-    Unset(Vec<String>),
-    /// `$delete`: delete the whole profile.
-    Delete,
-}
-
-impl Operation {
-    /// The operation's JSON key, e.g. `"$set"`.
-    pub fn key(&self) -> &'static str {
-        OpKind::of(self).key()
-    }
-
-    /// Whether sending it twice has the same effect as once. `$add` and `$append` are not.
-    pub fn is_idempotent(&self) -> bool {
-        OpKind::of(self).is_idempotent()
-    }
-}
-
-/// Operation keys Mixpanel knows, and whether each is idempotent.
-pub(crate) const OPERATIONS: [(&str, bool); 8] = [
-    ("$set", true),
-    ("$set_once", true),
-    ("$add", false),
-    ("$union", true),
-    ("$append", false),
-    ("$remove", true),
-    ("$unset", true),
-    ("$delete", true),
-];
-
-/// Operations `/groups` documents.
-pub(crate) const GROUP_OPERATIONS: [&str; 6] = [
-    "$set",
-    "$set_once",
-    "$union",
-    "$remove",
-    "$unset",
-    "$delete",
-];
-
-/// What `$ip` says about geolocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Geolocation {
-    /// `$ip: "<address>"`: geolocate from this address.
-    FromIp(String),
-    /// `$ip: "0"`: do not geolocate this update.
-    Skip,
-}
-
-/// Top-level modifiers of an update (never inside `$set`).
-#[derive(Debug, Clone, Default, PartialEq)]
-#[non_exhaustive]
-pub struct Modifiers {
-    /// `$ip`.
-    pub ip: Option<Geolocation>,
-    /// `$latitude` and `$longitude`.
-    pub location: Option<(f64, f64)>,
-    /// `$time`, in milliseconds since the Unix epoch.
-    pub time_ms: Option<i64>,
-    /// `$ignore_time: true`: leave `$last_seen` alone.
-    pub ignore_time: bool,
-    /// `$ignore_alias: true`: do not follow aliases (used with `$delete`).
-    pub ignore_alias: bool,
-}
+use crate::model::{
+    Endpoint, Geolocation, Modifiers, Number, OpKind, Operation, ProfileId, ProfileRef, Properties,
+    SerializeError, Value,
+};
+use crate::wire::encode::EncodedRecord;
 
 /// One profile update: a typed one built with [`Update::user`] / [`Update::group`], or a
 /// raw JSON object from [`Update::raw`].
@@ -338,7 +96,7 @@ impl UserUpdate<'_> {
     /// struct Customer { name: &'static str, seats: u32 }
     /// let u = Update::user("u1").set_from(&Customer { name: "Ada", seats: 3 })?;
     /// assert!(u.is_idempotent());
-    /// # Ok::<(), engage_core::SerializeError>(())
+    /// # Ok::<(), engage_core::model::SerializeError>(())
     /// ```
     pub fn set_from<T: Serialize + ?Sized>(self, value: &T) -> Result<Update, SerializeError> {
         Update::serialized(self.profile(), false, value)
@@ -418,7 +176,7 @@ impl GroupUpdate<'_> {
     /// struct Customer { name: &'static str, seats: u32 }
     /// let u = Update::group("company", "acme").set_from(&Customer { name: "Acme", seats: 3 })?;
     /// assert!(u.is_idempotent());
-    /// # Ok::<(), engage_core::SerializeError>(())
+    /// # Ok::<(), engage_core::model::SerializeError>(())
     /// ```
     pub fn set_from<T: Serialize + ?Sized>(self, value: &T) -> Result<Update, SerializeError> {
         Update::serialized(self.profile(), false, value)
@@ -489,7 +247,7 @@ impl Update {
     /// The operation is validated and encoded to JSON here, once (every typed constructor
     /// comes through here): batching, re-batching and retries copy those bytes. A problem
     /// found now (a NaN, say) is reported when the update is given to a
-    /// [`Batcher`](crate::Batcher), which knows its index.
+    /// [`Batcher`](crate::batch::Batcher), which knows its index.
     pub fn new(profile: ProfileId, operation: Operation) -> Update {
         Update::encoded(EncodedRecord::new(profile.as_ref(), operation))
     }
@@ -514,7 +272,7 @@ impl Update {
     /// The escape hatch: an already-formed update object, sent as given except that
     /// `$token` is filled in when missing. Validation still checks that it is an object
     /// with a token that matches, a non-empty id for its endpoint, and exactly one known
-    /// operation (see [`check_record`](crate::check_record)).
+    /// operation (see [`check_record`](crate::validate::check_record)).
     pub fn raw(object: serde_json::Value) -> Update {
         Update {
             kind: UpdateKind::Raw(object),
@@ -578,7 +336,7 @@ impl Update {
     pub fn profile(&self) -> Option<ProfileId> {
         match &self.kind {
             UpdateKind::Typed { record, .. } => record.profile(),
-            UpdateKind::Raw(v) => crate::check::raw_profile(v),
+            UpdateKind::Raw(v) => crate::validate::raw_profile(v),
         }
     }
 
@@ -589,7 +347,8 @@ impl Update {
     /// fit an `i64`. An operation that failed validation comes back exactly as given.
     ///
     /// ```
-    /// use engage_core::{Operation, Update, Value};
+    /// use engage_core::{Update, Value};
+    /// use engage_core::model::Operation;
     /// let u = Update::user("u1").set([("plan", "pro")]);
     /// let Some(Operation::Set(props)) = u.operation() else { unreachable!() };
     /// assert_eq!(props.iter().collect::<Vec<_>>(), [("plan", &Value::from("pro"))]);
@@ -629,10 +388,10 @@ impl Update {
     pub fn is_idempotent(&self) -> bool {
         match &self.kind {
             UpdateKind::Typed { record, .. } => record.kind.is_idempotent(),
-            UpdateKind::Raw(v) => OPERATIONS
-                .iter()
-                .filter(|(_, idempotent)| !idempotent)
-                .all(|(key, _)| v.get(*key).is_none()),
+            UpdateKind::Raw(v) => OpKind::ALL
+                .into_iter()
+                .filter(|k| !k.is_idempotent())
+                .all(|k| v.get(k.key()).is_none()),
         }
     }
 }

@@ -9,8 +9,9 @@
 
 use serde::ser::{self, Serialize};
 
-use crate::encode::{MAX_DEPTH, MAX_NAME_CHARS, MAX_STRING_BYTES, write_f64, write_int, write_str};
-use crate::ser::ARBITRARY_PRECISION_NUMBER;
+use crate::model::ser::ARBITRARY_PRECISION_NUMBER;
+use crate::validate::rules::{MAX_DEPTH, MAX_NAME_CHARS, MAX_STRING_BYTES};
+use crate::wire::json::{write_f64, write_int, write_str};
 
 /// Why the fast path stopped.
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 
 use serde::ser::{self, Serialize};
 
-use crate::value::Value;
+use crate::model::value::Value;
 
 /// Why a Rust value could not become properties.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -286,7 +286,7 @@ impl MapSer {
         if self.number
             && let [(_, Value::String(digits))] = self.entries.as_slice()
         {
-            return crate::value::number_from_text(digits)
+            return crate::model::value::number_from_text(digits)
                 .ok_or_else(|| SerializeError::Custom(format!("not a JSON number: {digits}")));
         }
         Ok(Value::Object(self.entries))

@@ -103,7 +103,7 @@ pub struct ParseOptions {
 /// whatever the bytes and headers.
 ///
 /// ```
-/// use engage_core::{parse_response, Answer, ParseOptions};
+/// use engage_core::exchange::{parse_response, Answer, ParseOptions};
 /// use std::time::{Duration, SystemTime};
 /// let opts = ParseOptions { max_retry_after: Duration::from_secs(300), wall_now: SystemTime::now() };
 /// let ok = http::Response::new(bytes::Bytes::from_static(b"{\"status\":1,\"error\":null}"));

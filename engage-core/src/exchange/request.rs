@@ -7,7 +7,7 @@ use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue, USER_AGENT};
 use http::{Method, Request, Uri};
 
 use crate::batch::Batch;
-use crate::update::Endpoint;
+use crate::model::Endpoint;
 
 /// The `User-Agent` this crate sends: `engage/<version>`.
 pub const USER_AGENT_VALUE: &str = concat!("engage/", env!("CARGO_PKG_VERSION"));

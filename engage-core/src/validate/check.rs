@@ -1,20 +1,11 @@
-//! Validation of update objects in JSON form: the one definition of a valid record, used
-//! for raw updates here and by the emulator for what it receives.
+//! Validation of update objects in JSON form, by the rules of [`rules`]: raw updates are
+//! checked here, and the emulator checks what it receives with the same function.
 
 use serde_json::{Map, Value as Json};
 
-use crate::error::Problem;
-use crate::update::{Endpoint, GROUP_OPERATIONS, OPERATIONS, ProfileId};
-
-/// How strictly [`check_record`] treats operations on `/groups`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum GroupOperations {
-    /// Only the six operations `/groups` documents (what the emulator enforces).
-    #[default]
-    Documented,
-    /// Any of the eight operations (the escape hatch may send `$add`/`$append` to groups).
-    Any,
-}
+use crate::model::{Endpoint, OpKind, ProfileId};
+use crate::validate::problem::{Problem, RecordProblem};
+use crate::validate::rules::{self, GroupOperations, MODIFIERS, Warnings};
 
 /// A record that passed [`check_record`], borrowed from the JSON it came from.
 #[derive(Clone, Copy, PartialEq)]
@@ -26,8 +17,8 @@ pub struct CheckedRecord<'a> {
     pub distinct_id: Option<&'a str>,
     /// `$group_key` and `$group_id` for `/groups`.
     pub group: Option<(&'a str, &'a str)>,
-    /// The operation key, e.g. `"$set"`.
-    pub operation: &'static str,
+    /// The operation.
+    pub operation: OpKind,
     /// The operation's value.
     pub payload: &'a Json,
     /// The whole object.
@@ -64,42 +55,14 @@ impl CheckedRecord<'_> {
     }
 }
 
-/// A record that failed [`check_record`]: the key or property at fault, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{problem}", property.as_ref().map(|p| format!("{p}: ")).unwrap_or_default())]
-#[non_exhaustive]
-pub struct RecordProblem {
-    /// The key (`"$distinct_id"`) or property (`"score"`) at fault, if any.
-    pub property: Option<String>,
-    /// What is wrong.
-    pub problem: Problem,
-}
-
-fn problem(property: impl Into<String>, problem: Problem) -> RecordProblem {
-    RecordProblem {
-        property: Some(property.into()),
-        problem,
-    }
-}
-
-const MODIFIERS: [&str; 6] = [
-    "$ip",
-    "$latitude",
-    "$longitude",
-    "$time",
-    "$ignore_time",
-    "$ignore_alias",
-];
-
 fn required_str<'a>(
     obj: &'a Map<String, Json>,
     key: &'static str,
 ) -> Result<&'a str, RecordProblem> {
     match obj.get(key) {
-        None | Some(Json::Null) => Err(problem(key, Problem::Missing(key))),
-        Some(Json::String(s)) if s.is_empty() => Err(problem(key, Problem::Empty(key))),
-        Some(Json::String(s)) => Ok(s),
-        Some(_) => Err(problem(key, Problem::WrongType("a string"))),
+        None | Some(Json::Null) => rules::id(key, None).map(|()| ""),
+        Some(Json::String(s)) => rules::id(key, Some(s)).map(|()| s.as_str()),
+        Some(_) => Err(RecordProblem::at(key, Problem::WrongType("a string"))),
     }
 }
 
@@ -107,14 +70,16 @@ fn required_str<'a>(
 /// a non-empty string when present; `$distinct_id` (users) or `$group_key` + `$group_id`
 /// (groups, without `$distinct_id`) non-empty strings; exactly one known operation, with
 /// a value of the right shape (`$add` numbers, non-empty `$union` lists of strings or
-/// numbers, a non-empty `$unset` list of names, objects for the others); modifiers of the
-/// right type; no unknown keys.
+/// numbers, a non-empty `$unset` list of names, objects for the others, nothing nested
+/// deeper than [`MAX_DEPTH`](rules::MAX_DEPTH)); modifiers of the right type; no unknown
+/// keys.
 ///
 /// ```
-/// use engage_core::{check_record, Endpoint, GroupOperations, Problem};
+/// use engage_core::model::{Endpoint, OpKind};
+/// use engage_core::validate::{check_record, GroupOperations, Problem};
 /// let ok = serde_json::json!({"$token": "t", "$distinct_id": "u1", "$add": {"n": 1}});
 /// let rec = check_record(&ok, Endpoint::Engage, GroupOperations::Documented).unwrap();
-/// assert_eq!(rec.operation, "$add");
+/// assert_eq!(rec.operation, OpKind::Add);
 /// let bad = serde_json::json!({"$token": "t", "$distinct_id": "u1", "$add": {"n": "one"}});
 /// let err = check_record(&bad, Endpoint::Engage, GroupOperations::Documented).unwrap_err();
 /// assert_eq!(err.problem, Problem::NonNumericAdd);
@@ -125,24 +90,31 @@ pub fn check_record(
     endpoint: Endpoint,
     group_operations: GroupOperations,
 ) -> Result<CheckedRecord<'_>, RecordProblem> {
+    check_record_warning(record, endpoint, group_operations, &mut Vec::new())
+}
+
+/// [`check_record`], also collecting what Mixpanel would truncate.
+pub(crate) fn check_record_warning<'a>(
+    record: &'a Json,
+    endpoint: Endpoint,
+    group_operations: GroupOperations,
+    warnings: &mut Warnings,
+) -> Result<CheckedRecord<'a>, RecordProblem> {
     let Json::Object(obj) = record else {
-        return Err(RecordProblem {
-            property: None,
-            problem: Problem::NotAnObject,
-        });
+        return Err(RecordProblem::whole(Problem::NotAnObject));
     };
     let token = match obj.get("$token") {
         None => None,
         Some(Json::String(s)) if s.trim().is_empty() => {
-            return Err(problem("$token", Problem::EmptyToken));
+            return Err(RecordProblem::at("$token", Problem::EmptyToken));
         }
         Some(Json::String(s)) => Some(s.as_str()),
-        Some(_) => return Err(problem("$token", Problem::WrongType("a string"))),
+        Some(_) => return Err(RecordProblem::at("$token", Problem::WrongType("a string"))),
     };
     let (distinct_id, group) = match endpoint {
         Endpoint::Engage => {
             if obj.contains_key("$group_key") || obj.contains_key("$group_id") {
-                return Err(problem("$group_key", Problem::GroupKeysOnUser));
+                return Err(RecordProblem::at("$group_key", Problem::GroupKeysOnUser));
             }
             (Some(required_str(obj, "$distinct_id")?), None)
         }
@@ -150,16 +122,19 @@ pub fn check_record(
             let key = required_str(obj, "$group_key")?;
             let id = required_str(obj, "$group_id")?;
             if obj.contains_key("$distinct_id") {
-                return Err(problem("$distinct_id", Problem::DistinctIdOnGroup));
+                return Err(RecordProblem::at(
+                    "$distinct_id",
+                    Problem::DistinctIdOnGroup,
+                ));
             }
             (None, Some((key, id)))
         }
     };
-    let mut operation: Option<(&'static str, &Json)> = None;
+    let mut operation: Option<(OpKind, &Json)> = None;
     for (key, value) in obj {
-        if let Some((op, _)) = OPERATIONS.iter().find(|(op, _)| op == key) {
+        if let Some(op) = OpKind::from_key(key) {
             if operation.is_some() {
-                return Err(problem(key.as_str(), Problem::SeveralOperations));
+                return Err(RecordProblem::at(key.as_str(), Problem::SeveralOperations));
             }
             operation = Some((op, value));
         } else if MODIFIERS.contains(&key.as_str()) {
@@ -168,22 +143,14 @@ pub fn check_record(
             key.as_str(),
             "$token" | "$distinct_id" | "$group_key" | "$group_id"
         ) {
-            return Err(problem(key.as_str(), Problem::UnknownKey));
+            return Err(RecordProblem::at(key.as_str(), Problem::UnknownKey));
         }
     }
     let Some((op, payload)) = operation else {
-        return Err(RecordProblem {
-            property: None,
-            problem: Problem::NoOperation,
-        });
+        return Err(RecordProblem::whole(Problem::NoOperation));
     };
-    if endpoint == Endpoint::Groups
-        && group_operations == GroupOperations::Documented
-        && !GROUP_OPERATIONS.contains(&op)
-    {
-        return Err(problem(op, Problem::NotForGroups(op.to_owned())));
-    }
-    check_payload(op, payload)?;
+    rules::operation_for(endpoint, op, group_operations)?;
+    check_payload(op, payload, warnings)?;
     Ok(CheckedRecord {
         token,
         distinct_id,
@@ -203,56 +170,85 @@ fn check_modifier(key: &str, value: &Json) -> Result<(), RecordProblem> {
     if ok {
         Ok(())
     } else {
-        let expected = match key {
-            "$ip" => "a string",
-            "$latitude" | "$longitude" | "$time" => "a number",
-            _ => "a boolean",
-        };
-        Err(problem(key, Problem::WrongType(expected)))
+        let expected = rules::modifier_type(key).unwrap_or("a known modifier");
+        Err(RecordProblem::at(key, Problem::WrongType(expected)))
     }
 }
 
-fn check_payload(op: &'static str, payload: &Json) -> Result<(), RecordProblem> {
+fn check_payload(op: OpKind, payload: &Json, warnings: &mut Warnings) -> Result<(), RecordProblem> {
     match op {
-        "$delete" => Ok(()),
-        "$unset" => {
+        OpKind::Delete => Ok(()),
+        OpKind::Unset => {
             let Json::Array(names) = payload else {
-                return Err(problem(op, Problem::WrongType("a list of property names")));
+                return Err(RecordProblem::at(
+                    op.key(),
+                    Problem::WrongType("a list of property names"),
+                ));
             };
-            if names.is_empty() {
-                return Err(problem(op, Problem::EmptyList));
-            }
-            if names.iter().any(|n| !n.is_string()) {
-                return Err(problem(op, Problem::WrongType("a list of property names")));
+            rules::unset_list(names.len())?;
+            for n in names {
+                let Json::String(name) = n else {
+                    return Err(RecordProblem::at(
+                        op.key(),
+                        Problem::WrongType("a list of property names"),
+                    ));
+                };
+                rules::name(name, warnings);
             }
             Ok(())
         }
         _ => {
             let Json::Object(props) = payload else {
-                return Err(problem(op, Problem::WrongType("an object")));
+                return Err(RecordProblem::at(op.key(), Problem::WrongType("an object")));
             };
             for (name, value) in props {
+                rules::name(name, warnings);
                 match op {
-                    "$add" if !value.is_number() => {
-                        return Err(problem(name.as_str(), Problem::NonNumericAdd));
+                    OpKind::Add if !value.is_number() => {
+                        return Err(RecordProblem::at(name.as_str(), Problem::NonNumericAdd));
                     }
-                    "$union" => {
+                    OpKind::Union => {
                         let Json::Array(items) = value else {
-                            return Err(problem(name.as_str(), Problem::WrongType("a list")));
+                            return Err(RecordProblem::at(
+                                name.as_str(),
+                                Problem::WrongType("a list"),
+                            ));
                         };
-                        if items.is_empty() {
-                            return Err(problem(name.as_str(), Problem::EmptyList));
-                        }
-                        if items.iter().any(|i| !(i.is_string() || i.is_number())) {
-                            return Err(problem(name.as_str(), Problem::UnionItemNotScalar));
-                        }
+                        rules::union_list(name, items, |i| i.is_string() || i.is_number())?;
                     }
                     _ => {}
                 }
+                check_value(name, value, warnings, 0).map_err(rules::at(name))?;
             }
             Ok(())
         }
     }
+}
+
+/// A property's value: strings Mixpanel would truncate, nesting.
+fn check_value(
+    property: &str,
+    v: &Json,
+    warnings: &mut Warnings,
+    depth: u32,
+) -> Result<(), Problem> {
+    match v {
+        Json::String(s) => rules::string(property, s, warnings),
+        Json::Array(items) => {
+            rules::nesting(depth)?;
+            for item in items {
+                check_value(property, item, warnings, depth + 1)?;
+            }
+        }
+        Json::Object(entries) => {
+            rules::nesting(depth)?;
+            for item in entries.values() {
+                check_value(property, item, warnings, depth + 1)?;
+            }
+        }
+        Json::Null | Json::Bool(_) | Json::Number(_) => {}
+    }
+    Ok(())
 }
 
 /// The profile a raw update names, if it names one as a string.

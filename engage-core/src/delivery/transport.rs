@@ -36,7 +36,8 @@ impl fmt::Display for TransportErrorKind {
 /// it (and so applied it), and the underlying error.
 ///
 /// ```
-/// use engage_core::{TransportError, TransportErrorKind};
+/// use engage_core::TransportError;
+/// use engage_core::delivery::TransportErrorKind;
 /// let e = TransportError::new(TransportErrorKind::Timeout, true, "no answer within 10 s");
 /// assert!(e.may_have_reached_server());
 /// assert_eq!(e.to_string(), "timeout error (request may have reached the server): no answer within 10 s");

@@ -10,10 +10,9 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 
 use crate::batch::Batch;
-use crate::request::Target;
-use crate::response::{Answer, FatalKind, ParseOptions, RecordFailure, parse_response};
-use crate::transport::{TransportError, TransportErrorKind};
-use crate::update::ProfileId;
+use crate::delivery::transport::{TransportError, TransportErrorKind};
+use crate::exchange::{Answer, FatalKind, ParseOptions, RecordFailure, Target, parse_response};
+use crate::model::ProfileId;
 
 /// Emits a tracing event inside the batch's span when the `tracing` feature is on; nothing
 /// otherwise.
@@ -410,11 +409,12 @@ enum State {
 /// with backoff, honours `Retry-After`, splits on 413, and accounts for every record.
 ///
 /// Deterministic: the caller passes the time with every call. Drive it with
-/// [`deliver_blocking`](crate::deliver_blocking) or [`deliver`](crate::deliver), or by
+/// [`deliver_blocking`](crate::driver::deliver_blocking) or [`deliver`](crate::driver::deliver), or by
 /// hand:
 ///
 /// ```
-/// use engage_core::*;
+/// use engage_core::{BatchConfig, Endpoint, RetryPolicy, Target, Token, Update, batches};
+/// use engage_core::delivery::{Action, Delivery};
 /// use std::time::{Duration, Instant, SystemTime};
 /// let token = Token::new("tok").unwrap();
 /// let batch = batches(BatchConfig::new(token, Endpoint::Engage), [Update::user("u1").add([("n", 1)])])
@@ -680,7 +680,7 @@ impl Delivery {
     }
 
     /// Feeds an already parsed answer to the request in flight (see
-    /// [`parse_response`](crate::parse_response)). Ignored when no request is in flight.
+    /// [`parse_response`](crate::exchange::parse_response)). Ignored when no request is in flight.
     pub fn on_answer(&mut self, now: Instant, answer: Answer) {
         if self.state != State::InFlight {
             return;

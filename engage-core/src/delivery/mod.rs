@@ -1,0 +1,15 @@
+//! Delivering batches: the retry state machine for one batch ([`Delivery`]), the import
+//! scheduler over many ([`Importer`]), and what a transport reports when it gets no answer.
+//! Deterministic: the time is an input, nothing here reads a clock or does I/O.
+
+mod retry;
+mod scheduler;
+mod transport;
+
+pub use retry::{
+    Action, Delivery, DeliveryError, LastFailure, RecordOutcome, RecordReport, Report, RetryPolicy,
+};
+pub use scheduler::{
+    ImportAction, ImportConfig, ImportEvent, ImportItem, ImportSummary, Importer, RequestId,
+};
+pub use transport::{TransportError, TransportErrorKind};

@@ -1,0 +1,208 @@
+//! Drivers of the [`Importer`]: on any async runtime, and on threads with blocking I/O.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, Response};
+
+use crate::delivery::{
+    ImportAction, ImportConfig, ImportEvent, ImportItem, ImportSummary, Importer, RequestId,
+    TransportError, TransportErrorKind,
+};
+
+fn feed<I, T>(importer: &mut Importer, input: &mut I)
+where
+    I: Iterator<Item = T>,
+    T: ImportItem,
+{
+    while importer.wants_input() {
+        match input.next() {
+            Some(item) => importer.push(item),
+            None => {
+                importer.finish_input();
+                break;
+            }
+        }
+    }
+}
+
+fn drain(importer: &mut Importer, on_event: &mut impl FnMut(ImportEvent)) {
+    while let Some(e) = importer.next_event() {
+        on_event(e);
+    }
+}
+
+/// Imports `updates` on any async runtime: `send` performs one HTTP exchange, `sleep`
+/// returns a future completing after a duration. Up to `config.concurrency` requests are
+/// in flight at once (polled together on the calling task, no spawning). `on_event` sees
+/// every event as it happens. Returns the totals.
+///
+/// ```
+/// use engage_core::{BatchConfig, Endpoint, ImportConfig, Target, Token, Update};
+/// use engage_core::driver::{ManualClock, import};
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+/// let config = ImportConfig::new(
+///     BatchConfig::new(Token::new("tok").unwrap(), Endpoint::Engage).max_records(10),
+///     Target::base_url("http://127.0.0.1:9").unwrap(),
+/// );
+/// let updates = (0..95).map(|i| Update::user(format!("u{}", i % 7)).add([("n", 1)]));
+/// let clock = ManualClock::new();
+/// let summary = block_on(import(
+///     config, updates, &clock,
+///     |_request| async { Ok(http::Response::new(bytes::Bytes::from_static(b"1"))) },
+///     |d| { clock.advance(d); std::future::ready(()) },
+///     |_event| {},
+/// ));
+/// assert_eq!((summary.records, summary.accepted, summary.batches), (95, 95, 10));
+/// ```
+pub async fn import<C, U, T, S, SF, W, WF, E>(
+    config: ImportConfig,
+    updates: U,
+    clock: &C,
+    mut send: S,
+    mut sleep: W,
+    mut on_event: E,
+) -> ImportSummary
+where
+    C: crate::driver::Clock + ?Sized,
+    U: IntoIterator<Item = T>,
+    T: ImportItem,
+    S: FnMut(Request<Bytes>) -> SF,
+    SF: Future<Output = Result<Response<Bytes>, TransportError>>,
+    W: FnMut(Duration) -> WF,
+    WF: Future<Output = ()>,
+    E: FnMut(ImportEvent),
+{
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    let mut importer = Importer::new(config);
+    let mut input = updates.into_iter();
+    let mut in_flight: Vec<(RequestId, Pin<Box<SF>>)> = Vec::new();
+    loop {
+        feed(&mut importer, &mut input);
+        drain(&mut importer, &mut on_event);
+        match importer.poll(clock.now()) {
+            ImportAction::Send { id, request } => in_flight.push((id, Box::pin(send(request)))),
+            ImportAction::NeedInput => {}
+            ImportAction::Done => break,
+            ImportAction::Wait { until } => {
+                let mut timer =
+                    until.map(|u| Box::pin(sleep(u.saturating_duration_since(clock.now()))));
+                let done = std::future::poll_fn(|cx| {
+                    for i in 0..in_flight.len() {
+                        if let Poll::Ready(result) = in_flight[i].1.as_mut().poll(cx) {
+                            let (id, _) = in_flight.swap_remove(i);
+                            return Poll::Ready(Some((id, result)));
+                        }
+                    }
+                    if let Some(t) = timer.as_mut()
+                        && t.as_mut().poll(cx).is_ready()
+                    {
+                        return Poll::Ready(None);
+                    }
+                    if in_flight.is_empty() && timer.is_none() {
+                        // Nothing can make progress: should not happen; poll again.
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                if let Some((id, result)) = done {
+                    importer.on_result(id, clock.now(), clock.wall(), result);
+                }
+            }
+        }
+    }
+    drain(&mut importer, &mut on_event);
+    importer.summary().clone()
+}
+
+/// Imports `updates` with blocking I/O on `workers` threads (at least one; usually
+/// `config.concurrency`): each thread gets its own `send` function from `make_send`.
+/// Waits use the real clock. Returns the totals.
+pub fn import_blocking<U, T, M, S, E>(
+    config: ImportConfig,
+    updates: U,
+    make_send: M,
+    mut on_event: E,
+) -> ImportSummary
+where
+    U: IntoIterator<Item = T>,
+    T: ImportItem,
+    M: Fn() -> S + Sync,
+    S: FnMut(Request<Bytes>) -> Result<Response<Bytes>, TransportError>,
+    E: FnMut(ImportEvent),
+{
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+
+    let workers = config.concurrency.max(1);
+    let mut importer = Importer::new(config);
+    let mut input = updates.into_iter();
+    type Job = (RequestId, Request<Bytes>);
+    type Done = (RequestId, Result<Response<Bytes>, TransportError>);
+    let (job_tx, job_rx) = mpsc::channel::<Job>();
+    let (done_tx, done_rx) = mpsc::channel::<Done>();
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let job_rx = job_rx.clone();
+            let done_tx = done_tx.clone();
+            let make_send = &make_send;
+            scope.spawn(move || {
+                let mut send = make_send();
+                loop {
+                    let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((id, request)) = job else { return };
+                    // A panicking send must not leave the importer waiting forever.
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| send(request)))
+                            .unwrap_or_else(|_| {
+                                Err(TransportError::new(
+                                    TransportErrorKind::Protocol,
+                                    true,
+                                    "the send function panicked",
+                                ))
+                            });
+                    if done_tx.send((id, result)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        loop {
+            feed(&mut importer, &mut input);
+            drain(&mut importer, &mut on_event);
+            match importer.poll(Instant::now()) {
+                ImportAction::Send { id, request } => {
+                    if job_tx.send((id, request)).is_err() {
+                        break;
+                    }
+                }
+                ImportAction::NeedInput => {}
+                ImportAction::Done => break,
+                ImportAction::Wait { until } => {
+                    let got = match until {
+                        Some(u) => done_rx
+                            .recv_timeout(u.saturating_duration_since(Instant::now()))
+                            .ok(),
+                        None if importer.in_flight() > 0 => done_rx.recv().ok(),
+                        None => None,
+                    };
+                    if let Some((id, result)) = got {
+                        importer.on_result(id, Instant::now(), SystemTime::now(), result);
+                    }
+                }
+            }
+        }
+        drop(job_tx);
+    });
+    drain(&mut importer, &mut on_event);
+    importer.summary().clone()
+}

@@ -1,0 +1,74 @@
+//! Which profile an update is about, and which endpoint it goes to.
+
+use std::fmt;
+
+/// Which endpoint an update belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `POST /engage`: user profiles, keyed by `$distinct_id`.
+    Engage,
+    /// `POST /groups`: group profiles, keyed by `$group_key` + `$group_id`.
+    Groups,
+}
+
+impl Endpoint {
+    /// The request path, `/engage` or `/groups`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Engage => "/engage",
+            Endpoint::Groups => "/groups",
+        }
+    }
+}
+
+/// The profile an update is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ProfileId {
+    /// A user profile.
+    User {
+        /// The user's `$distinct_id`.
+        distinct_id: String,
+    },
+    /// A group profile.
+    Group {
+        /// The group key (`$group_key`), e.g. `"company"`.
+        key: String,
+        /// The group id (`$group_id`), e.g. `"acme"`.
+        id: String,
+    },
+}
+
+impl ProfileId {
+    /// The endpoint updates of this profile go to.
+    pub fn endpoint(&self) -> Endpoint {
+        match self {
+            ProfileId::User { .. } => Endpoint::Engage,
+            ProfileId::Group { .. } => Endpoint::Groups,
+        }
+    }
+}
+
+/// A profile's ids, borrowed: all that encoding needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ProfileRef<'a> {
+    User(&'a str),
+    Group { key: &'a str, id: &'a str },
+}
+
+impl ProfileId {
+    pub(crate) fn as_ref(&self) -> ProfileRef<'_> {
+        match self {
+            ProfileId::User { distinct_id } => ProfileRef::User(distinct_id),
+            ProfileId::Group { key, id } => ProfileRef::Group { key, id },
+        }
+    }
+}
+
+impl fmt::Display for ProfileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProfileId::User { distinct_id } => write!(f, "distinct_id {distinct_id:?}"),
+            ProfileId::Group { key, id } => write!(f, "group {key:?}/{id:?}"),
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Writing JSON: strings escaped a word at a time, integers through `itoa`, floats in
+//! their shortest round-trip form through `zmij` (serde_json's own formatter).
+
+use crate::model::Number;
+use crate::validate::Problem;
+use crate::validate::rules;
+
+/// 0: copy as is; `u`: `\u00XX`; otherwise the letter after the backslash.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+static HEX: &[u8; 16] = b"0123456789abcdef";
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any of the 8 bytes in `chunk` needs escaping: below 0x20, `"` or `\\`.
+/// Bit tricks on a whole word ("has less than" / "has zero byte"): exact for the
+/// existence test, which is all the fast path needs.
+#[inline(always)]
+fn any_to_escape(chunk: u64) -> bool {
+    let control = chunk.wrapping_sub(LO * 0x20) & !chunk & HI;
+    let q = chunk ^ (LO * u64::from(b'"'));
+    let quote = q.wrapping_sub(LO) & !q & HI;
+    let b = chunk ^ (LO * u64::from(b'\\'));
+    let backslash = b.wrapping_sub(LO) & !b & HI;
+    (control | quote | backslash) != 0
+}
+
+/// Escapes `bytes[from..to]` byte by byte, copying runs; `start` is the first byte not
+/// yet copied. Returns the new `start`.
+fn escape_range(
+    out: &mut Vec<u8>,
+    bytes: &[u8],
+    from: usize,
+    to: usize,
+    mut start: usize,
+) -> usize {
+    let mut i = from;
+    while i < to {
+        let b = bytes[i];
+        let esc = ESCAPE[b as usize];
+        if esc != 0 {
+            out.extend_from_slice(&bytes[start..i]);
+            if esc == b'u' {
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 0xf) as usize],
+                ]);
+            } else {
+                out.extend_from_slice(&[b'\\', esc]);
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    start
+}
+
+/// Whether any byte of `bytes` needs escaping, a word at a time: 8-byte words, the tail as
+/// the last (overlapping) word, short strings as two overlapping 4-byte halves.
+#[inline]
+fn needs_escape(bytes: &[u8]) -> bool {
+    let len = bytes.len();
+    if len >= 8 {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            if any_to_escape(u64::from_le_bytes(word.try_into().expect("8 bytes"))) {
+                return true;
+            }
+        }
+        !words.remainder().is_empty()
+            && any_to_escape(u64::from_le_bytes(
+                bytes[len - 8..].try_into().expect("8 bytes"),
+            ))
+    } else if len >= 4 {
+        let low = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+        let high = u32::from_le_bytes(bytes[len - 4..].try_into().expect("4 bytes"));
+        any_to_escape(u64::from(low) | (u64::from(high) << 32))
+    } else {
+        bytes.iter().any(|&b| ESCAPE[b as usize] != 0)
+    }
+}
+
+/// Writes `s` as a JSON string literal, quotes included. The common string needs no
+/// escaping: one word test per 8 bytes, then one copy.
+#[inline]
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    if needs_escape(bytes) {
+        return write_escaped(out, bytes);
+    }
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(bytes);
+    out.push(b'"');
+}
+
+/// The slow path of [`write_str`]: only words holding a byte to escape are walked byte by
+/// byte; runs between escapes are copied whole.
+#[cold]
+#[inline(never)]
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 8);
+    out.push(b'"');
+    let mut start = 0;
+    let len = bytes.len();
+    let mut i = 0;
+    while i + 8 <= len {
+        let word = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        if any_to_escape(word) {
+            start = escape_range(out, bytes, i, i + 8, start);
+        }
+        i += 8;
+    }
+    start = escape_range(out, bytes, i, len, start);
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Writes any integer in decimal.
+#[inline]
+pub(crate) fn write_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// Writes a float in its shortest round-trip form; NaN and infinities have none.
+#[inline]
+pub(crate) fn write_f64(out: &mut Vec<u8>, v: f64) -> Result<(), Problem> {
+    rules::float(v)?;
+    out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
+    Ok(())
+}
+
+pub(crate) fn write_number(out: &mut Vec<u8>, n: Number) -> Result<(), Problem> {
+    match n {
+        Number::Int(i) => write_int(out, i),
+        Number::UInt(u) => write_int(out, u),
+        Number::Float(f) => write_f64(out, f)?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_word_test_finds_every_byte_to_escape() {
+        for b in 0u8..=255 {
+            for pos in 0..8 {
+                let mut word = [b'a'; 8];
+                word[pos] = b;
+                let needs = b < 0x20 || b == b'"' || b == b'\\';
+                assert_eq!(
+                    any_to_escape(u64::from_le_bytes(word)),
+                    needs,
+                    "byte {b:#x} at {pos}"
+                );
+            }
+        }
+        // Neighbouring high bytes never hide one.
+        let word = [0xff, 0x1f, 0x80, b'"', 0xc3, 0xa9, b'\\', 0x00];
+        assert!(any_to_escape(u64::from_le_bytes(word)));
+    }
+
+    #[test]
+    fn long_strings_escape_like_json() {
+        let s = "plain words then \"quotes\" and \\ and\n\tcontrols\u{1}é😀 over several words";
+        let mut out = Vec::new();
+        write_str(&mut out, s);
+        assert_eq!(out, serde_json::to_vec(s).unwrap());
+    }
+
+    #[test]
+    fn escapes_like_json() {
+        let s = "q\"b\\n\nt\tc\u{1}\u{7f}é😀\u{2028}";
+        let mut out = Vec::new();
+        write_str(&mut out, s);
+        let back: String = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "\"q\\\"b\\\\n\\nt\\tc\\u0001\u{7f}é😀\u{2028}\""
+        );
+    }
+}
