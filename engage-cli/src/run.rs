@@ -472,7 +472,7 @@ fn run(args: ImportArgs) -> Result<i32, String> {
     let elapsed = started.elapsed().as_secs_f64();
     let invalid = summary.invalid + st.bad_input;
     let records = st.read;
-    let fatal = summary.fatal.as_deref().map(clean);
+    let fatal = summary.fatal.as_ref().map(|f| clean(&f.to_string()));
     let report = json!({
         "records": records,
         "accepted": summary.accepted,

@@ -6,8 +6,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use engage_core::delivery::{ImportAction, Importer, RequestId};
+use engage_core::delivery::{DeliveryError, ImportAction, Importer, RequestId};
 use engage_core::driver::{Clock, ManualClock, import, import_blocking};
+use engage_core::exchange::FatalKind;
 use engage_core::{
     BatchConfig, Endpoint, ImportConfig, ImportEvent, RetryPolicy, Target, Token, TransportError,
     Update,
@@ -106,9 +107,10 @@ fn a_429_pauses_every_new_send() {
 }
 
 #[test]
-fn batches_sharing_a_profile_wait_for_each_other_in_order() {
+fn a_profile_waits_for_its_own_batch_while_other_lanes_go() {
     let mut imp = Importer::new(config(2, 4));
-    // Batches: [a1,b1] [c1,d1] [a2,e1] [f1,g1]
+    // Lanes fill with new profiles two at a time: [a1,b1] [c1,d1] [e1,f1] [g1]; a2
+    // follows a1 into a's lane, behind [a1,b1].
     for (id, n) in [
         ("a", 1),
         ("b", 1),
@@ -128,36 +130,46 @@ fn batches_sharing_a_profile_wait_for_each_other_in_order() {
     while let ImportAction::Send { id, request } = imp.poll(t) {
         out.push((id, ids(&request)));
     }
-    // [a2,e1] is held back behind [a1,b1]; [f1,g1] does not share a profile and goes.
     let sent: Vec<Vec<String>> = out.iter().map(|o| o.1.clone()).collect();
-    assert_eq!(sent, [vec!["a", "b"], vec!["c", "d"], vec!["f", "g"]]);
+    assert_eq!(
+        sent,
+        [vec!["a", "b"], vec!["c", "d"], vec!["e", "f"], vec!["g"]]
+    );
     imp.on_result(out[0].0, t, clock.wall(), Ok(answer(200, "1", &[])));
     let ImportAction::Send { request, .. } = imp.poll(t) else {
         panic!()
     };
-    assert_eq!(ids(&request), ["a", "e"]);
+    assert_eq!(ids(&request), ["a"]);
 }
 
 #[test]
-fn input_is_read_only_as_fast_as_batches_leave() {
-    let mut imp = Importer::new(config(10, 2));
-    let mut pushed = 0;
-    while imp.wants_input() && pushed < 10_000 {
-        imp.push(Update::user(format!("u{pushed}")).set([("x", 1)]));
-        pushed += 1;
-    }
-    // Two batches can go out and one more is formed ahead: bounded, not 10,000.
-    assert_eq!(pushed, 3 * 10);
+fn input_is_read_only_as_far_as_the_buffer_allows() {
+    let mut imp = Importer::new(config(10, 2).buffer_bytes(4096));
     let clock = ManualClock::new();
-    let mut ids = Vec::new();
-    while let ImportAction::Send { id, .. } = imp.poll(clock.now()) {
-        ids.push(id);
+    let mut pushed = 0;
+    let mut sent = Vec::new();
+    // Nothing is ever answered: what is read stays bounded by the buffer and the two
+    // requests in flight, not by the 10,000 updates offered.
+    for _ in 0..1000 {
+        while imp.wants_input() && pushed < 10_000 {
+            imp.push(Update::user(format!("u{pushed}")).set([("x", 1)]));
+            pushed += 1;
+        }
+        while let ImportAction::Send { id, .. } = imp.poll(clock.now()) {
+            sent.push(id);
+        }
     }
-    assert_eq!(ids.len(), 2);
-    // Both slots busy and one batch waiting: no more input until something settles.
+    assert_eq!(sent.len(), 2);
+    assert!(pushed < 120, "read {pushed} updates");
     assert!(!imp.wants_input());
-    imp.on_result(ids[0], clock.now(), clock.wall(), Ok(answer(200, "1", &[])));
-    let _ = imp.poll(clock.now());
+    // An answer frees a slot: the next batch goes, and reading resumes.
+    imp.on_result(
+        sent[0],
+        clock.now(),
+        clock.wall(),
+        Ok(answer(200, "1", &[])),
+    );
+    assert!(matches!(imp.poll(clock.now()), ImportAction::Send { .. }));
     assert!(imp.wants_input());
 }
 
@@ -194,7 +206,7 @@ fn a_401_stops_sending_and_accounts_for_everything() {
         |e| match e {
             ImportEvent::Invalid(_) => invalid += 1,
             ImportEvent::Delivered(r) => delivered += r.records.len(),
-            _ => unreachable!("only two kinds of event today"),
+            _ => {}
         },
     ));
     assert!(
@@ -206,7 +218,13 @@ fn a_401_stops_sending_and_accounts_for_everything() {
     assert_eq!(summary.records, 100);
     assert_eq!(summary.not_delivered, 99);
     assert_eq!(summary.settled(), 100);
-    assert!(summary.fatal.unwrap().contains("401"));
+    assert!(matches!(
+        summary.fatal,
+        Some(DeliveryError::Refused {
+            kind: FatalKind::Unauthorized,
+            ..
+        })
+    ));
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -294,7 +312,7 @@ fn blocking_import_keeps_per_profile_order_under_retries() {
 #[test]
 fn a_zero_concurrency_field_still_imports() {
     let mut cfg = config(10, 1);
-    cfg.concurrency = 0;
+    cfg.concurrency = engage_core::delivery::Concurrency::Fixed(0);
     let clock = ManualClock::new();
     let summary = block_on(import(
         cfg,

@@ -346,16 +346,7 @@ impl CurlTransport {
         let mut idle: Vec<Easy2<Exchange>> = Vec::new();
         let mut next_token = 0usize;
         loop {
-            while importer.wants_input() {
-                match input.next() {
-                    Some(item) => importer.push(item),
-                    None => importer.finish_input(),
-                }
-            }
-            while let Some(e) = importer.next_event() {
-                on_event(e);
-            }
-            match importer.poll(Instant::now()) {
+            match importer.step(Instant::now(), &mut input, &mut on_event) {
                 ImportAction::Send { id, request } => {
                     let mut easy = idle
                         .pop()

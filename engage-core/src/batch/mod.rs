@@ -68,6 +68,12 @@ impl BatchConfig {
         self
     }
 
+    /// The same limits and token for `endpoint`.
+    pub fn endpoint_for(mut self, endpoint: Endpoint) -> Self {
+        self.endpoint = endpoint;
+        self
+    }
+
     /// The record limit in force.
     pub fn records_limit(&self) -> usize {
         self.max_records
@@ -195,6 +201,12 @@ impl<'a> RecordRef<'a> {
             group_key: self.meta.key.map(span).unwrap_or(&[]),
             id: span(self.meta.id),
         }
+    }
+
+    /// A hash of its profile, equal to that of the update it came from.
+    pub(crate) fn profile_hash(&self, endpoint: Endpoint) -> u64 {
+        let key = self.profile_key();
+        crate::model::profile_hash(endpoint, key.group_key, key.id)
     }
 
     /// The profile it updates.
@@ -391,6 +403,11 @@ impl Batcher {
     /// Number of records waiting in the open batch.
     pub fn pending(&self) -> usize {
         self.records.len()
+    }
+
+    /// Bytes of the open batch so far.
+    pub fn pending_bytes(&self) -> usize {
+        self.body.len()
     }
 
     /// Adds the next update; its index is one more than the previous update's (0 first).

@@ -2,14 +2,17 @@
 //! scheduler over many ([`Importer`]), and what a transport reports when it gets no answer.
 //! Deterministic: the time is an input, nothing here reads a clock or does I/O.
 
+mod limiter;
 mod retry;
 mod scheduler;
 mod transport;
 
+pub use limiter::{AutoConcurrency, Concurrency};
 pub use retry::{
     Action, Delivery, DeliveryError, LastFailure, RecordOutcome, RecordReport, Report, RetryPolicy,
 };
 pub use scheduler::{
-    ImportAction, ImportConfig, ImportEvent, ImportItem, ImportSummary, Importer, RequestId,
+    DEFAULT_BUFFER_BYTES, FlushId, ImportAction, ImportConfig, ImportEvent, ImportItem,
+    ImportSummary, Importer, Next, RequestId, Route, Sending, Source,
 };
 pub use transport::{TransportError, TransportErrorKind};

@@ -531,6 +531,16 @@ impl Delivery {
         self.fatal.as_ref()
     }
 
+    /// Whether polling it at `now` may send a request (it is not done, not waiting for an
+    /// answer, and not waiting for a later time).
+    pub(crate) fn may_send_at(&self, now: Instant) -> bool {
+        match self.state {
+            State::Ready => !self.queue.is_empty(),
+            State::Waiting { until, .. } => now >= until,
+            State::InFlight | State::Done => false,
+        }
+    }
+
     /// When it waits to send again, and whether because of a 429.
     pub fn waiting(&self) -> Option<(Instant, bool)> {
         match self.state {

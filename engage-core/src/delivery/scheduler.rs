@@ -1,32 +1,77 @@
-//! Importing a stream of updates with bounded concurrency: a sans-IO scheduler over many
-//! [`Delivery`]s.
+//! Importing a stream of updates: a sans-IO scheduler over many [`Delivery`]s, for bulk
+//! imports (an input that ends) and applications (an input that never does).
 //!
 //! Guarantees, whatever the transport:
-//! - updates of one profile are never in two requests at once, and reach the server in
-//!   input order (a batch starts only when no earlier unfinished batch shares a profile
-//!   with it; retries and 413 splits stay inside the batch's delivery);
-//! - a 429 seen by any request pauses every new send until its wait is over;
-//! - at most `concurrency` batches are in flight and one more is formed ahead, so memory is
-//!   bounded by about `concurrency + 2` batches whatever the input length;
-//! - every update pushed is accounted for exactly once, in an [`ImportEvent`].
+//! - **Order without serializing.** Batches are formed in *lanes*. A profile is pinned to
+//!   one lane while any of its updates is pending there (in an open batch, a closed one, or
+//!   a request); a lane sends one batch at a time, in order. So two requests in flight
+//!   never share a profile, each profile's updates reach the server in input order, and
+//!   profiles of other lanes go out at the same time. Retries and 413 splits stay inside a
+//!   batch's [`Delivery`].
+//! - **Concurrency.** At most [`Concurrency`]'s limit of batches are being delivered at
+//!   once: fixed, or found as the import goes (see [`AutoConcurrency`]).
+//! - **Throttling.** A 429 with `Retry-After` pauses every new send for that long (capped by
+//!   the retry policy); without one, the adaptive limit is cut (or, with a fixed limit,
+//!   every send pauses for the policy's first backoff delay).
+//! - **Memory.** Open and closed batches not yet sent hold at most
+//!   [`ImportConfig::buffer_bytes`] (plus one update) whatever the input length; requests
+//!   in flight hold at most the limit × the body cap. When the buffer is full, the largest
+//!   open batch of an idle lane is sent early.
+//! - **Time.** With a [`linger`](ImportConfig::linger), an open batch is closed once its
+//!   oldest update has waited that long; [`Importer::flush`] closes them all at once.
+//! - **Accounting.** Every update pushed appears in exactly one [`ImportEvent::Invalid`]
+//!   or [`ImportEvent::Delivered`]; before the first attempt of a batch,
+//!   [`ImportEvent::Sending`] says which updates it carries (a crash-safe journal writes
+//!   that down before the request goes out: drivers hand events over before sending).
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Response};
 
 use crate::batch::{Batch, BatchConfig, Batcher};
+use crate::delivery::limiter::{Concurrency, Limiter, Signal};
 use crate::delivery::retry::{Action, Delivery, DeliveryError, RecordOutcome, Report, RetryPolicy};
-use crate::delivery::transport::TransportError;
+use crate::delivery::transport::{TransportError, TransportErrorKind};
 use crate::exchange::Target;
+use crate::model::Endpoint;
 use crate::validate::ValidationError;
 use crate::wire::Update;
 
+/// Default bound on the bytes of batches formed and not yet sent (32 MiB).
+pub const DEFAULT_BUFFER_BYTES: usize = 32 * 1024 * 1024;
+
+/// Which endpoint each update goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Route {
+    /// Every update to the configured batch endpoint; an update for the other one is
+    /// invalid (a bulk import of one kind of profile).
+    #[default]
+    Configured,
+    /// Each update to its own endpoint: user profiles to `/engage`, group profiles to
+    /// `/groups` (an application sending both).
+    ByProfile,
+}
+
 /// How to import.
+///
+/// ```
+/// use engage_core::delivery::{AutoConcurrency, Concurrency};
+/// use engage_core::{BatchConfig, Endpoint, ImportConfig, Target, Token};
+/// use std::time::Duration;
+/// let config = ImportConfig::new(
+///     BatchConfig::new(Token::new("tok")?, Endpoint::Engage),
+///     Target::base_url("http://127.0.0.1:9")?,
+/// )
+/// .concurrency(Concurrency::Auto(AutoConcurrency::default().bounds(1, 32)))
+/// .linger(Duration::from_secs(1));
+/// assert_eq!(config.concurrency.most(), 32);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ImportConfig {
     /// Token, endpoint and batch limits.
     pub batch: BatchConfig,
@@ -34,18 +79,29 @@ pub struct ImportConfig {
     pub target: Target,
     /// Retries.
     pub policy: RetryPolicy,
-    /// Most requests in flight at once (at least 1).
-    pub concurrency: usize,
+    /// Requests in flight at once (default: adaptive, from 10 within 1..=64).
+    pub concurrency: Concurrency,
+    /// Close an open batch once its oldest update has waited this long (`None`: only when
+    /// full, flushed, or the input ends or stalls on the buffer).
+    pub linger: Option<Duration>,
+    /// Which endpoint each update goes to.
+    pub route: Route,
+    /// Most bytes of batches formed and not yet sent.
+    pub buffer_bytes: usize,
 }
 
 impl ImportConfig {
-    /// An import with `batch` limits to `target`, default retries, concurrency 4.
+    /// An import with `batch` limits to `target`: default retries, adaptive concurrency,
+    /// no linger, a 32 MiB buffer.
     pub fn new(batch: BatchConfig, target: Target) -> Self {
         ImportConfig {
             batch,
             target,
             policy: RetryPolicy::default(),
-            concurrency: 4,
+            concurrency: Concurrency::default(),
+            linger: None,
+            route: Route::Configured,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
         }
     }
 
@@ -55,20 +111,62 @@ impl ImportConfig {
         self
     }
 
-    /// Sets the concurrency (at least 1).
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n.max(1);
+    /// Sets the concurrency: `Concurrency::Fixed(n)`, or a number (fixed), or
+    /// `Concurrency::Auto(…)`.
+    pub fn concurrency(mut self, c: impl Into<Concurrency>) -> Self {
+        self.concurrency = c.into();
+        self
+    }
+
+    /// Closes open batches once their oldest update has waited `linger` (zero: send at
+    /// once).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = Some(linger);
+        self
+    }
+
+    /// Sets which endpoint each update goes to.
+    pub fn route(mut self, route: Route) -> Self {
+        self.route = route;
+        self
+    }
+
+    /// Bounds the bytes of batches formed and not yet sent (at least one body's worth).
+    pub fn buffer_bytes(mut self, bytes: usize) -> Self {
+        self.buffer_bytes = bytes;
         self
     }
 }
 
+impl From<usize> for Concurrency {
+    fn from(n: usize) -> Self {
+        Concurrency::Fixed(n.max(1))
+    }
+}
+
+/// A batch about to be sent for the first time: which updates it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Sending {
+    /// Its endpoint.
+    pub endpoint: Endpoint,
+    /// The indices of the updates it carries, in batch order. The first one also names
+    /// the batch in its [`Report`] (`report.records[0].index`): an index is in one batch
+    /// only.
+    pub indices: Vec<u64>,
+    /// Its body's size.
+    pub bytes: usize,
+}
+
 /// Something the caller should know about: each input update appears in exactly one
-/// event.
+/// [`Invalid`](ImportEvent::Invalid) or [`Delivered`](ImportEvent::Delivered) event.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ImportEvent {
     /// The update was invalid and was not sent.
     Invalid(ValidationError),
+    /// A batch is about to go out for the first time.
+    Sending(Sending),
     /// A batch is settled: each of its records accepted, rejected or not delivered.
     Delivered(Report),
     /// A 429 paused every send of the import.
@@ -77,13 +175,14 @@ pub enum ImportEvent {
         requested: Option<Duration>,
         /// How long sending pauses: the request capped at the policy's
         /// [`retry_after_limit`](RetryPolicy::retry_after_limit), or the policy's
-        /// [`backoff_base`](RetryPolicy::backoff_base) without `Retry-After`.
+        /// [`backoff_base`](RetryPolicy::backoff_base) without `Retry-After`; zero when
+        /// the adaptive concurrency limit was cut instead.
         pause: Duration,
     },
 }
 
 /// Running totals of an import.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ImportSummary {
     /// Updates pushed.
@@ -112,7 +211,16 @@ pub struct ImportSummary {
     /// [`RecordReport::maybe_applied`](crate::delivery::RecordReport::maybe_applied)).
     pub maybe_applied: u64,
     /// Why the import stopped sending (401, 403, TLS), if it did.
-    pub fatal: Option<String>,
+    pub fatal: Option<DeliveryError>,
+    /// Request bodies sent, in bytes (resends included).
+    pub bytes_sent: u64,
+    /// Most requests in flight at once.
+    pub peak_in_flight: u64,
+    /// Requests in flight integrated over time, in request-seconds: divided by the
+    /// import's duration, the mean number in flight.
+    pub in_flight_seconds: f64,
+    /// The concurrency limit at the end.
+    pub limit: u64,
 }
 
 impl ImportSummary {
@@ -131,6 +239,10 @@ impl ImportSummary {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequestId(u64);
 
+/// Identifies a [`flush`](Importer::flush), to ask whether it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlushId(u64);
+
 /// What the caller should do next for an [`Importer`].
 // The request is moved straight into the transport: boxing would cost an allocation per send.
 #[allow(clippy::large_enum_variant)]
@@ -142,8 +254,8 @@ pub enum ImportAction {
         /// The request.
         request: Request<Bytes>,
     },
-    /// Nothing to send now: wait for a result of a request in flight, or until `until`
-    /// if given (then poll again).
+    /// Nothing to send now: wait for a result of a request in flight, for input, or until
+    /// `until` if given (then poll again).
     Wait {
         /// When to poll again at the latest.
         until: Option<Instant>,
@@ -190,22 +302,110 @@ impl ImportItem for (u64, Update) {
     }
 }
 
-struct Slot {
+/// What a [`Source`] has for the importer now.
+#[derive(Debug)]
+pub enum Next<T> {
+    /// An item.
+    Item(T),
+    /// Nothing now; more may come (an application's queue).
+    Idle,
+    /// Nothing ever again.
+    End,
+}
+
+/// Where an import's updates come from: any iterator (which ends), or a queue an
+/// application feeds (which may be idle).
+pub trait Source {
+    /// The items.
+    type Item: ImportItem;
+    /// The next item, if there is one now.
+    fn next_item(&mut self) -> Next<Self::Item>;
+}
+
+impl<I> Source for I
+where
+    I: Iterator,
+    I::Item: ImportItem,
+{
+    type Item = I::Item;
+    fn next_item(&mut self) -> Next<I::Item> {
+        match self.next() {
+            Some(item) => Next::Item(item),
+            None => Next::End,
+        }
+    }
+}
+
+/// An open batch of one lane and endpoint.
+struct Open {
+    batcher: Batcher,
+    /// When its oldest update was first seen by `poll` (for the linger).
+    since: Option<Instant>,
+}
+
+/// A delivery in progress.
+struct Active {
     id: u64,
     delivery: Delivery,
-    keys: Vec<u64>,
     in_flight: bool,
+    /// When the request in flight went out, its body size, whether the limit was in use.
+    sent: Option<(Instant, usize, bool)>,
+}
+
+#[derive(Default)]
+struct Lane {
+    open: [Option<Open>; 2],
+    queued: VecDeque<Batch>,
+    active: Option<Active>,
+}
+
+impl Lane {
+    fn open_bytes(&self) -> usize {
+        self.open
+            .iter()
+            .flatten()
+            .map(|o| o.batcher.pending_bytes())
+            .sum()
+    }
+
+    fn load(&self) -> usize {
+        self.open_bytes()
+            + self.queued.iter().map(|b| b.body().len()).sum::<usize>()
+            + self
+                .active
+                .as_ref()
+                .map_or(0, |a| a.delivery.batch().body().len())
+    }
+
+    fn idle(&self) -> bool {
+        self.active.is_none() && self.queued.is_empty()
+    }
+}
+
+fn slot_of(endpoint: Endpoint) -> usize {
+    match endpoint {
+        Endpoint::Engage => 0,
+        Endpoint::Groups => 1,
+    }
 }
 
 /// The import scheduler: push updates in, take requests out, feed results back.
-/// Deterministic; runs on any transport and runtime. [`import`](crate::driver::import) and [`import_blocking`](crate::driver::import_blocking)
-/// drive it; a transport with its own event loop (curl's `Multi`) can drive it by hand.
+/// Deterministic (the caller passes the time); runs on any transport and runtime.
+/// [`step`](Importer::step) is the loop every driver shares;
+/// [`import`](crate::driver::import) and [`import_blocking`](crate::driver::import_blocking)
+/// run it.
 pub struct Importer {
     config: ImportConfig,
-    batcher: Batcher,
-    pending: VecDeque<(Batch, Vec<u64>)>,
-    active: Vec<Slot>,
-    busy: HashMap<u64, u32>,
+    limiter: Limiter,
+    lanes: Vec<Lane>,
+    /// Profile hash → (lane, updates pending there).
+    owners: HashMap<u64, (usize, u32)>,
+    /// The lane new profiles go to, per endpoint.
+    filling: [Option<usize>; 2],
+    /// Lanes with a closed batch waiting and no delivery: first come, first served.
+    ready: VecDeque<usize>,
+    /// Bytes in open and queued batches.
+    buffered: usize,
     events: VecDeque<ImportEvent>,
     summary: ImportSummary,
     paused_until: Option<Instant>,
@@ -213,42 +413,37 @@ pub struct Importer {
     next_index: u64,
     next_id: u64,
     fatal: Option<DeliveryError>,
+    /// Pushed-but-unsettled updates per flush epoch.
+    epochs: BTreeMap<u64, u64>,
+    epoch: u64,
+    /// The first index pushed in each epoch after the first (indices increase).
+    epoch_starts: Vec<u64>,
+    /// The last time in-flight accounting was brought up to date.
+    last_tick: Option<Instant>,
 }
 
 impl std::fmt::Debug for Importer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Importer")
-            .field("pending", &self.pending.len())
-            .field("active", &self.active.len())
+            .field("lanes", &self.lanes.len())
+            .field("buffered", &self.buffered)
+            .field("limit", &self.limiter.limit())
             .field("summary", &self.summary)
             .finish()
     }
 }
 
-fn key_hash(key: crate::batch::ProfileKey<'_>) -> u64 {
-    let mut h = DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
-}
-
-fn profile_keys(batch: &Batch) -> Vec<u64> {
-    let mut keys: Vec<u64> = batch.records().map(|r| key_hash(r.profile_key())).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys
-}
-
 impl Importer {
     /// An importer with `config`.
-    pub fn new(mut config: ImportConfig) -> Self {
-        // The field is public: hold the invariant here too, or nothing would ever start.
-        config.concurrency = config.concurrency.max(1);
+    pub fn new(config: ImportConfig) -> Self {
         Importer {
-            batcher: Batcher::new(config.batch.clone()),
+            limiter: Limiter::new(config.concurrency),
             config,
-            pending: VecDeque::new(),
-            active: Vec::new(),
-            busy: HashMap::new(),
+            lanes: Vec::new(),
+            owners: HashMap::new(),
+            filling: [None, None],
+            ready: VecDeque::new(),
+            buffered: 0,
             events: VecDeque::new(),
             summary: ImportSummary::default(),
             paused_until: None,
@@ -256,13 +451,34 @@ impl Importer {
             next_index: 0,
             next_id: 0,
             fatal: None,
+            epochs: BTreeMap::new(),
+            epoch: 0,
+            epoch_starts: Vec::new(),
+            last_tick: None,
         }
     }
 
-    /// Whether it has room for more input (the formed-ahead queue is short).
+    /// The most lanes: one per request the limit may ever allow.
+    fn most_lanes(&self) -> usize {
+        self.config.concurrency.most()
+    }
+
+    fn active(&self) -> usize {
+        self.lanes.iter().filter(|l| l.active.is_some()).count()
+    }
+
+    /// Whether it has room for more input: the buffer is not full, and no batch is waiting
+    /// for a free request slot (so a driver sends before it reads on).
     pub fn wants_input(&self) -> bool {
-        !self.input_done
-            && self.pending.len() <= self.config.concurrency.saturating_sub(self.active.len())
+        let would_send = self.fatal.is_none()
+            && !self.ready.is_empty()
+            && self.active() < self.limiter.limit()
+            && !self.paused();
+        !self.input_done && self.buffered < self.config.buffer_bytes && !would_send
+    }
+
+    fn paused(&self) -> bool {
+        self.paused_until.is_some()
     }
 
     /// Adds one update.
@@ -270,9 +486,35 @@ impl Importer {
         let (index, update) = item.into_parts(self.next_index);
         self.next_index = index.saturating_add(1);
         self.summary.records += 1;
-        match self.batcher.push_at(index, &update) {
-            Ok(None) => {}
-            Ok(Some(batch)) => self.enqueue(batch),
+        let endpoint = match self.config.route {
+            Route::Configured => self.config.batch.endpoint(),
+            Route::ByProfile => update.endpoint(),
+        };
+        let hash = update.profile_hash();
+        let lane = match hash.and_then(|h| self.owners.get(&h)) {
+            Some(&(lane, _)) => lane,
+            None => self.filling_lane(endpoint),
+        };
+        let open = self.open_batch(lane, endpoint);
+        let before = open.batcher.pending_bytes();
+        let pushed = open.batcher.push_at(index, &update);
+        let after = open.batcher.pending_bytes();
+        self.buffered = self.buffered.saturating_sub(before) + after;
+        match pushed {
+            Ok(closed) => {
+                if let Some(h) = hash {
+                    self.owners.entry(h).or_insert((lane, 0)).1 += 1;
+                }
+                *self.epochs.entry(self.epoch).or_insert(0) += 1;
+                if let Some(batch) = closed {
+                    // A closed batch's bytes move from the open batch to the queue.
+                    self.buffered += batch.body().len();
+                    self.enqueue(lane, batch);
+                    if self.filling[slot_of(endpoint)] == Some(lane) {
+                        self.filling[slot_of(endpoint)] = None;
+                    }
+                }
+            }
             Err(e) => {
                 self.summary.invalid += 1;
                 self.events.push_back(ImportEvent::Invalid(e));
@@ -280,32 +522,111 @@ impl Importer {
         }
         if self.input_done {
             // Pushed after finish_input: send it rather than leave it in the open batch.
-            if let Some(batch) = self.batcher.finish() {
-                self.enqueue(batch);
-            }
+            self.close_all();
         }
     }
 
-    /// No more input: the open batch is closed and sent.
-    pub fn finish_input(&mut self) {
-        if !self.input_done {
-            self.input_done = true;
-            if let Some(batch) = self.batcher.finish() {
-                self.enqueue(batch);
-            }
+    /// The lane new profiles of `endpoint` go to: the one being filled, else the least
+    /// loaded (idle ones first), opening a new lane while there are fewer than the most.
+    fn filling_lane(&mut self, endpoint: Endpoint) -> usize {
+        let slot = slot_of(endpoint);
+        if let Some(lane) = self.filling[slot] {
+            return lane;
         }
+        let best = self
+            .lanes
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, l)| (!l.idle(), l.load()))
+            .map(|(i, l)| (i, l.idle() && l.load() == 0));
+        let lane = match best {
+            Some((i, true)) => i,
+            _ if self.lanes.len() < self.most_lanes() => {
+                self.lanes.push(Lane::default());
+                self.lanes.len() - 1
+            }
+            Some((i, false)) => i,
+            None => {
+                self.lanes.push(Lane::default());
+                0
+            }
+        };
+        self.filling[slot] = Some(lane);
+        lane
     }
 
-    fn enqueue(&mut self, batch: Batch) {
+    fn open_batch(&mut self, lane: usize, endpoint: Endpoint) -> &mut Open {
+        let config = self.config.batch.clone().endpoint_for(endpoint);
+        self.lanes[lane].open[slot_of(endpoint)].get_or_insert_with(|| Open {
+            batcher: Batcher::new(config),
+            since: None,
+        })
+    }
+
+    /// Queues a closed batch in its lane; the lane becomes ready if it was idle.
+    fn enqueue(&mut self, lane: usize, batch: Batch) {
         self.summary.warnings += batch.warnings().len() as u64;
         if let Some(fatal) = self.fatal.clone() {
+            self.buffered = self.buffered.saturating_sub(batch.body().len());
             let mut d = Delivery::new(batch, self.config.target.clone(), self.config.policy);
             d.abort(fatal);
             self.settle(d.into_report());
             return;
         }
-        let keys = profile_keys(&batch);
-        self.pending.push_back((batch, keys));
+        let l = &mut self.lanes[lane];
+        let was_idle = l.idle();
+        l.queued.push_back(batch);
+        if was_idle {
+            self.ready.push_back(lane);
+        }
+    }
+
+    /// Closes the open batch of `lane` for `endpoint`, if it holds anything.
+    fn close(&mut self, lane: usize, slot: usize) {
+        let Some(open) = self.lanes[lane].open[slot].as_mut() else {
+            return;
+        };
+        open.since = None;
+        let before = open.batcher.pending_bytes();
+        if let Some(batch) = open.batcher.finish() {
+            self.buffered = self.buffered.saturating_sub(before) + batch.body().len();
+            if self.filling[slot] == Some(lane) {
+                self.filling[slot] = None;
+            }
+            self.enqueue(lane, batch);
+        }
+    }
+
+    fn close_all(&mut self) {
+        for lane in 0..self.lanes.len() {
+            for slot in 0..2 {
+                self.close(lane, slot);
+            }
+        }
+    }
+
+    /// No more input: every open batch is closed and sent.
+    pub fn finish_input(&mut self) {
+        if !self.input_done {
+            self.input_done = true;
+            self.close_all();
+        }
+    }
+
+    /// Closes every open batch now (whatever the linger) and returns an id to ask, with
+    /// [`is_flushed`](Self::is_flushed), whether every update pushed before this call is
+    /// settled.
+    pub fn flush(&mut self) -> FlushId {
+        self.close_all();
+        let id = FlushId(self.epoch);
+        self.epoch += 1;
+        self.epoch_starts.push(self.next_index);
+        id
+    }
+
+    /// Whether every update pushed before [`flush`](Self::flush) returned `id` is settled.
+    pub fn is_flushed(&self, id: FlushId) -> bool {
+        self.epochs.range(..=id.0).all(|(_, &n)| n == 0)
     }
 
     /// The next event, if any. Drain them as you go: they are kept until taken.
@@ -320,7 +641,34 @@ impl Importer {
 
     /// Requests in flight.
     pub fn in_flight(&self) -> usize {
-        self.active.iter().filter(|s| s.in_flight).count()
+        self.lanes
+            .iter()
+            .filter(|l| l.active.as_ref().is_some_and(|a| a.in_flight))
+            .count()
+    }
+
+    /// The concurrency limit now.
+    pub fn limit(&self) -> usize {
+        self.limiter.limit()
+    }
+
+    /// The pace in bytes per second set after the server answered 429, if one is in force
+    /// at `now`.
+    pub fn pace(&self, now: Instant) -> Option<f64> {
+        self.limiter.pace(now)
+    }
+
+    /// Brings the in-flight integral up to `now`.
+    fn tick(&mut self, now: Instant) {
+        if let Some(last) = self.last_tick
+            && now > last
+        {
+            self.summary.in_flight_seconds +=
+                self.in_flight() as f64 * now.duration_since(last).as_secs_f64();
+        }
+        if self.last_tick.is_none_or(|last| now > last) {
+            self.last_tick = Some(now);
+        }
     }
 
     fn settle(&mut self, report: Report) {
@@ -342,6 +690,26 @@ impl Importer {
                 s.uncertain += 1;
             }
         }
+        // Profiles released, flush epochs counted down.
+        let endpoint = report.batch.endpoint();
+        for r in report.batch.records() {
+            let h = r.profile_hash(endpoint);
+            if let Some(entry) = self.owners.get_mut(&h) {
+                entry.1 = entry.1.saturating_sub(1);
+                if entry.1 == 0 {
+                    self.owners.remove(&h);
+                }
+            }
+            let epoch = self
+                .epoch_starts
+                .partition_point(|&start| start <= r.index()) as u64;
+            if let Some(n) = self.epochs.get_mut(&epoch) {
+                *n = n.saturating_sub(1);
+                if *n == 0 && epoch < self.epoch {
+                    self.epochs.remove(&epoch);
+                }
+            }
+        }
         if let Some(fatal) = &report.fatal {
             self.note_fatal(fatal.clone());
         }
@@ -351,114 +719,197 @@ impl Importer {
     /// The first fatal refusal stops every further send.
     fn note_fatal(&mut self, fatal: DeliveryError) {
         if self.fatal.is_none() {
-            self.summary.fatal = Some(fatal.to_string());
+            self.summary.fatal = Some(fatal.clone());
             self.fatal = Some(fatal);
             self.abort_queued();
         }
     }
 
-    /// After a fatal refusal nothing more is sent: queued batches are reported not
-    /// delivered, and so are active ones not in flight.
+    /// After a fatal refusal nothing more is sent: closed batches are reported not
+    /// delivered, and so are deliveries not in flight.
     fn abort_queued(&mut self) {
         let Some(fatal) = self.fatal.clone() else {
             return;
         };
-        let pending: Vec<(Batch, Vec<u64>)> = self.pending.drain(..).collect();
-        for (batch, _) in pending {
-            let mut d = Delivery::new(batch, self.config.target.clone(), self.config.policy);
-            d.abort(fatal.clone());
-            self.settle(d.into_report());
-        }
-        for slot in &mut self.active {
-            if !slot.in_flight {
-                slot.delivery.abort(fatal.clone());
+        self.ready.clear();
+        for lane in 0..self.lanes.len() {
+            let queued: Vec<Batch> = self.lanes[lane].queued.drain(..).collect();
+            for batch in queued {
+                self.buffered = self.buffered.saturating_sub(batch.body().len());
+                let mut d = Delivery::new(batch, self.config.target.clone(), self.config.policy);
+                d.abort(fatal.clone());
+                self.settle(d.into_report());
+            }
+            if let Some(a) = self.lanes[lane].active.as_mut()
+                && !a.in_flight
+            {
+                a.delivery.abort(fatal.clone());
             }
         }
     }
 
-    fn start_ready_batches(&mut self) {
-        let mut blocked: HashSet<u64> = HashSet::new();
-        let mut i = 0;
-        while i < self.pending.len() && self.active.len() < self.config.concurrency {
-            let keys = &self.pending[i].1;
-            let free = keys
-                .iter()
-                .all(|k| !self.busy.contains_key(k) && !blocked.contains(k));
-            if free {
-                let (batch, keys) = self.pending.remove(i).expect("index in range");
-                for k in &keys {
-                    *self.busy.entry(*k).or_insert(0) += 1;
+    /// Closes what the linger, a flush or a full buffer says to; returns the next linger
+    /// deadline.
+    fn close_due(&mut self, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        for lane in 0..self.lanes.len() {
+            for slot in 0..2 {
+                let Some(open) = self.lanes[lane].open[slot].as_mut() else {
+                    continue;
+                };
+                if open.batcher.pending() == 0 {
+                    open.since = None;
+                    continue;
                 }
-                let delivery = Delivery::new(batch, self.config.target.clone(), self.config.policy);
-                self.active.push(Slot {
-                    id: self.next_id,
-                    delivery,
-                    keys,
-                    in_flight: false,
-                });
-                self.next_id += 1;
-            } else {
-                blocked.extend(keys.iter().copied());
-                i += 1;
+                let since = *open.since.get_or_insert(now);
+                let due = self
+                    .config
+                    .linger
+                    .map(|l| since.checked_add(l).unwrap_or(since));
+                if due.is_some_and(|d| now >= d) {
+                    self.close(lane, slot);
+                } else if let Some(d) = due {
+                    next = Some(next.map_or(d, |n| n.min(d)));
+                }
             }
         }
+        // A full buffer (or input that ended) with a free request slot and nothing ready:
+        // send the largest open batch of an idle lane now rather than wait.
+        let stalled = self.input_done || self.buffered >= self.config.buffer_bytes;
+        if stalled && self.ready.is_empty() && self.active() < self.limiter.limit() {
+            let largest = (0..self.lanes.len())
+                .filter(|&l| self.lanes[l].idle())
+                .flat_map(|l| (0..2).map(move |s| (l, s)))
+                .filter_map(|(l, s)| {
+                    let open = self.lanes[l].open[s].as_ref()?;
+                    (open.batcher.pending() > 0).then(|| (open.batcher.pending_bytes(), l, s))
+                })
+                .max();
+            if let Some((_, l, s)) = largest {
+                self.close(l, s);
+            }
+        }
+        next
+    }
+
+    /// Starts deliveries of ready lanes while the limit (and the pace) allows; returns when
+    /// the pace lets the next one go, if it holds one back.
+    fn start_ready(&mut self, now: Instant) -> Option<Instant> {
+        while self.active() < self.limiter.limit() && !self.paused() && !self.ready.is_empty() {
+            if let Err(at) = self.limiter.may_send(now) {
+                // Paced: the batch waits in its lane, still movable by what comes next.
+                return Some(at);
+            }
+            let Some(lane) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(batch) = self.lanes[lane].queued.pop_front() else {
+                continue;
+            };
+            self.buffered = self.buffered.saturating_sub(batch.body().len());
+            self.events.push_back(ImportEvent::Sending(Sending {
+                endpoint: batch.endpoint(),
+                indices: batch.records().map(|r| r.index()).collect(),
+                bytes: batch.body().len(),
+            }));
+            let delivery = Delivery::new(batch, self.config.target.clone(), self.config.policy);
+            self.lanes[lane].active = Some(Active {
+                id: self.next_id,
+                delivery,
+                in_flight: false,
+                sent: None,
+            });
+            self.next_id += 1;
+        }
+        None
     }
 
     /// What to do next, at time `now`.
     pub fn poll(&mut self, now: Instant) -> ImportAction {
+        self.tick(now);
         if self.paused_until.is_some_and(|p| now >= p) {
             self.paused_until = None;
         }
-        self.start_ready_batches();
-        let mut deadline: Option<Instant> = self.paused_until;
-        let mut i = 0;
-        while i < self.active.len() {
-            if self.active[i].in_flight {
-                i += 1;
+        let linger_deadline = self.close_due(now);
+        let paced = self.start_ready(now);
+        let mut deadline: Option<Instant> = linger_deadline;
+        let earliest = |d: &mut Option<Instant>, t: Instant| {
+            *d = Some(d.map_or(t, |x| x.min(t)));
+        };
+        if let Some(p) = paced {
+            earliest(&mut deadline, p);
+        }
+        if let Some(p) = self.paused_until {
+            earliest(&mut deadline, p);
+        }
+        let mut lane = 0;
+        while lane < self.lanes.len() {
+            let Some(active) = self.lanes[lane].active.as_mut() else {
+                lane += 1;
+                continue;
+            };
+            if active.in_flight {
+                lane += 1;
                 continue;
             }
             if let Some(p) = self.paused_until
-                && !self.active[i].delivery.is_done()
+                && !active.delivery.is_done()
             {
                 // Throttled: no new send from anyone until the pause is over.
-                deadline = Some(deadline.map_or(p, |d| d.min(p)));
-                i += 1;
+                earliest(&mut deadline, p);
+                lane += 1;
                 continue;
             }
-            match self.active[i].delivery.poll(now) {
+            if active.delivery.may_send_at(now)
+                && let Err(at) = self.limiter.may_send(now)
+            {
+                // Paced: every send, resends too, waits for the pace.
+                earliest(&mut deadline, at);
+                lane += 1;
+                continue;
+            }
+            match active.delivery.poll(now) {
                 Action::Send(request) => {
-                    self.active[i].in_flight = true;
-                    return ImportAction::Send {
-                        id: RequestId(self.active[i].id),
-                        request,
-                    };
+                    let saturated = self.active() >= self.limiter.limit();
+                    let active = self.lanes[lane].active.as_mut().expect("active lane");
+                    active.in_flight = true;
+                    active.sent = Some((now, request.body().len(), saturated));
+                    self.limiter.on_send(now, request.body().len());
+                    let id = RequestId(active.id);
+                    self.summary.bytes_sent += request.body().len() as u64;
+                    let in_flight = self.in_flight() as u64;
+                    self.summary.peak_in_flight = self.summary.peak_in_flight.max(in_flight);
+                    return ImportAction::Send { id, request };
                 }
                 Action::Wait { until, throttled } => {
-                    if throttled {
+                    if throttled && self.paused_until.is_some() {
                         self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
                     }
-                    deadline = Some(deadline.map_or(until, |d| d.min(until)));
-                    i += 1;
+                    earliest(&mut deadline, until);
+                    lane += 1;
                 }
-                Action::AwaitResponse => i += 1,
+                Action::AwaitResponse => lane += 1,
                 Action::Done => {
-                    let slot = self.active.swap_remove(i);
-                    for k in &slot.keys {
-                        if let Some(n) = self.busy.get_mut(k) {
-                            *n -= 1;
-                            if *n == 0 {
-                                self.busy.remove(k);
-                            }
-                        }
+                    let active = self.lanes[lane].active.take().expect("active lane");
+                    self.settle(active.delivery.into_report());
+                    // The lane may have more to send, and others may now start.
+                    if !self.lanes[lane].queued.is_empty() {
+                        self.ready.push_back(lane);
                     }
-                    self.settle(slot.delivery.into_report());
-                    // A finished batch may unblock queued ones.
-                    self.start_ready_batches();
-                    i = 0;
+                    self.close_due(now);
+                    if let Some(p) = self.start_ready(now) {
+                        earliest(&mut deadline, p);
+                    }
+                    lane = 0;
                 }
             }
         }
-        if self.active.is_empty() && self.pending.is_empty() {
+        let busy = self.lanes.iter().any(|l| !l.idle())
+            || self
+                .lanes
+                .iter()
+                .any(|l| l.open.iter().flatten().any(|o| o.batcher.pending() > 0));
+        if !busy {
             return if self.input_done {
                 ImportAction::Done
             } else {
@@ -469,22 +920,32 @@ impl Importer {
             if !self.input_done {
                 return ImportAction::NeedInput;
             }
-            // Nothing in flight, nothing to wait for, yet batches left: cannot happen with
-            // concurrency ≥ 1. Settle them rather than let a driver spin.
-            debug_assert!(
-                false,
-                "importer stuck with {} pending batches",
-                self.pending.len()
-            );
-            let pending: Vec<(Batch, Vec<u64>)> = self.pending.drain(..).collect();
-            for (batch, _) in pending {
+            // Nothing in flight, nothing to wait for, yet work left: cannot happen.
+            // Settle it rather than let a driver spin.
+            debug_assert!(false, "importer stuck: {self:?}");
+            self.abandon_all();
+            return ImportAction::Done;
+        }
+        ImportAction::Wait { until: deadline }
+    }
+
+    fn abandon_all(&mut self) {
+        self.close_all();
+        self.ready.clear();
+        for lane in 0..self.lanes.len() {
+            let mut batches: Vec<Batch> = self.lanes[lane].queued.drain(..).collect();
+            if let Some(a) = self.lanes[lane].active.take() {
+                let mut d = a.delivery;
+                d.abort(DeliveryError::Abandoned);
+                self.settle(d.into_report());
+            }
+            for batch in batches.drain(..) {
+                self.buffered = self.buffered.saturating_sub(batch.body().len());
                 let mut d = Delivery::new(batch, self.config.target.clone(), self.config.policy);
                 d.abort(DeliveryError::Abandoned);
                 self.settle(d.into_report());
             }
-            return ImportAction::Done;
         }
-        ImportAction::Wait { until: deadline }
     }
 
     /// Feeds the result of request `id`: its response or transport error. `now` is the
@@ -496,41 +957,69 @@ impl Importer {
         wall: SystemTime,
         result: Result<Response<Bytes>, TransportError>,
     ) {
-        let Some(at) = self.active.iter().position(|s| s.id == id.0) else {
+        self.tick(now);
+        let Some(lane) = self.lanes.iter().position(|l| {
+            l.active
+                .as_ref()
+                .is_some_and(|a| a.id == id.0 && a.in_flight)
+        }) else {
             return;
         };
-        // A 429 throttles the whole project, even when it was this batch's last attempt.
         let policy = self.config.policy;
+        let adaptive = matches!(self.config.concurrency, Concurrency::Auto(_));
+        let signal = match &result {
+            Ok(r) if r.status().as_u16() == 429 => Signal::Throttled,
+            Ok(r) if r.status().as_u16() == 503 => Signal::Overloaded,
+            Ok(_) => Signal::Answered,
+            Err(e) if e.kind() == TransportErrorKind::Timeout => Signal::TimedOut,
+            Err(_) => Signal::Neutral,
+        };
+        // A 429 throttles the whole project, even when it was this batch's last attempt.
         let throttle = match &result {
             Ok(r) if r.status() == http::StatusCode::TOO_MANY_REQUESTS => {
                 let requested = crate::exchange::requested_retry_after(r.headers(), wall);
-                let pause =
-                    requested.map_or(policy.backoff_base(), |d| d.min(policy.retry_after_limit()));
+                let pause = match requested {
+                    Some(d) => d.min(policy.retry_after_limit()),
+                    // The adaptive limit's cut is the backoff.
+                    None if adaptive => Duration::ZERO,
+                    None => policy.backoff_base(),
+                };
                 self.events
                     .push_back(ImportEvent::Throttled { requested, pause });
                 Some(pause)
             }
             _ => None,
         };
-        let slot = &mut self.active[at];
-        slot.in_flight = false;
+        let active = self.lanes[lane].active.as_mut().expect("found above");
+        active.in_flight = false;
+        let sent = active.sent.take();
         match result {
-            Ok(response) => slot.delivery.on_response(now, wall, &response),
-            Err(error) => slot.delivery.on_transport_error(now, error),
+            Ok(response) => active.delivery.on_response(now, wall, &response),
+            Err(error) => active.delivery.on_transport_error(now, error),
         }
+        let waiting = active.delivery.waiting();
+        let done = active.delivery.is_done();
+        let delivery_fatal = active.delivery.fatal().cloned();
+        if let Some((sent, bytes, saturated)) = sent {
+            self.limiter.on_sample(sent, now, bytes, signal, saturated);
+        }
+        self.summary.limit = self.limiter.limit() as u64;
         if let Some(pause) = throttle
+            && !pause.is_zero()
             && let Some(until) = now.checked_add(pause)
         {
             self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
         }
-        if let Some((until, true)) = slot.delivery.waiting() {
+        if let Some((until, true)) = waiting
+            && throttle.is_some_and(|p| !p.is_zero())
+        {
             self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
         }
         if let Some(fatal) = self.fatal.clone() {
-            if !slot.delivery.is_done() {
-                slot.delivery.abort(fatal);
+            if !done && let Some(a) = self.lanes[lane].active.as_mut() {
+                a.delivery.abort(fatal);
             }
-        } else if let Some(fatal) = slot.delivery.fatal().cloned() {
+        } else if let Some(fatal) = delivery_fatal {
             // Stop the others now, before any of them sends again.
             self.note_fatal(fatal);
         }
@@ -539,5 +1028,45 @@ impl Importer {
     /// Whether sending stopped for good (401, 403, TLS).
     pub fn fatal(&self) -> Option<&DeliveryError> {
         self.fatal.as_ref()
+    }
+
+    /// The loop every driver shares: takes input from `source` while the importer wants
+    /// it, hands every event to `on_event`, and says what to do next. A driver sends what
+    /// it is told to (events first: a journal writes [`ImportEvent::Sending`] down before
+    /// the request goes out), feeds results back with [`on_result`](Self::on_result), and
+    /// on [`ImportAction::Wait`] waits for a result, the deadline, or (for a source that
+    /// was idle) more input.
+    pub fn step<S: Source>(
+        &mut self,
+        now: Instant,
+        source: &mut S,
+        on_event: &mut impl FnMut(ImportEvent),
+    ) -> ImportAction {
+        loop {
+            let mut idle = false;
+            while self.wants_input() {
+                match source.next_item() {
+                    Next::Item(item) => self.push(item),
+                    Next::Idle => {
+                        idle = true;
+                        break;
+                    }
+                    Next::End => {
+                        self.finish_input();
+                        break;
+                    }
+                }
+            }
+            let action = self.poll(now);
+            while let Some(e) = self.next_event() {
+                on_event(e);
+            }
+            match action {
+                // The source has more right now: read on.
+                ImportAction::NeedInput if !idle && self.wants_input() => continue,
+                ImportAction::NeedInput => return ImportAction::Wait { until: None },
+                other => return other,
+            }
+        }
     }
 }

@@ -10,22 +10,7 @@ use crate::delivery::{
     TransportError, TransportErrorKind,
 };
 
-fn feed<I, T>(importer: &mut Importer, input: &mut I)
-where
-    I: Iterator<Item = T>,
-    T: ImportItem,
-{
-    while importer.wants_input() {
-        match input.next() {
-            Some(item) => importer.push(item),
-            None => {
-                importer.finish_input();
-                break;
-            }
-        }
-    }
-}
-
+/// Hands every event left to `on_event`.
 fn drain(importer: &mut Importer, on_event: &mut impl FnMut(ImportEvent)) {
     while let Some(e) = importer.next_event() {
         on_event(e);
@@ -33,8 +18,8 @@ fn drain(importer: &mut Importer, on_event: &mut impl FnMut(ImportEvent)) {
 }
 
 /// Imports `updates` on any async runtime: `send` performs one HTTP exchange, `sleep`
-/// returns a future completing after a duration. Up to `config.concurrency` requests are
-/// in flight at once (polled together on the calling task, no spawning). `on_event` sees
+/// returns a future completing after a duration. Up to the concurrency limit's requests
+/// are in flight at once (polled together on the calling task, no spawning). `on_event` sees
 /// every event as it happens. Returns the totals.
 ///
 /// ```
@@ -84,9 +69,7 @@ where
     let mut input = updates.into_iter();
     let mut in_flight: Vec<(RequestId, Pin<Box<SF>>)> = Vec::new();
     loop {
-        feed(&mut importer, &mut input);
-        drain(&mut importer, &mut on_event);
-        match importer.poll(clock.now()) {
+        match importer.step(clock.now(), &mut input, &mut on_event) {
             ImportAction::Send { id, request } => in_flight.push((id, Box::pin(send(request)))),
             ImportAction::NeedInput => {}
             ImportAction::Done => break,
@@ -122,8 +105,8 @@ where
     importer.summary().clone()
 }
 
-/// Imports `updates` with blocking I/O on `workers` threads (at least one; usually
-/// `config.concurrency`): each thread gets its own `send` function from `make_send`.
+/// Imports `updates` with blocking I/O on as many threads as the concurrency limit may
+/// ever allow: each thread gets its own `send` function from `make_send`.
 /// Waits use the real clock. Returns the totals.
 pub fn import_blocking<U, T, M, S, E>(
     config: ImportConfig,
@@ -141,7 +124,7 @@ where
     use std::sync::mpsc;
     use std::sync::{Arc, Mutex};
 
-    let workers = config.concurrency.max(1);
+    let workers = config.concurrency.most();
     let mut importer = Importer::new(config);
     let mut input = updates.into_iter();
     type Job = (RequestId, Request<Bytes>);
@@ -177,9 +160,7 @@ where
         }
         drop(done_tx);
         loop {
-            feed(&mut importer, &mut input);
-            drain(&mut importer, &mut on_event);
-            match importer.poll(Instant::now()) {
+            match importer.step(Instant::now(), &mut input, &mut on_event) {
                 ImportAction::Send { id, request } => {
                     if job_tx.send((id, request)).is_err() {
                         break;

@@ -14,6 +14,7 @@ pub const USER_AGENT_VALUE: &str = concat!("engage/", env!("CARGO_PKG_VERSION"))
 
 /// Mixpanel's data residency regions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Region {
     /// `https://api.mixpanel.com` (the default).
     #[default]

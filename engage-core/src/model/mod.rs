@@ -11,8 +11,8 @@ mod value;
 
 pub use modifiers::{Geolocation, Modifiers};
 pub use operation::{OpKind, Operation};
-pub(crate) use profile::ProfileRef;
 pub use profile::{Endpoint, ProfileId};
+pub(crate) use profile::{ProfileRef, profile_hash};
 pub use properties::Properties;
 pub use ser::SerializeError;
 pub use token::{EmptyToken, Token};

@@ -383,6 +383,37 @@ impl Update {
         }
     }
 
+    /// A hash of the profile it updates (see `model::profile_hash`): equal for updates of
+    /// the same profile, typed or raw. `None` for a raw update naming no profile.
+    pub(crate) fn profile_hash(&self) -> Option<u64> {
+        match &self.kind {
+            UpdateKind::Typed { record, .. } => {
+                let span = |(a, b): (usize, usize)| &record.json[a..b];
+                Some(crate::model::profile_hash(
+                    record.endpoint(),
+                    record.key.map(span).unwrap_or(&[]),
+                    span(record.id),
+                ))
+            }
+            UpdateKind::Raw(v) => {
+                let s = |k: &str| v.get(k).and_then(serde_json::Value::as_str);
+                let json = |text: &str| {
+                    let mut out = Vec::with_capacity(text.len() + 2);
+                    crate::wire::json::write_str(&mut out, text);
+                    out
+                };
+                let hash = match (s("$group_key"), s("$group_id"), s("$distinct_id")) {
+                    (Some(k), Some(i), _) => {
+                        crate::model::profile_hash(Endpoint::Groups, &json(k), &json(i))
+                    }
+                    (_, _, Some(d)) => crate::model::profile_hash(Endpoint::Engage, &[], &json(d)),
+                    _ => return None,
+                };
+                Some(hash)
+            }
+        }
+    }
+
     /// Whether resending it is harmless (`false` for `$add` and `$append`, and for a raw
     /// update carrying either).
     pub fn is_idempotent(&self) -> bool {
