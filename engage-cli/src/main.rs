@@ -120,6 +120,25 @@ fn parse_batch_size(s: &str) -> Result<usize, String> {
     }
 }
 
+/// `--concurrency`: adaptive, or a fixed number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConcurrencyArg {
+    /// Found as the import goes.
+    Auto,
+    /// This many at most.
+    Fixed(usize),
+}
+
+fn parse_concurrency(s: &str) -> Result<ConcurrencyArg, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(ConcurrencyArg::Auto);
+    }
+    match s.parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(ConcurrencyArg::Fixed(n)),
+        _ => Err("the concurrency is `auto` or a number from 1 to 256".into()),
+    }
+}
+
 fn parse_body_cap(s: &str) -> Result<usize, String> {
     let v: usize = s.parse().map_err(|e| format!("{e}"))?;
     let most = engage_core::batch::MAX_RECORDS_PER_REQUEST
@@ -203,9 +222,11 @@ pub struct ImportArgs {
     /// HTTP stack.
     #[arg(long, value_enum, default_value = "hyper", help_heading = "Sending")]
     pub transport: TransportChoice,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256), help_heading = "Sending")]
-    pub concurrency: u16,
+    /// Requests in flight at once: `auto` (start at 10, grow while answers come back at a
+    /// steady pace, cut on 429/503 or slower answers; within 1–64; after a 429, sending is
+    /// also paced just under what the server accepted) or a fixed number (1–256).
+    #[arg(long, default_value = "auto", value_parser = parse_concurrency, help_heading = "Sending")]
+    pub concurrency: ConcurrencyArg,
     /// Updates per request (at most 2000).
     #[arg(long, default_value_t = 2000, value_parser = parse_batch_size, help_heading = "Sending")]
     pub batch_size: usize,

@@ -77,8 +77,10 @@ impl State {
                 let reason = e.to_string();
                 self.settle(e.index, "invalid", &reason);
             }
+            ImportEvent::Sending(_) => self.progress.in_flight += 1,
             ImportEvent::Delivered(report) => {
                 self.progress.batches += 1;
+                self.progress.in_flight = self.progress.in_flight.saturating_sub(1);
                 self.progress.retries += u64::from(report.retries);
                 for w in report.batch.warnings() {
                     if self.warnings_shown < 20 && !self.progress.quiet {
@@ -160,6 +162,8 @@ struct Progress {
     batches: u64,
     retries: u64,
     accepted: u64,
+    /// Batches being delivered (sent at least once, not settled).
+    in_flight: u64,
 }
 
 impl Progress {
@@ -196,6 +200,7 @@ impl Progress {
             batches: 0,
             retries: 0,
             accepted: 0,
+            in_flight: 0,
         }
     }
 
@@ -215,10 +220,11 @@ impl Progress {
         let secs = now.duration_since(self.started).as_secs_f64().max(1e-3);
         let bytes = self.bytes.load(Ordering::Relaxed);
         let msg = format!(
-            "{records} records ({:.0}/s), {:.1} MB/s, {} batches, {} retries",
+            "{records} records ({:.0}/s), {:.1} MB/s, {} batches, {} in flight, {} retries",
             records as f64 / secs,
             bytes as f64 / secs / 1e6,
             self.batches,
+            self.in_flight,
             self.retries
         );
         if let Some(bar) = &self.bar {
@@ -420,9 +426,13 @@ fn run(args: ImportArgs) -> Result<i32, String> {
             )
             .max_retry_after(Duration::from_secs(args.max_retry_after))
             .at_most_once(args.at_most_once);
-        let config = ImportConfig::new(batch, target)
-            .policy(policy)
-            .concurrency(usize::from(args.concurrency));
+        let config =
+            ImportConfig::new(batch, target)
+                .policy(policy)
+                .concurrency(match args.concurrency {
+                    crate::ConcurrencyArg::Auto => engage_core::delivery::Concurrency::default(),
+                    crate::ConcurrencyArg::Fixed(n) => engage_core::delivery::Concurrency::Fixed(n),
+                });
         let timeout = Duration::from_secs_f64(args.timeout);
         let events = state.clone();
         let on_event = move |e: ImportEvent| events.borrow_mut().on_event(e);
@@ -490,6 +500,12 @@ fn run(args: ImportArgs) -> Result<i32, String> {
         "dry_run": args.dry_run,
         "fatal": fatal,
         "errors": errors,
+        "throttled": summary.throttled,
+        "peak_in_flight": summary.peak_in_flight,
+        "mean_in_flight": (summary.in_flight_seconds / elapsed.max(1e-3) * 10.0).round() / 10.0,
+        "concurrency_at_end": summary.limit,
+        "mb_sent": (summary.bytes_sent as f64 / 1e4).round() / 100.0,
+        "mb_per_s": (summary.bytes_sent as f64 / 1e6 / elapsed.max(1e-3) * 100.0).round() / 100.0,
     });
     match args.report {
         ReportFormat::Json => term::out(&report),
@@ -513,6 +529,25 @@ fn run(args: ImportArgs) -> Result<i32, String> {
                 &format_args!("{} ({} batches)", summary.requests, summary.batches),
             );
             line("retries", &summary.retries);
+            if !args.dry_run {
+                line(
+                    "in flight",
+                    &format_args!(
+                        "peak {}, mean {:.1}",
+                        summary.peak_in_flight,
+                        summary.in_flight_seconds / elapsed.max(1e-3)
+                    ),
+                );
+                line(
+                    "sent",
+                    &format_args!(
+                        "{:.1} MB ({:.1} MB/s)",
+                        summary.bytes_sent as f64 / 1e6,
+                        summary.bytes_sent as f64 / 1e6 / elapsed.max(1e-3)
+                    ),
+                );
+                line("throttled (429)", &summary.throttled);
+            }
             line("uncertain resends", &summary.uncertain);
             if st.blank > 0 {
                 line("blank lines skipped", &st.blank);

@@ -484,7 +484,7 @@ fn help_reads_like_a_man_page() {
     let text = String::from_utf8_lossy(&out);
     for needle in [
         "--concurrency",
-        "[default: 4]",
+        "[default: auto]",
         "--batch-size",
         "[default: 2000]",
         "--at-most-once",
@@ -495,7 +495,14 @@ fn help_reads_like_a_man_page() {
     }
     let out = stdout_of(engage().args(["serve", "--help"]), 0);
     let text = String::from_utf8_lossy(&out);
-    assert!(text.contains("--fail-rate") && text.contains("EXAMPLES"));
+    for needle in [
+        "--fail-rate",
+        "EXAMPLES",
+        "--latency-ms",
+        "--rate-limit-mb-per-min",
+    ] {
+        assert!(text.contains(needle), "serve --help: missing {needle:?}");
+    }
 }
 
 #[test]

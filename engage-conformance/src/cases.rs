@@ -45,6 +45,49 @@ fn target(base: &str) -> Target {
     Target::base_url(base).expect("base url")
 }
 
+/// Realistic input (every profile's updates spread through it, so every batch shares
+/// profiles with the ones before it) over a 50 ms round trip: the requests really overlap
+/// at the server, and every profile's list comes out in input order.
+pub fn import_overlaps_requests_and_keeps_order<H: Harness>() {
+    let e = emulator(EmulatorConfig::default().latency(Duration::from_millis(50), Duration::ZERO));
+    let h = H::build(&Options::default());
+    let profiles = 400u64;
+    let mut rng = engage_core::rng::SplitMix64::new(23);
+    let picks: Vec<u64> = (0..6000).map(|_| rng.below(profiles)).collect();
+    let updates: Vec<Update> = picks
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Update::user(format!("p{p}")).append([("seq", i as i64)]))
+        .collect();
+    let config = ImportConfig::new(
+        BatchConfig::new(token(), Endpoint::Engage).max_records(100),
+        target(&e.base_url()),
+    )
+    .concurrency(8)
+    .policy(fast_policy());
+    let summary = h.import(config, updates, &mut |_| {});
+    assert!(summary.all_accepted(), "{}: {summary:?}", H::NAME);
+    let served = e.stats().peak_serving;
+    assert!(
+        served >= 6,
+        "{}: at most {served} requests were served at once",
+        H::NAME
+    );
+    for p in 0..profiles {
+        let expected: Vec<i64> = picks
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| **q == p)
+            .map(|(i, _)| i as i64)
+            .collect();
+        if expected.is_empty() {
+            continue;
+        }
+        let got = e.profile(&format!("p{p}")).expect("profile")["seq"].clone();
+        assert_eq!(got, json!(expected), "{}: p{p} in input order", H::NAME);
+    }
+}
+
 /// A 200 answer; the exact request the server received: method, path, query, headers,
 /// body.
 pub fn accepted_batch_and_the_exact_request<H: Harness>() {

@@ -83,6 +83,7 @@ macro_rules! conformance_suite {
             https_self_signed_refused_by_default,
             https_accepted_with_the_root,
             import_keeps_order_and_accounts,
+            import_overlaps_requests_and_keeps_order,
             chaos_at_least_once,
             chaos_at_most_once
         );

@@ -30,6 +30,15 @@ fn kinds(s: &str) -> Result<KindsArg, UnknownFault> {
         .map(KindsArg)
 }
 
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let r: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if r.is_finite() && r > 0.0 && r <= 1e6 {
+        Ok(r)
+    } else {
+        Err("the rate limit must be a number of megabytes per minute above 0".into())
+    }
+}
+
 fn rate(s: &str) -> Result<f64, String> {
     let r: f64 = s.parse().map_err(|e| format!("{e}"))?;
     if (0.0..=1.0).contains(&r) {
@@ -82,6 +91,17 @@ pub struct EmulatorArgs {
     /// Most connections served at once; more wait in the listen queue until one closes.
     #[arg(long, default_value_t = crate::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// Every /engage and /groups answer waits this long (ms): a round trip, not a fault.
+    #[arg(long, default_value_t = 0, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub latency_ms: u64,
+    /// And this much more per megabyte of body (ms).
+    #[arg(long, default_value_t = 0, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub latency_per_mb_ms: u64,
+    /// Megabytes (10^6 bytes) of bodies per minute each project token may send (a token
+    /// bucket holding one second's worth); over it, 429 with Mixpanel's body and no
+    /// Retry-After, as Mixpanel documents.
+    #[arg(long, value_name = "MB", value_parser = parse_rate)]
+    pub rate_limit_mb_per_min: Option<f64>,
     /// Most bytes of request bodies held at once, all connections together; a request
     /// that would go over is answered 503 with Retry-After: 1.
     #[arg(long, default_value_t = crate::DEFAULT_BODY_BUDGET, value_parser = clap::value_parser!(u64).range(1024..))]
@@ -141,6 +161,11 @@ pub fn run_cli(args: &EmulatorArgs) -> io::Result<()> {
                 body_timeout: Duration::from_millis(args.body_timeout_ms),
                 max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
                 body_budget: usize::try_from(args.max_buffered_bytes).unwrap_or(usize::MAX),
+                latency: crate::server::Latency {
+                    base: Duration::from_millis(args.latency_ms),
+                    per_mb: Duration::from_millis(args.latency_per_mb_ms),
+                },
+                rate_limit: args.rate_limit_mb_per_min.map(|mb| (mb * 1e6) as u64),
             },
             args.faults(),
         ));

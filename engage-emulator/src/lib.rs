@@ -78,6 +78,13 @@ pub struct EmulatorConfig {
     /// Most bytes of request bodies held at once, all connections together; over it a
     /// request is answered 503 with `Retry-After: 1` (default 256 MiB).
     pub body_budget: usize,
+    /// Every `/engage` and `/groups` answer waits this long (a round trip; not a fault).
+    pub latency: Duration,
+    /// And this much more per megabyte (10^6 bytes) of body.
+    pub latency_per_mb: Duration,
+    /// Bytes of bodies per minute each project token may send (a token bucket holding one
+    /// second's worth); over it, 429 with Mixpanel's body and no `Retry-After`.
+    pub rate_limit_bytes_per_min: Option<u64>,
     /// Fault injection.
     pub faults: FaultConfig,
 }
@@ -91,6 +98,9 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("body_timeout", &self.body_timeout)
             .field("max_connections", &self.max_connections)
             .field("body_budget", &self.body_budget)
+            .field("latency", &self.latency)
+            .field("latency_per_mb", &self.latency_per_mb)
+            .field("rate_limit_bytes_per_min", &self.rate_limit_bytes_per_min)
             .field("faults", &self.faults)
             .finish()
     }
@@ -105,6 +115,9 @@ impl Default for EmulatorConfig {
             body_timeout: Duration::from_secs(10),
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
             body_budget: DEFAULT_BODY_BUDGET as usize,
+            latency: Duration::ZERO,
+            latency_per_mb: Duration::ZERO,
+            rate_limit_bytes_per_min: None,
             faults: FaultConfig::default(),
         }
     }
@@ -138,6 +151,19 @@ impl EmulatorConfig {
     /// Caps the bytes of request bodies held at once.
     pub fn body_budget(mut self, bytes: usize) -> Self {
         self.body_budget = bytes;
+        self
+    }
+
+    /// A round trip: each answer waits `base`, plus `per_mb` per megabyte of body.
+    pub fn latency(mut self, base: Duration, per_mb: Duration) -> Self {
+        self.latency = base;
+        self.latency_per_mb = per_mb;
+        self
+    }
+
+    /// Caps each project token at `bytes` of bodies per minute.
+    pub fn rate_limit(mut self, bytes_per_minute: u64) -> Self {
+        self.rate_limit_bytes_per_min = Some(bytes_per_minute);
         self
     }
 
@@ -184,6 +210,11 @@ impl Emulator {
                 body_timeout: config.body_timeout,
                 max_connections: config.max_connections.max(1),
                 body_budget: config.body_budget,
+                latency: server::Latency {
+                    base: config.latency,
+                    per_mb: config.latency_per_mb,
+                },
+                rate_limit: config.rate_limit_bytes_per_min,
             },
             config.faults,
         ));

@@ -29,6 +29,32 @@ pub(crate) struct Settings {
     pub(crate) body_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) body_budget: usize,
+    pub(crate) latency: Latency,
+    /// Bytes per minute each project token may send; `None`: no limit.
+    pub(crate) rate_limit: Option<u64>,
+}
+
+/// A simulated round trip: every `/engage` and `/groups` answer waits this long.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Latency {
+    /// Per request.
+    pub(crate) base: Duration,
+    /// Per megabyte (10^6 bytes) of body.
+    pub(crate) per_mb: Duration,
+}
+
+impl Latency {
+    fn of(&self, body_bytes: usize) -> Duration {
+        self.base + self.per_mb.mul_f64(body_bytes as f64 / 1e6)
+    }
+}
+
+/// A project's allowance: a token bucket refilled at the per-minute rate, holding one
+/// second's worth or the largest body accepted, whichever is more (full at the start).
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
 }
 
 impl std::fmt::Debug for Settings {
@@ -39,6 +65,8 @@ impl std::fmt::Debug for Settings {
             .field("body_timeout", &self.body_timeout)
             .field("max_connections", &self.max_connections)
             .field("body_budget", &self.body_budget)
+            .field("latency", &self.latency)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -51,6 +79,8 @@ pub(crate) struct Shared {
     pub(crate) faults: Mutex<Injector>,
     /// Bytes of request bodies held right now, all connections together.
     pub(crate) buffered: std::sync::atomic::AtomicUsize,
+    /// Rate-limit buckets per project token.
+    buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 /// Locks, recovering from a poisoned lock (a panic elsewhere must not stop the server).
@@ -65,11 +95,36 @@ impl Shared {
             store: Store::default(),
             faults: Mutex::new(Injector::new(faults)),
             buffered: std::sync::atomic::AtomicUsize::new(0),
+            buckets: Mutex::new(HashMap::new()),
         }
     }
 
     pub(crate) fn stats(&self) -> Stats {
         self.store.stats()
+    }
+
+    /// Takes `bytes` from `token`'s allowance; `false` when it is spent.
+    fn within_rate(&self, token: &str, bytes: usize) -> bool {
+        let Some(per_minute) = self.settings.rate_limit else {
+            return true;
+        };
+        let rate = per_minute as f64 / 60.0;
+        // One second's worth, but never less than the largest body accepted.
+        let capacity = rate.max(self.settings.max_body_bytes as f64);
+        let now = std::time::Instant::now();
+        let mut buckets = lock(&self.buckets);
+        let b = buckets.entry(token.to_owned()).or_insert(Bucket {
+            tokens: capacity,
+            at: now,
+        });
+        b.tokens = (b.tokens + rate * now.duration_since(b.at).as_secs_f64()).min(capacity);
+        b.at = now;
+        if b.tokens >= bytes as f64 {
+            b.tokens -= bytes as f64;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -167,6 +222,26 @@ fn json_response(status: StatusCode, v: &Json) -> Response<Body> {
 
 fn error_response(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     json_response(status, &json!({"error": message.into(), "status": 0}))
+}
+
+/// Counts a request to `/engage` or `/groups` while it is served.
+struct Serving<'a>(&'a Shared);
+
+impl<'a> Serving<'a> {
+    fn start(shared: &'a Shared) -> Self {
+        let mut stats = lock(&shared.store.stats);
+        stats.requests += 1;
+        stats.serving += 1;
+        stats.peak_serving = stats.peak_serving.max(stats.serving);
+        Serving(shared)
+    }
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        let mut stats = lock(&self.0.store.stats);
+        stats.serving = stats.serving.saturating_sub(1);
+    }
 }
 
 /// Routes one request.
@@ -499,7 +574,7 @@ async fn ingest(
     req: Request<Incoming>,
     endpoint: Endpoint,
 ) -> Answer {
-    lock(&shared.store.stats).requests += 1;
+    let _serving = Serving::start(shared);
     let method = req.method().clone();
     if method != Method::POST && method != Method::GET {
         return Ok(error_response(
@@ -525,6 +600,11 @@ async fn ingest(
         Ok(b) => b,
         Err(r) => return Ok(r),
     };
+    // The round trip a real server is away, more for bigger bodies; not a fault.
+    let latency = shared.settings.latency.of(body.len());
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     // Faults are drawn for requests that got this far, so a script stays in step with
     // the requests a client meant to make.
     let (fault, slow) = {
@@ -640,6 +720,20 @@ async fn ingest(
         Ok(r) => r,
         Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, e)),
     };
+    // The project's rate limit, by the token of its first record that names one.
+    let project = records
+        .iter()
+        .flatten()
+        .find_map(|r| r.get("$token").and_then(Json::as_str))
+        .unwrap_or_default();
+    if !shared.within_rate(project, data.len()) {
+        lock(&shared.store.stats).rate_limited += 1;
+        // Mixpanel's documented answer; it carries no Retry-After.
+        return Ok(json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!({"code": 429, "error": "Project exceeded rate limits. Please retry the request with exponential backoff.", "status": "Too Many Requests"}),
+        ));
+    }
     let flags = (|| {
         Ok::<_, String>((
             flag(&params, "ip")?,

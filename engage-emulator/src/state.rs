@@ -45,6 +45,13 @@ pub struct Stats {
     /// Bodies whose exact bytes had already been applied once, whatever they carry
     /// (resending `$set`-only bodies is harmless).
     pub repeated_bodies: u64,
+    /// Requests answered 429 by the rate limit (`--rate-limit-mb-per-min`), not counted in
+    /// `faults_injected`.
+    pub rate_limited: u64,
+    /// Requests to `/engage` and `/groups` being served right now.
+    pub serving: u64,
+    /// Most requests to `/engage` and `/groups` served at once.
+    pub peak_serving: u64,
 }
 
 /// Where geolocation came from for an update.
@@ -391,7 +398,14 @@ impl Store {
             let old = std::mem::take(&mut *lock(shard));
             drop(old);
         }
-        *lock(&self.stats) = Stats::default();
+        let mut stats = lock(&self.stats);
+        // Requests being served now still are.
+        *stats = Stats {
+            serving: stats.serving,
+            peak_serving: stats.serving,
+            ..Stats::default()
+        };
+        drop(stats);
         *lock(&self.applied_bodies) = HashSet::new();
     }
 
