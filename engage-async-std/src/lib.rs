@@ -343,13 +343,26 @@ impl<R: Runtime> AsyncStdTransport<R> {
         U: IntoIterator<Item = T>,
         T: ImportItem,
     {
-        engage_core::driver::import(
+        let mut feed = engage_core::delivery::FeedFrom {
+            source: updates.into_iter(),
+            on_event,
+        };
+        self.run(config, &mut feed).await
+    }
+
+    /// Imports from a [`Feed`](engage_core::delivery::Feed): the updates come from it, the
+    /// events go to it, and it may ask to stop (see [`engage_core::delivery::Importer::stop`]).
+    pub async fn run<F: engage_core::delivery::Feed>(
+        &self,
+        config: ImportConfig,
+        feed: &mut F,
+    ) -> ImportSummary {
+        engage_core::driver::run(
             config,
-            updates,
+            feed,
             &SystemClock,
             |r| self.send(r),
             |d| self.runtime.sleep(d),
-            on_event,
         )
         .await
     }

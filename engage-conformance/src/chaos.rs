@@ -92,6 +92,9 @@ fn list<'a>(p: &'a mut Map<String, Json>, k: &str) -> &'a mut Vec<Json> {
     slot.as_array_mut().expect("a list")
 }
 
+/// The list property the workload changes with `$union` and `$remove` only.
+const UNION_LIST: &str = "tags";
+
 /// Applies one update to the model, with Mixpanel's semantics.
 pub fn apply(model: &mut BTreeMap<String, Map<String, Json>>, update: &Update) {
     let Some(ProfileId::User { distinct_id }) = update.profile() else {
@@ -235,9 +238,42 @@ pub fn compare(
                 g.remove(k);
             }
         }
-        let want = model.get(id);
+        // A batch resent after an ambiguous failure (a 500 after it was applied) applies
+        // its idempotent updates a second time, as a sequence: `$remove` then `$union` of
+        // the same item leaves the same items but moves that one to the end. So lists built
+        // by `$union`/`$remove` are compared by content; `$append` lists (order matters,
+        // and resends are uncertain) stay exact.
+        let as_set = |p: &mut Map<String, Json>| {
+            if let Some(Json::Array(items)) = p.get_mut(UNION_LIST) {
+                items.sort_by_key(|v| v.to_string());
+            }
+        };
+        if let Some(g) = got.as_mut() {
+            as_set(g);
+        }
+        let mut want = model.get(id).cloned();
+        if let Some(w) = want.as_mut() {
+            as_set(w);
+        }
+        let want = want.as_ref();
         if got.as_ref() != want {
-            return Err(format!("profile {id}: emulator {got:?}, expected {want:?}"));
+            // The profile's history, to tell a scheduling fault from a model one.
+            let history: Vec<String> = updates
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| matches!(u.profile(), Some(ProfileId::User { distinct_id }) if distinct_id == *id))
+                .map(|(i, u)| {
+                    format!(
+                        "#{i} {:?} -> {}",
+                        u.operation(),
+                        ledger.outcomes.get(&(i as u64)).copied().unwrap_or("?")
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "profile {id}: emulator {got:?}, expected {want:?}; its updates:\n{}",
+                history.join("\n")
+            ));
         }
         compared += 1;
     }

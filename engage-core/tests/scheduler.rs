@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use engage_core::delivery::{
-    AutoConcurrency, Concurrency, ImportAction, Importer, RequestId, Route, Sending,
+    AutoConcurrency, Concurrency, FeedFrom, ImportAction, Importer, RequestId, Route, Sending,
 };
 use engage_core::driver::{Clock, ManualClock};
 use engage_core::rng::SplitMix64;
@@ -69,14 +69,17 @@ fn run_with_latency(
     latency: Duration,
 ) -> (usize, BTreeMap<String, Vec<i64>>, Importer) {
     let clock = ManualClock::new();
-    let mut source = input.into_iter();
+    let mut source = FeedFrom {
+        source: input.into_iter(),
+        on_event: |_| {},
+    };
     // (when answered, which request, its records)
     type InFlight = (Instant, RequestId, Vec<(String, i64)>);
     let mut in_flight: Vec<InFlight> = Vec::new();
     let mut arrived: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let mut peak = 0;
     loop {
-        match imp.step(clock.now(), &mut source, &mut |_| {}) {
+        match imp.step(clock.now(), &mut source) {
             ImportAction::Send { id, request } => {
                 let recs = records(&request);
                 let busy: HashSet<&String> = in_flight
@@ -195,12 +198,13 @@ fn users_and_groups_go_to_their_own_endpoints_through_one_importer() {
 #[test]
 fn the_sending_event_comes_before_the_request_and_names_its_updates() {
     let mut imp = Importer::new(config(3, Concurrency::Fixed(1)));
-    let mut source = (0..5).map(|i| Update::user(format!("u{i}")).set([("seq", 1)]));
     let clock = ManualClock::new();
     let mut events = Vec::new();
-    let ImportAction::Send { request, .. } =
-        imp.step(clock.now(), &mut source, &mut |e| events.push(e))
-    else {
+    let mut feed = FeedFrom {
+        source: (0..5).map(|i| Update::user(format!("u{i}")).set([("seq", 1)])),
+        on_event: |e| events.push(e),
+    };
+    let ImportAction::Send { request, .. } = imp.step(clock.now(), &mut feed) else {
         panic!()
     };
     let sending: Vec<&Sending> = events
@@ -228,12 +232,15 @@ fn against_a_rate_limit(rate: f64, burst: f64, latency: Duration) -> (f64, u64, 
     let start = clock.now();
     let mut tokens = rate * burst;
     let mut last = start;
-    let mut source = input.into_iter();
+    let mut source = FeedFrom {
+        source: input.into_iter(),
+        on_event: |_| {},
+    };
     let mut in_flight: Vec<(Instant, RequestId, bool)> = Vec::new();
     let (mut accepted_bytes, mut requests, mut throttled) = (0.0, 0u64, 0u64);
     let mut accepted_until = start;
     loop {
-        match imp.step(clock.now(), &mut source, &mut |_| {}) {
+        match imp.step(clock.now(), &mut source) {
             ImportAction::Send { id, request } => {
                 let now = clock.now();
                 tokens = (tokens + rate * (now - last).as_secs_f64()).min(rate * burst);
@@ -302,4 +309,52 @@ fn the_adaptive_limit_holds_a_rate_limit_with_few_429s() {
             "{throttled} of {requests}"
         );
     }
+}
+
+#[test]
+fn a_stop_sends_nothing_more_lets_requests_in_flight_finish_then_abandons_them() {
+    use engage_core::delivery::{DeliveryError, RecordOutcome};
+    let mut imp =
+        Importer::new(config(10, Concurrency::Fixed(2)).stop_grace(Duration::from_secs(5)));
+    for i in 0..100 {
+        imp.push(Update::user(format!("u{i}")).add([("n", 1)]));
+    }
+    let clock = ManualClock::new();
+    let t0 = clock.now();
+    let ImportAction::Send { id: first, .. } = imp.poll(t0) else {
+        panic!()
+    };
+    let ImportAction::Send { id: second, .. } = imp.poll(t0) else {
+        panic!()
+    };
+    imp.stop(t0);
+    // The first answer comes in time: its batch counts. Nothing new goes out.
+    imp.on_result(first, t0, clock.wall(), Ok(answer(200, "1")));
+    let ImportAction::Wait { until: Some(until) } = imp.poll(t0) else {
+        panic!("waits for the second until the grace is over");
+    };
+    assert_eq!(until - t0, Duration::from_secs(5));
+    // The second never answers: abandoned, maybe applied.
+    assert!(matches!(imp.poll(until), ImportAction::Done));
+    let _ = second;
+    let s = imp.summary();
+    assert_eq!((s.records, s.accepted, s.not_delivered), (100, 10, 90));
+    assert_eq!(s.maybe_applied, 10, "the batch in flight when abandoned");
+    let mut stopped = 0;
+    let mut abandoned = 0;
+    while let Some(e) = imp.next_event() {
+        if let ImportEvent::Delivered(r) = e {
+            for rec in &r.records {
+                match &rec.outcome {
+                    RecordOutcome::NotDelivered(DeliveryError::Stopped) => stopped += 1,
+                    RecordOutcome::NotDelivered(DeliveryError::Abandoned) => {
+                        assert!(rec.maybe_applied);
+                        abandoned += 1
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert_eq!((stopped, abandoned), (80, 10));
 }

@@ -332,21 +332,34 @@ impl CurlTransport {
         &self,
         config: ImportConfig,
         updates: U,
-        mut on_event: impl FnMut(ImportEvent),
+        on_event: impl FnMut(ImportEvent),
     ) -> ImportSummary
     where
         U: IntoIterator<Item = T>,
         T: ImportItem,
     {
+        let mut feed = engage_core::delivery::FeedFrom {
+            source: updates.into_iter(),
+            on_event,
+        };
+        self.run(config, &mut feed)
+    }
+
+    /// Imports from a [`Feed`](engage_core::delivery::Feed): the updates come from it, the
+    /// events go to it, and it may ask to stop (see [`engage_core::delivery::Importer::stop`]).
+    pub fn run<F: engage_core::delivery::Feed>(
+        &self,
+        config: ImportConfig,
+        feed: &mut F,
+    ) -> ImportSummary {
         let mut importer = Importer::new(config);
-        let mut input = updates.into_iter();
         let multi = Multi::new();
         let mut running: HashMap<usize, (engage_core::delivery::RequestId, Easy2Handle<Exchange>)> =
             HashMap::new();
         let mut idle: Vec<Easy2<Exchange>> = Vec::new();
         let mut next_token = 0usize;
         loop {
-            match importer.step(Instant::now(), &mut input, &mut on_event) {
+            match importer.step(Instant::now(), feed) {
                 ImportAction::Send { id, request } => {
                     let mut easy = idle
                         .pop()
@@ -440,7 +453,7 @@ impl CurlTransport {
             }
         }
         while let Some(e) = importer.next_event() {
-            on_event(e);
+            feed.on_event(e);
         }
         importer.summary().clone()
     }

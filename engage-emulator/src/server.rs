@@ -814,7 +814,11 @@ async fn ingest(
             geo,
         });
     }
-    lock(&shared.store.stats).records_received += n as u64;
+    {
+        let mut stats = lock(&shared.store.stats);
+        stats.records_received += n as u64;
+        stats.bytes_received += data.len() as u64;
+    }
     lock(&shared.store.stats).rejected += failed.len() as u64;
     // The decoded data, not the raw body: GET requests have none, and a form body and a
     // JSON body with the same records are the same batch.

@@ -48,6 +48,9 @@ pub struct Stats {
     /// Requests answered 429 by the rate limit (`--rate-limit-mb-per-min`), not counted in
     /// `faults_injected`.
     pub rate_limited: u64,
+    /// Bytes of request data processed (after the rate limit): what a project was
+    /// allowed to send.
+    pub bytes_received: u64,
     /// Requests to `/engage` and `/groups` being served right now.
     pub serving: u64,
     /// Most requests to `/engage` and `/groups` served at once.

@@ -224,9 +224,14 @@ pub enum DeliveryError {
     /// A transport failure that retrying will not heal (TLS).
     #[error("{0}")]
     Transport(TransportError),
-    /// The delivery was stopped before this record was settled.
+    /// The delivery was stopped before this record was settled (a request carrying it may
+    /// have been in flight: see [`RecordReport::maybe_applied`]).
     #[error("delivery stopped before the record was settled")]
     Abandoned,
+    /// The import stopped (interrupted, or shut down past its deadline) before this record
+    /// was sent, or before it was sent again.
+    #[error("the import stopped before this record was sent")]
+    Stopped,
     /// The answer counted fewer imported records than it left unrejected
     /// (`num_records_imported`): which of them were applied is unknown, so none is
     /// reported accepted and each may have been applied.
@@ -559,6 +564,19 @@ impl Delivery {
         for part in parts {
             // What an earlier attempt may have applied stays said.
             self.settle_maybe_applied(&part.positions, error.clone(), part.maybe_applied);
+        }
+        self.state = State::Done;
+    }
+
+    /// Stops the delivery even while a request is in flight: every unsettled record is
+    /// reported not delivered with `error`, and those of the request in flight as maybe
+    /// applied (it may have reached the server). Its answer, if it comes, is ignored.
+    pub fn abandon(&mut self, error: DeliveryError) {
+        let in_flight = self.state == State::InFlight;
+        let parts: Vec<Part> = self.queue.drain(..).collect();
+        for (i, part) in parts.into_iter().enumerate() {
+            let maybe = part.maybe_applied || (in_flight && i == 0);
+            self.settle_maybe_applied(&part.positions, error.clone(), maybe);
         }
         self.state = State::Done;
     }

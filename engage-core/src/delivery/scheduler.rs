@@ -88,6 +88,8 @@ pub struct ImportConfig {
     pub route: Route,
     /// Most bytes of batches formed and not yet sent.
     pub buffer_bytes: usize,
+    /// After [`Importer::stop`], how long requests in flight may still finish.
+    pub stop_grace: Duration,
 }
 
 impl ImportConfig {
@@ -102,6 +104,7 @@ impl ImportConfig {
             linger: None,
             route: Route::Configured,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
+            stop_grace: Duration::from_secs(10),
         }
     }
 
@@ -134,6 +137,12 @@ impl ImportConfig {
     /// Bounds the bytes of batches formed and not yet sent (at least one body's worth).
     pub fn buffer_bytes(mut self, bytes: usize) -> Self {
         self.buffer_bytes = bytes;
+        self
+    }
+
+    /// After a stop, how long requests in flight may still finish (default 10 s).
+    pub fn stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
         self
     }
 }
@@ -336,6 +345,48 @@ where
     }
 }
 
+/// Where an import's updates come from and where its events go, as one object: a program
+/// keeps its whole account of an import (what was read, what became of it) in one place.
+/// [`FeedFrom`] makes one of any [`Source`] (an iterator, say) and a closure.
+pub trait Feed {
+    /// The items.
+    type Item: ImportItem;
+    /// The next item, if there is one now.
+    fn next_item(&mut self) -> Next<Self::Item>;
+    /// Something happened (see [`ImportEvent`]).
+    fn on_event(&mut self, event: ImportEvent);
+    /// Whether to stop now (an interrupt): asked at every [`Importer::step`]. Nothing more
+    /// is read, nothing more is sent, and requests in flight get the configured
+    /// [`stop_grace`](ImportConfig::stop_grace) to finish.
+    fn stop_requested(&mut self) -> bool {
+        false
+    }
+    /// How often a driver should step while it waits, so that a stop is noticed even in a
+    /// long wait (`None`: only when there is something to do).
+    fn check_every(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// A [`Feed`] from a [`Source`] and a closure that takes the events.
+#[derive(Debug)]
+pub struct FeedFrom<S, E> {
+    /// Where the updates come from.
+    pub source: S,
+    /// Where the events go.
+    pub on_event: E,
+}
+
+impl<S: Source, E: FnMut(ImportEvent)> Feed for FeedFrom<S, E> {
+    type Item = S::Item;
+    fn next_item(&mut self) -> Next<S::Item> {
+        self.source.next_item()
+    }
+    fn on_event(&mut self, event: ImportEvent) {
+        (self.on_event)(event)
+    }
+}
+
 /// An open batch of one lane and endpoint.
 struct Open {
     batcher: Batcher,
@@ -420,6 +471,8 @@ pub struct Importer {
     epoch_starts: Vec<u64>,
     /// The last time in-flight accounting was brought up to date.
     last_tick: Option<Instant>,
+    /// Stopped: requests in flight are abandoned at this time.
+    stop_deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for Importer {
@@ -455,6 +508,7 @@ impl Importer {
             epoch: 0,
             epoch_starts: Vec::new(),
             last_tick: None,
+            stop_deadline: None,
         }
     }
 
@@ -827,6 +881,17 @@ impl Importer {
     /// What to do next, at time `now`.
     pub fn poll(&mut self, now: Instant) -> ImportAction {
         self.tick(now);
+        if let Some(deadline) = self.stop_deadline
+            && now >= deadline
+        {
+            for lane in 0..self.lanes.len() {
+                if let Some(a) = self.lanes[lane].active.take() {
+                    let mut d = a.delivery;
+                    d.abandon(DeliveryError::Abandoned);
+                    self.settle(d.into_report());
+                }
+            }
+        }
         if self.paused_until.is_some_and(|p| now >= p) {
             self.paused_until = None;
         }
@@ -838,6 +903,9 @@ impl Importer {
         };
         if let Some(p) = paced {
             earliest(&mut deadline, p);
+        }
+        if let Some(d) = self.stop_deadline {
+            earliest(&mut deadline, d);
         }
         if let Some(p) = self.paused_until {
             earliest(&mut deadline, p);
@@ -1019,6 +1087,11 @@ impl Importer {
             if !done && let Some(a) = self.lanes[lane].active.as_mut() {
                 a.delivery.abort(fatal);
             }
+        } else if self.stop_deadline.is_some() {
+            // Stopping: what did not go through is not tried again.
+            if !done && let Some(a) = self.lanes[lane].active.as_mut() {
+                a.delivery.abort(DeliveryError::Stopped);
+            }
         } else if let Some(fatal) = delivery_fatal {
             // Stop the others now, before any of them sends again.
             self.note_fatal(fatal);
@@ -1030,22 +1103,54 @@ impl Importer {
         self.fatal.as_ref()
     }
 
-    /// The loop every driver shares: takes input from `source` while the importer wants
-    /// it, hands every event to `on_event`, and says what to do next. A driver sends what
-    /// it is told to (events first: a journal writes [`ImportEvent::Sending`] down before
-    /// the request goes out), feeds results back with [`on_result`](Self::on_result), and
-    /// on [`ImportAction::Wait`] waits for a result, the deadline, or (for a source that
-    /// was idle) more input.
-    pub fn step<S: Source>(
-        &mut self,
-        now: Instant,
-        source: &mut S,
-        on_event: &mut impl FnMut(ImportEvent),
-    ) -> ImportAction {
+    /// Stops the import (an interrupt, a shutdown past its deadline): no more input, and
+    /// everything not in flight is reported not delivered ([`DeliveryError::Stopped`]) at
+    /// once; requests in flight may finish (without retries) until `now` plus the
+    /// configured [`stop_grace`](ImportConfig::stop_grace), then are abandoned (reported
+    /// not delivered, maybe applied).
+    pub fn stop(&mut self, now: Instant) {
+        if self.stop_deadline.is_some() {
+            return;
+        }
+        self.stop_deadline = Some(now.checked_add(self.config.stop_grace).unwrap_or(now));
+        self.input_done = true;
+        self.close_all();
+        self.ready.clear();
+        for lane in 0..self.lanes.len() {
+            let queued: Vec<Batch> = self.lanes[lane].queued.drain(..).collect();
+            for batch in queued {
+                self.buffered = self.buffered.saturating_sub(batch.body().len());
+                let mut d = Delivery::new(batch, self.config.target.clone(), self.config.policy);
+                d.abort(DeliveryError::Stopped);
+                self.settle(d.into_report());
+            }
+            if let Some(a) = self.lanes[lane].active.as_mut()
+                && !a.in_flight
+            {
+                a.delivery.abort(DeliveryError::Stopped);
+            }
+        }
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stop_deadline.is_some()
+    }
+
+    /// The loop every driver shares: stops if the feed asks, takes input from the feed
+    /// while the importer wants it, hands every event to the feed, and says what to do
+    /// next. A driver sends what it is told to (events come first: a journal writes
+    /// [`ImportEvent::Sending`] down before the request goes out), feeds results back with
+    /// [`on_result`](Self::on_result), and on [`ImportAction::Wait`] waits for a result,
+    /// the deadline, or (for a feed that was idle) more input.
+    pub fn step<F: Feed>(&mut self, now: Instant, feed: &mut F) -> ImportAction {
+        if self.stop_deadline.is_none() && feed.stop_requested() {
+            self.stop(now);
+        }
         loop {
             let mut idle = false;
             while self.wants_input() {
-                match source.next_item() {
+                match feed.next_item() {
                     Next::Item(item) => self.push(item),
                     Next::Idle => {
                         idle = true;
@@ -1059,14 +1164,24 @@ impl Importer {
             }
             let action = self.poll(now);
             while let Some(e) = self.next_event() {
-                on_event(e);
+                feed.on_event(e);
             }
-            match action {
-                // The source has more right now: read on.
+            let check = |until: Option<Instant>| match feed.check_every() {
+                Some(every) => {
+                    let at = now.checked_add(every).unwrap_or(now);
+                    Some(until.map_or(at, |u| u.min(at)))
+                }
+                None => until,
+            };
+            return match action {
+                // The feed has more right now: read on.
                 ImportAction::NeedInput if !idle && self.wants_input() => continue,
-                ImportAction::NeedInput => return ImportAction::Wait { until: None },
-                other => return other,
-            }
+                ImportAction::NeedInput => ImportAction::Wait { until: check(None) },
+                ImportAction::Wait { until } => ImportAction::Wait {
+                    until: check(until),
+                },
+                other => other,
+            };
         }
     }
 }

@@ -6,14 +6,14 @@ use bytes::Bytes;
 use http::{Request, Response};
 
 use crate::delivery::{
-    ImportAction, ImportConfig, ImportEvent, ImportItem, ImportSummary, Importer, RequestId,
-    TransportError, TransportErrorKind,
+    Feed, FeedFrom, ImportAction, ImportConfig, ImportEvent, ImportItem, ImportSummary, Importer,
+    RequestId, TransportError, TransportErrorKind,
 };
 
-/// Hands every event left to `on_event`.
-fn drain(importer: &mut Importer, on_event: &mut impl FnMut(ImportEvent)) {
+/// Hands every event left to the feed.
+fn drain<F: Feed>(importer: &mut Importer, feed: &mut F) {
     while let Some(e) = importer.next_event() {
-        on_event(e);
+        feed.on_event(e);
     }
 }
 
@@ -48,9 +48,9 @@ pub async fn import<C, U, T, S, SF, W, WF, E>(
     config: ImportConfig,
     updates: U,
     clock: &C,
-    mut send: S,
-    mut sleep: W,
-    mut on_event: E,
+    send: S,
+    sleep: W,
+    on_event: E,
 ) -> ImportSummary
 where
     C: crate::driver::Clock + ?Sized,
@@ -62,14 +62,37 @@ where
     WF: Future<Output = ()>,
     E: FnMut(ImportEvent),
 {
+    let mut feed = FeedFrom {
+        source: updates.into_iter(),
+        on_event,
+    };
+    run(config, &mut feed, clock, send, sleep).await
+}
+
+/// [`import`] with a [`Feed`]: the updates come from it and the events go to it (one
+/// object keeps the whole account; it may also ask to stop). Returns the totals.
+pub async fn run<C, F, S, SF, W, WF>(
+    config: ImportConfig,
+    feed: &mut F,
+    clock: &C,
+    mut send: S,
+    mut sleep: W,
+) -> ImportSummary
+where
+    C: crate::driver::Clock + ?Sized,
+    F: Feed,
+    S: FnMut(Request<Bytes>) -> SF,
+    SF: Future<Output = Result<Response<Bytes>, TransportError>>,
+    W: FnMut(Duration) -> WF,
+    WF: Future<Output = ()>,
+{
     use std::pin::Pin;
     use std::task::Poll;
 
     let mut importer = Importer::new(config);
-    let mut input = updates.into_iter();
     let mut in_flight: Vec<(RequestId, Pin<Box<SF>>)> = Vec::new();
     loop {
-        match importer.step(clock.now(), &mut input, &mut on_event) {
+        match importer.step(clock.now(), feed) {
             ImportAction::Send { id, request } => in_flight.push((id, Box::pin(send(request)))),
             ImportAction::NeedInput => {}
             ImportAction::Done => break,
@@ -101,7 +124,7 @@ where
             }
         }
     }
-    drain(&mut importer, &mut on_event);
+    drain(&mut importer, feed);
     importer.summary().clone()
 }
 
@@ -112,7 +135,7 @@ pub fn import_blocking<U, T, M, S, E>(
     config: ImportConfig,
     updates: U,
     make_send: M,
-    mut on_event: E,
+    on_event: E,
 ) -> ImportSummary
 where
     U: IntoIterator<Item = T>,
@@ -121,12 +144,25 @@ where
     S: FnMut(Request<Bytes>) -> Result<Response<Bytes>, TransportError>,
     E: FnMut(ImportEvent),
 {
+    let mut feed = FeedFrom {
+        source: updates.into_iter(),
+        on_event,
+    };
+    run_blocking(config, &mut feed, make_send)
+}
+
+/// [`import_blocking`] with a [`Feed`].
+pub fn run_blocking<F, M, S>(config: ImportConfig, feed: &mut F, make_send: M) -> ImportSummary
+where
+    F: Feed,
+    M: Fn() -> S + Sync,
+    S: FnMut(Request<Bytes>) -> Result<Response<Bytes>, TransportError>,
+{
     use std::sync::mpsc;
     use std::sync::{Arc, Mutex};
 
     let workers = config.concurrency.most();
     let mut importer = Importer::new(config);
-    let mut input = updates.into_iter();
     type Job = (RequestId, Request<Bytes>);
     type Done = (RequestId, Result<Response<Bytes>, TransportError>);
     let (job_tx, job_rx) = mpsc::channel::<Job>();
@@ -160,7 +196,7 @@ where
         }
         drop(done_tx);
         loop {
-            match importer.step(Instant::now(), &mut input, &mut on_event) {
+            match importer.step(Instant::now(), feed) {
                 ImportAction::Send { id, request } => {
                     if job_tx.send((id, request)).is_err() {
                         break;
@@ -184,6 +220,6 @@ where
         }
         drop(job_tx);
     });
-    drain(&mut importer, &mut on_event);
+    drain(&mut importer, feed);
     importer.summary().clone()
 }

@@ -4,7 +4,7 @@
 
 mod import;
 
-pub use import::{import, import_blocking};
+pub use import::{import, import_blocking, run, run_blocking};
 
 use std::future::Future;
 use std::sync::Mutex;
