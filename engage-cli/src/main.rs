@@ -3,6 +3,9 @@
 mod failures;
 mod guard;
 mod input;
+mod journal;
+mod ledger;
+mod progress;
 mod run;
 mod term;
 mod token;
@@ -48,10 +51,14 @@ Bad input never stops the import: a malformed line, a wrong type, 1e999, invalid
 missing id becomes an entry in the summary and in the --failed file, and every good line is \
 still imported. A UTF-8 BOM, CRLF line ends and blank lines are accepted.
 
+Interrupting (Ctrl-C, SIGTERM) stops reading and sending, lets requests in flight finish for up \
+to 5 s, and writes the summary (and the journal); a second Ctrl-C exits at once.
+
 Exit status: 0 when every record was accepted, once; 2 when some were rejected, invalid, not \
 delivered, or accepted only after an uncertain resend of $add/$append (listed in --failed as \
 uncertain_resend); 1 on a fatal error (bad flags, unreadable input, an output that is an \
-input, a 401/403 from the server, a failure file that could not be written).";
+input, a 401/403 from the server, a failure file or journal that could not be written); 130 \
+(SIGINT) or 143 (SIGTERM) when interrupted.";
 
 const IMPORT_EXAMPLES: &str = "\
 EXAMPLES:
@@ -292,6 +299,24 @@ pub struct ImportArgs {
     /// record, its file and line, and the reason.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub failed: Option<PathBuf>,
+    /// Keep a journal of the import in FILE: each batch's records, on disk before the
+    /// batch is sent, and what became of them. If the import is killed or interrupted,
+    /// `--resume FILE` finishes it without re-applying what went through. `auto`:
+    /// FIRST_INPUT.engage-journal. Refused if FILE exists (resume it or remove it).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "resume",
+        help_heading = "Output"
+    )]
+    pub journal: Option<PathBuf>,
+    /// Resume the import the journal FILE recorded, on the same input and options: records
+    /// it settled are skipped; records of batches that were in flight are resent if
+    /// idempotent; $add/$append ones are resent and counted uncertain, or with
+    /// --at-most-once withheld and listed in --failed (maybe_applied_before_crash). The
+    /// journal goes on being written.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub resume: Option<PathBuf>,
     /// The summary's format.
     #[arg(long, value_enum, default_value = "text", help_heading = "Output")]
     pub report: ReportFormat,

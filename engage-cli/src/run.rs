@@ -1,266 +1,26 @@
-//! `engage import`: the pipeline from files to the server, with progress, the failure file
-//! and the summary.
+//! `engage import`: opening the inputs and outputs, running the import with its ledger
+//! (one owner of the account: what was read, what became of it), and the summary.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::io::IsTerminal;
-use std::rc::Rc;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use engage_core::batch::Batcher;
-use engage_core::delivery::RecordOutcome;
-use engage_core::{
-    BatchConfig, Endpoint, ImportConfig, ImportEvent, ImportSummary, Region, RetryPolicy, Target,
-    Token, Update,
-};
+use engage_core::bytes::Bytes;
+use engage_core::delivery::{Concurrency, ImportSummary};
+use engage_core::exchange::Region;
+use engage_core::http;
+use engage_core::model::Endpoint;
+use engage_core::{BatchConfig, ImportConfig, RetryPolicy, Target, Token};
 use serde_json::{Value as Json, json};
 
 use crate::failures::FailureFile;
-use crate::input::{self, CsvMapping, Item, Record};
+use crate::input::{self, CsvMapping};
+use crate::journal::{self, Journal};
+use crate::ledger::{Ledger, Resuming};
+use crate::progress::Progress;
 use crate::term::{self, clean};
-use crate::{ImportArgs, RegionChoice, ReportFormat, TransportChoice};
-
-/// A record waiting for its fate: where it came from and its original text.
-struct Pending {
-    file: usize,
-    line: u64,
-    original: String,
-}
-
-/// What the pipeline shares between the reader, the event handler and the end.
-struct State {
-    files: Vec<String>,
-    pending: HashMap<u64, Pending>,
-    next_index: u64,
-    read: u64,
-    blank: u64,
-    bad_input: u64,
-    failures: Option<FailureFile>,
-    last_flush: Instant,
-    progress: Progress,
-    warnings_shown: u64,
-    /// Whether a long wait asked by the server was said already.
-    long_wait_said: bool,
-}
-
-impl State {
-    fn fail(&mut self, file: usize, line: u64, original: &str, kind: &str, reason: &str) {
-        let Some(w) = self.failures.as_mut() else {
-            return;
-        };
-        let name = self.files.get(file).map(String::as_str).unwrap_or_default();
-        w.add(name, line, kind, &clean(reason), original);
-        // Records found invalid while reading are flushed at least once a second.
-        if self.last_flush.elapsed() >= Duration::from_secs(1) {
-            self.flush_failures();
-        }
-    }
-
-    fn flush_failures(&mut self) {
-        if let Some(w) = self.failures.as_mut() {
-            w.flush();
-        }
-        self.last_flush = Instant::now();
-    }
-
-    fn settle(&mut self, index: u64, kind: &str, reason: &str) {
-        if let Some(p) = self.pending.remove(&index) {
-            self.fail(p.file, p.line, &p.original, kind, reason);
-        }
-    }
-
-    fn on_event(&mut self, event: ImportEvent) {
-        match event {
-            ImportEvent::Invalid(e) => {
-                let reason = e.to_string();
-                self.settle(e.index, "invalid", &reason);
-            }
-            ImportEvent::Sending(_) => self.progress.in_flight += 1,
-            ImportEvent::Delivered(report) => {
-                self.progress.batches += 1;
-                self.progress.in_flight = self.progress.in_flight.saturating_sub(1);
-                self.progress.retries += u64::from(report.retries);
-                for w in report.batch.warnings() {
-                    if self.warnings_shown < 20 && !self.progress.quiet {
-                        self.progress
-                            .println(&format!("warning: {}", clean(&w.to_string())));
-                    }
-                    self.warnings_shown += 1;
-                }
-                for r in &report.records {
-                    match &r.outcome {
-                        RecordOutcome::Accepted if r.is_uncertain() => {
-                            self.progress.accepted += 1;
-                            let reason = format!(
-                                "accepted, but after {} resend(s) of an update that is not idempotent ($add/$append) following a failure that may have applied it: it may have been applied up to {} times",
-                                r.uncertain_resends,
-                                r.uncertain_resends + 1
-                            );
-                            self.settle(r.index, "uncertain_resend", &reason);
-                        }
-                        RecordOutcome::Accepted => {
-                            self.pending.remove(&r.index);
-                            self.progress.accepted += 1;
-                        }
-                        RecordOutcome::Rejected { field, message } => {
-                            let reason = match field {
-                                Some(f) => format!("rejected by Mixpanel: {message} (field {f})"),
-                                None => format!("rejected by Mixpanel: {message}"),
-                            };
-                            self.settle(r.index, "rejected", &reason);
-                        }
-                        RecordOutcome::NotDelivered(e) => {
-                            let caveat = if r.maybe_applied {
-                                " (an attempt may have been applied: sending it again may apply it twice)"
-                            } else {
-                                ""
-                            };
-                            self.settle(
-                                r.index,
-                                "not_delivered",
-                                &format!("not delivered: {e}{caveat}"),
-                            );
-                        }
-                        _ => {
-                            self.settle(r.index, "not_delivered", "unknown outcome");
-                        }
-                    }
-                }
-                self.flush_failures();
-            }
-            ImportEvent::Throttled { requested, pause } => {
-                let long = Duration::from_secs(10);
-                if !self.long_wait_said && (pause >= long || requested.is_some_and(|r| r > pause)) {
-                    self.long_wait_said = true;
-                    let asked = requested.map_or_else(
-                        || "a pause".to_owned(),
-                        |r| format!("a wait of {} s", r.as_secs()),
-                    );
-                    self.progress.println(&format!(
-                        "note: the server is throttling (429) and asked for {asked}; sending pauses for {} s (--max-retry-after caps it)",
-                        pause.as_secs_f64().round()
-                    ));
-                }
-            }
-            _ => {}
-        }
-        self.progress.tick(self.read);
-    }
-}
-
-/// Progress on stderr: a bar on a terminal, plain lines with --progress elsewhere.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    plain: bool,
-    quiet: bool,
-    started: Instant,
-    last: Instant,
-    bytes: Arc<AtomicU64>,
-    total_bytes: Option<u64>,
-    batches: u64,
-    retries: u64,
-    accepted: u64,
-    /// Batches being delivered (sent at least once, not settled).
-    in_flight: u64,
-}
-
-impl Progress {
-    fn new(
-        show: bool,
-        force: bool,
-        quiet: bool,
-        bytes: Arc<AtomicU64>,
-        total_bytes: Option<u64>,
-    ) -> Self {
-        let terminal = std::io::stderr().is_terminal();
-        let bar = (!quiet && show && terminal).then(|| {
-            let bar = match total_bytes {
-                Some(t) => indicatif::ProgressBar::new(t),
-                None => indicatif::ProgressBar::no_length(),
-            };
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}) eta {eta} {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        let now = Instant::now();
-        Progress {
-            plain: !quiet && force && !terminal,
-            bar,
-            quiet,
-            started: now,
-            last: now,
-            bytes,
-            total_bytes,
-            batches: 0,
-            retries: 0,
-            accepted: 0,
-            in_flight: 0,
-        }
-    }
-
-    fn tick(&mut self, records: u64) {
-        self.show(records, false);
-    }
-
-    fn show(&mut self, records: u64, force: bool) {
-        if self.bar.is_none() && !self.plain {
-            return;
-        }
-        let now = Instant::now();
-        if !force && now.duration_since(self.last) < Duration::from_millis(250) {
-            return;
-        }
-        self.last = now;
-        let secs = now.duration_since(self.started).as_secs_f64().max(1e-3);
-        let bytes = self.bytes.load(Ordering::Relaxed);
-        let msg = format!(
-            "{records} records ({:.0}/s), {:.1} MB/s, {} batches, {} in flight, {} retries",
-            records as f64 / secs,
-            bytes as f64 / secs / 1e6,
-            self.batches,
-            self.in_flight,
-            self.retries
-        );
-        if let Some(bar) = &self.bar {
-            bar.set_position(bytes);
-            bar.set_message(msg);
-        } else {
-            let eta = self
-                .total_bytes
-                .filter(|t| *t > 0 && bytes > 0)
-                .map(|t| {
-                    format!(
-                        ", eta {:.0} s",
-                        (t.saturating_sub(bytes)) as f64 / (bytes as f64 / secs)
-                    )
-                })
-                .unwrap_or_default();
-            term::err(format_args!("progress: {msg}{eta}"));
-        }
-    }
-
-    fn println(&self, line: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => term::err(line),
-        }
-    }
-
-    fn finish(&mut self, records: u64) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        } else if self.plain {
-            // A last line, so even a short run shows where it ended.
-            self.show(records, true);
-        }
-    }
-}
+use crate::{ConcurrencyArg, ImportArgs, RegionChoice, ReportFormat, TransportChoice};
 
 /// Runs `engage import`; returns the exit status.
 pub fn import(args: ImportArgs) -> i32 {
@@ -270,6 +30,68 @@ pub fn import(args: ImportArgs) -> i32 {
             term::err(format_args!("engage import: {}", clean(&message)));
             1
         }
+    }
+}
+
+/// Which signal interrupted the import, if one did: the first SIGINT or SIGTERM stops it
+/// cleanly; a second one exits at once (the journal is on disk before every send).
+struct Signals {
+    interrupt: Arc<AtomicBool>,
+    by_term: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn register() -> Result<Signals, String> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let by_term = Arc::new(AtomicBool::new(false));
+        let register = || -> std::io::Result<()> {
+            // Order matters: the exit is armed first, so it fires only on a second signal.
+            signal_hook::flag::register_conditional_shutdown(SIGINT, 130, interrupt.clone())?;
+            signal_hook::flag::register_conditional_shutdown(SIGTERM, 143, interrupt.clone())?;
+            signal_hook::flag::register(SIGINT, interrupt.clone())?;
+            signal_hook::flag::register(SIGTERM, interrupt.clone())?;
+            signal_hook::flag::register(SIGTERM, by_term.clone())?;
+            Ok(())
+        };
+        register().map_err(|e| format!("cannot handle signals: {e}"))?;
+        Ok(Signals { interrupt, by_term })
+    }
+
+    /// The exit status of an interrupted import: 128 + the signal.
+    fn status(&self) -> i32 {
+        if self.by_term.load(Ordering::Relaxed) {
+            143
+        } else {
+            130
+        }
+    }
+}
+
+/// The options that decide how records are numbered and where they go: a journal only
+/// resumes under the same ones.
+fn journal_options(args: &ImportArgs, token: &Token) -> String {
+    format!(
+        "format={:?};id={:?};op={:?};groups={};group_key={:?};group_id={:?};token={:08x}",
+        args.format,
+        args.distinct_id_column,
+        args.op,
+        args.groups,
+        args.group_key,
+        args.group_id_column,
+        crc32fast::hash(token.expose().as_bytes())
+    )
+}
+
+fn journal_path(args: &ImportArgs) -> Option<PathBuf> {
+    match (&args.journal, &args.resume) {
+        (_, Some(resume)) => Some(resume.clone()),
+        (Some(p), None) if p.as_os_str() == "auto" => {
+            let first = args.files.first()?;
+            Some(PathBuf::from(format!("{first}.engage-journal")))
+        }
+        (Some(p), None) => Some(p.clone()),
+        (None, None) => None,
     }
 }
 
@@ -309,10 +131,20 @@ fn run(args: ImportArgs) -> Result<i32, String> {
     };
     let token = Token::new(&token).map_err(|e| e.to_string())?;
     term::redact_token(&token);
+    let journal_file = journal_path(&args);
+    if journal_file.is_some() && args.dry_run {
+        return Err("a journal has no use with --dry-run: nothing is sent".into());
+    }
 
     // Nothing opened for writing may be an input: checked before anything is.
-    let failed_path = args.failed.as_deref().map(|p| ("--failed", p));
-    crate::guard::outputs_spare_inputs(&args.files, failed_path.as_slice(), args.out.as_deref())?;
+    let mut outputs: Vec<(&str, &Path)> = Vec::new();
+    if let Some(p) = args.failed.as_deref() {
+        outputs.push(("--failed", p));
+    }
+    if let Some(p) = journal_file.as_deref() {
+        outputs.push(("the journal", p));
+    }
+    crate::guard::outputs_spare_inputs(&args.files, &outputs, args.out.as_deref())?;
     // Open every input first: an unreadable one stops everything before anything is sent.
     let bytes = Arc::new(AtomicU64::new(0));
     let mut inputs = Vec::new();
@@ -323,6 +155,24 @@ fn run(args: ImportArgs) -> Result<i32, String> {
     }
     let total_bytes = inputs.iter().map(|i| i.size).sum::<Option<u64>>();
     let files: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
+    // The journal, before anything else is written or sent.
+    let journal = match &journal_file {
+        None => None,
+        Some(path) => {
+            let id = journal::identity(&args.files, &journal_options(&args, &token))?;
+            Some(if args.resume.is_some() {
+                let (j, resume) = Journal::resume(path, &id)?;
+                if resume.torn && !args.quiet {
+                    term::err(
+                        "note: the journal ended in a torn entry (a crash while writing it); it is read up to the last whole one",
+                    );
+                }
+                (j, Some(resume))
+            } else {
+                (Journal::create(path, &id)?, None)
+            })
+        }
+    };
     let failures = match &args.failed {
         Some(path) => Some(
             FailureFile::create(path)
@@ -334,64 +184,79 @@ fn run(args: ImportArgs) -> Result<i32, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let state = Rc::new(RefCell::new(State {
-        files,
-        pending: HashMap::new(),
-        next_index: 0,
-        read: 0,
-        blank: 0,
-        bad_input: 0,
-        failures,
-        last_flush: Instant::now(),
-        progress: Progress::new(true, args.progress, args.quiet, bytes.clone(), total_bytes),
-        warnings_shown: 0,
-        long_wait_said: false,
-    }));
-
-    let reader_state = state.clone();
-    let updates = inputs
+    let signals = Signals::register()?;
+    let reader = inputs
         .into_iter()
         .enumerate()
-        .flat_map(move |(i, input)| input::records(input, i, csv.as_ref()))
-        .filter_map(move |record: Record| {
-            let mut st = reader_state.borrow_mut();
-            match record.item {
-                Item::Blank => {
-                    st.blank += 1;
-                    None
-                }
-                Item::Bad { original, reason } => {
-                    st.read += 1;
-                    st.bad_input += 1;
-                    st.fail(record.file, record.line, &original, "invalid", &reason);
-                    None
-                }
-                Item::Update(update, original) => {
-                    st.read += 1;
-                    let index = st.next_index;
-                    st.next_index += 1;
-                    st.pending.insert(
-                        index,
-                        Pending {
-                            file: record.file,
-                            line: record.line,
-                            original,
-                        },
-                    );
-                    let read = st.read;
-                    st.progress.tick(read);
-                    Some((index, update))
-                }
-            }
-        });
+        .flat_map(move |(i, input)| input::records(input, i, csv.as_ref()));
+    let progress = Progress::new(true, args.progress, args.quiet, bytes.clone(), total_bytes);
+    let mut ledger = Ledger::new(
+        Box::new(reader),
+        files,
+        failures,
+        progress,
+        signals.interrupt.clone(),
+    );
+    if let Some((journal, resume)) = journal {
+        ledger = ledger.with_journal(
+            journal,
+            resume.map(|journal| Resuming {
+                journal,
+                at_most_once: args.at_most_once,
+            }),
+        );
+    }
 
     let batch = BatchConfig::new(token.clone(), endpoint)
         .max_records(args.batch_size)
         .max_body_bytes(args.max_body_bytes)
         .override_token(args.override_token);
+    let policy = RetryPolicy::default()
+        .max_attempts(args.max_retries.saturating_add(1))
+        .backoff(
+            Duration::from_millis(args.backoff_base_ms),
+            Duration::from_millis(args.backoff_max_ms),
+        )
+        .max_retry_after(Duration::from_secs(args.max_retry_after))
+        .at_most_once(args.at_most_once);
+    let concurrency = match args.concurrency {
+        ConcurrencyArg::Auto => Concurrency::default(),
+        ConcurrencyArg::Fixed(n) => Concurrency::Fixed(n),
+    };
 
     let (summary, emulator) = if args.dry_run {
-        (dry_run(batch, updates, &state, args.out.as_deref())?, None)
+        // The same pipeline, answered here: one request at a time, so bodies are written
+        // in order.
+        let config = ImportConfig::new(
+            batch,
+            Target::base_url("http://dry-run.invalid").map_err(|e| e.to_string())?,
+        )
+        .concurrency(Concurrency::Fixed(1))
+        .policy(policy);
+        let out = args.out.clone();
+        let written = AtomicU64::new(0);
+        let failed_write: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+        let summary = engage_core::driver::run_blocking(config, &mut ledger, || {
+            |request: http::Request<Bytes>| {
+                if let Some(dir) = &out {
+                    let n = written.fetch_add(1, Ordering::Relaxed) + 1;
+                    let path = dir.join(format!("batch-{n:06}.json"));
+                    let wrote = crate::failures::create_private(&path)
+                        .and_then(|mut f| std::io::Write::write_all(&mut f, request.body()));
+                    if let Err(e) = wrote {
+                        failed_write
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(format!("cannot write {}: {e}", path.display()));
+                    }
+                }
+                Ok(http::Response::new(Bytes::from_static(b"1")))
+            }
+        });
+        if let Some(e) = failed_write.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            ledger.errors.push(e);
+        }
+        (summary, None)
     } else {
         let emulator = if args.emulator {
             let e = engage_emulator::Emulator::start(
@@ -418,24 +283,11 @@ fn run(args: ImportArgs) -> Result<i32, String> {
         }
         .strict(!args.no_strict)
         .geolocate(args.geolocate);
-        let policy = RetryPolicy::default()
-            .max_attempts(args.max_retries.saturating_add(1))
-            .backoff(
-                Duration::from_millis(args.backoff_base_ms),
-                Duration::from_millis(args.backoff_max_ms),
-            )
-            .max_retry_after(Duration::from_secs(args.max_retry_after))
-            .at_most_once(args.at_most_once);
-        let config =
-            ImportConfig::new(batch, target)
-                .policy(policy)
-                .concurrency(match args.concurrency {
-                    crate::ConcurrencyArg::Auto => engage_core::delivery::Concurrency::default(),
-                    crate::ConcurrencyArg::Fixed(n) => engage_core::delivery::Concurrency::Fixed(n),
-                });
+        let config = ImportConfig::new(batch, target)
+            .policy(policy)
+            .concurrency(concurrency)
+            .stop_grace(Duration::from_secs(5));
         let timeout = Duration::from_secs_f64(args.timeout);
-        let events = state.clone();
-        let on_event = move |e: ImportEvent| events.borrow_mut().on_event(e);
         let summary = match args.transport {
             TransportChoice::Hyper => {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -448,13 +300,13 @@ fn run(args: ImportArgs) -> Result<i32, String> {
                     .connect_timeout(timeout.min(Duration::from_secs(10)))
                     .build()
                     .map_err(|e| e.to_string())?;
-                runtime.block_on(transport.import(config, updates, on_event))
+                runtime.block_on(transport.run(config, &mut ledger))
             }
             TransportChoice::Curl => engage_curl::CurlTransport::builder()
                 .request_timeout(timeout)
                 .connect_timeout(timeout.min(Duration::from_secs(10)))
                 .build()
-                .import(config, updates, on_event),
+                .run(config, &mut ledger),
             TransportChoice::AsyncStd => {
                 let transport =
                     engage_async_std::AsyncStdTransport::<engage_async_std::AsyncStd>::builder()
@@ -462,44 +314,69 @@ fn run(args: ImportArgs) -> Result<i32, String> {
                         .connect_timeout(timeout.min(Duration::from_secs(10)))
                         .build(engage_async_std::AsyncStd)
                         .map_err(|e| e.to_string())?;
-                async_std::task::block_on(transport.import(config, updates, on_event))
+                async_std::task::block_on(transport.run(config, &mut ledger))
             }
         };
         (summary, emulator)
     };
+    report(
+        &args,
+        started,
+        &summary,
+        &mut ledger,
+        emulator.as_ref(),
+        &signals,
+    )
+}
 
-    let mut st = state.borrow_mut();
-    let read = st.read;
-    st.progress.finish(read);
-    st.flush_failures();
+/// Prints the summary (text or JSON) and returns the exit status.
+fn report(
+    args: &ImportArgs,
+    started: Instant,
+    summary: &ImportSummary,
+    ledger: &mut Ledger,
+    emulator: Option<&engage_emulator::Emulator>,
+    signals: &Signals,
+) -> Result<i32, String> {
+    let read = ledger.counts.read;
+    ledger.progress.finish(read);
+    ledger.flush();
+    let interrupted = ledger.interrupted() && ledger.errors.is_empty();
     // Every condition that makes the exit status non-zero is named in the report.
-    let mut errors: Vec<String> = Vec::new();
-    if let Some(e) = st.failures.as_ref().and_then(FailureFile::error) {
+    let mut errors = std::mem::take(&mut ledger.errors);
+    if let Some(e) = ledger.failure_file_error() {
         errors.push(format!(
             "could not write the failure file (it holds whole entries up to the error): {e}"
         ));
     }
+    let c = &ledger.counts;
     let elapsed = started.elapsed().as_secs_f64();
-    let invalid = summary.invalid + st.bad_input;
-    let records = st.read;
+    let invalid = summary.invalid + c.bad_input;
+    let records = c.read;
+    let not_delivered = summary.not_delivered + c.withheld;
+    let uncertain = summary.uncertain + c.uncertain_after_crash;
     let fatal = summary.fatal.as_ref().map(|f| clean(&f.to_string()));
     let report = json!({
         "records": records,
         "accepted": summary.accepted,
         "rejected": summary.rejected,
         "invalid": invalid,
-        "not_delivered": summary.not_delivered,
-        "not_delivered_maybe_applied": summary.maybe_applied,
+        "not_delivered": not_delivered,
+        "not_delivered_maybe_applied": summary.maybe_applied + c.withheld,
         "requests": summary.requests,
         "retries": summary.retries,
-        "uncertain": summary.uncertain,
+        "uncertain": uncertain,
         "elapsed_s": (elapsed * 1000.0).round() / 1000.0,
         "batches": summary.batches,
-        "blank_lines": st.blank,
+        "blank_lines": c.blank,
         "warnings": summary.warnings,
         "dry_run": args.dry_run,
         "fatal": fatal,
         "errors": errors,
+        "interrupted": interrupted,
+        "skipped_already_settled": c.skipped_settled,
+        "resent_after_crash_in_doubt": c.resent_in_doubt,
+        "withheld_maybe_applied_before_crash": c.withheld,
         "throttled": summary.throttled,
         "peak_in_flight": summary.peak_in_flight,
         "mean_in_flight": (summary.in_flight_seconds / elapsed.max(1e-3) * 10.0).round() / 10.0,
@@ -520,10 +397,16 @@ fn run(args: ImportArgs) -> Result<i32, String> {
                 term::out(format_args!("{label:<21}{value}"))
             };
             line("records read", &records);
+            if c.skipped_settled > 0 {
+                line(
+                    "already settled",
+                    &format_args!("{} (skipped: the journal says so)", c.skipped_settled),
+                );
+            }
             line(verb, &summary.accepted);
             line("rejected by Mixpanel", &summary.rejected);
             line("invalid (not sent)", &invalid);
-            line("not delivered", &summary.not_delivered);
+            line("not delivered", &not_delivered);
             line(
                 "requests",
                 &format_args!("{} ({} batches)", summary.requests, summary.batches),
@@ -548,9 +431,18 @@ fn run(args: ImportArgs) -> Result<i32, String> {
                 );
                 line("throttled (429)", &summary.throttled);
             }
-            line("uncertain resends", &summary.uncertain);
-            if st.blank > 0 {
-                line("blank lines skipped", &st.blank);
+            line("uncertain resends", &uncertain);
+            if c.withheld > 0 {
+                line(
+                    "withheld",
+                    &format_args!(
+                        "{} $add/$append that may have been applied before the crash (--at-most-once)",
+                        c.withheld
+                    ),
+                );
+            }
+            if c.blank > 0 {
+                line("blank lines skipped", &c.blank);
             }
             if summary.warnings > 0 {
                 line("truncation warnings", &summary.warnings);
@@ -559,13 +451,19 @@ fn run(args: ImportArgs) -> Result<i32, String> {
                 "elapsed",
                 &format_args!("{elapsed:.2} s ({rate:.0} records/s)"),
             );
+            if interrupted {
+                line(
+                    "interrupted",
+                    &"what was not sent is counted not delivered; resume with --resume JOURNAL",
+                );
+            }
             if let Some(f) = &fatal {
                 line("stopped", f);
             }
         }
         ReportFormat::Text => {}
     }
-    if let Some(e) = &emulator
+    if let Some(e) = emulator
         && args.report == ReportFormat::Text
         && !args.quiet
     {
@@ -602,54 +500,11 @@ fn run(args: ImportArgs) -> Result<i32, String> {
     if !errors.is_empty() || summary.fatal.is_some() {
         return Ok(1);
     }
-    let clean_run = summary.accepted == records
-        && records == summary.records + st.bad_input
-        && summary.uncertain == 0;
+    if interrupted {
+        return Ok(signals.status());
+    }
+    // Clean: every record read was accepted now or settled in the run the journal recorded
+    // (nothing invalid, rejected, undelivered or withheld), and none maybe twice.
+    let clean_run = summary.accepted + c.skipped_settled == records && uncertain == 0;
     Ok(if clean_run { 0 } else { 2 })
-}
-
-/// Validates and batches without sending; writes the bodies if asked.
-fn dry_run(
-    config: BatchConfig,
-    updates: impl Iterator<Item = (u64, Update)>,
-    state: &Rc<RefCell<State>>,
-    out: Option<&std::path::Path>,
-) -> Result<ImportSummary, String> {
-    let mut batcher = Batcher::new(config);
-    let mut summary = ImportSummary::default();
-    let mut n = 0u64;
-    let mut write =
-        |batch: engage_core::batch::Batch, summary: &mut ImportSummary| -> Result<(), String> {
-            n += 1;
-            summary.batches += 1;
-            summary.accepted += batch.len() as u64;
-            summary.warnings += batch.warnings().len() as u64;
-            let mut st = state.borrow_mut();
-            for r in batch.records() {
-                st.pending.remove(&r.index());
-            }
-            st.flush_failures();
-            if let Some(dir) = out {
-                let path = dir.join(format!("batch-{n:06}.json"));
-                crate::failures::create_private(&path)
-                    .and_then(|mut f| std::io::Write::write_all(&mut f, batch.body()))
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            }
-            Ok(())
-        };
-    for (index, update) in updates {
-        summary.records += 1;
-        match batcher.push_at(index, &update) {
-            Ok(None) => {}
-            Ok(Some(batch)) => write(batch, &mut summary)?,
-            Err(e) => {
-                summary.invalid += 1;
-                state.borrow_mut().on_event(ImportEvent::Invalid(e));
-            }
-        }
-    }
-    if let Some(batch) = batcher.finish() {
-        write(batch, &mut summary)?;
-    }
-    Ok(summary)
 }

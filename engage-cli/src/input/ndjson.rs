@@ -1,0 +1,109 @@
+//! NDJSON: one update object per line.
+
+use std::io::{BufRead, Read};
+
+use super::{BINARY_LINES_IN_A_ROW, Item, MAX_LINE_BYTES, Record, looks_binary, parse_update};
+
+pub(super) struct Ndjson {
+    pub(super) reader: Box<dyn BufRead>,
+    pub(super) file: usize,
+    pub(super) line: u64,
+    pub(super) done: bool,
+    pub(super) binary_run: u32,
+}
+
+impl Iterator for Ndjson {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        if self.done {
+            return None;
+        }
+        let mut buf = Vec::new();
+        match (&mut self.reader)
+            .take(MAX_LINE_BYTES)
+            .read_until(b'\n', &mut buf)
+        {
+            Ok(0) => {
+                self.done = true;
+                None
+            }
+            Ok(n) if n as u64 == MAX_LINE_BYTES && buf.last() != Some(&b'\n') => {
+                // Skip the rest of the over-long line without holding it.
+                self.line += 1;
+                let mut rest = Vec::new();
+                loop {
+                    rest.clear();
+                    match (&mut self.reader)
+                        .take(MAX_LINE_BYTES)
+                        .read_until(b'\n', &mut rest)
+                    {
+                        Ok(0) => break,
+                        Ok(_) if rest.last() == Some(&b'\n') => break,
+                        Ok(_) => continue,
+                        Err(_) => break,
+                    }
+                }
+                buf.truncate(200);
+                Some(Record {
+                    file: self.file,
+                    line: self.line,
+                    item: Item::Bad {
+                        original: String::from_utf8_lossy(&buf).into_owned(),
+                        reason: format!(
+                            "line longer than {MAX_LINE_BYTES} bytes (an update is at most 1 MB)"
+                        ),
+                    },
+                })
+            }
+            Ok(_) => {
+                self.line += 1;
+                let mut bytes: &[u8] = &buf;
+                if self.line == 1 {
+                    bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+                }
+                let bytes = bytes.trim_ascii();
+                if looks_binary(bytes) {
+                    self.binary_run += 1;
+                } else {
+                    self.binary_run = 0;
+                }
+                if self.binary_run >= BINARY_LINES_IN_A_ROW {
+                    self.done = true;
+                    let first = self.line + 1 - u64::from(BINARY_LINES_IN_A_ROW);
+                    return Some(Record {
+                        file: self.file,
+                        line: self.line,
+                        item: Item::Bad {
+                            original: String::new(),
+                            reason: format!(
+                                "the input looks binary ({BINARY_LINES_IN_A_ROW} lines in a row, from line {first}, are not UTF-8 text or hold NUL bytes): the rest of the file is skipped"
+                            ),
+                        },
+                    });
+                }
+                let item = if bytes.is_empty() {
+                    Item::Blank
+                } else {
+                    parse_update(bytes)
+                };
+                Some(Record {
+                    file: self.file,
+                    line: self.line,
+                    item,
+                })
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Record {
+                    file: self.file,
+                    line: self.line + 1,
+                    item: Item::Bad {
+                        original: String::new(),
+                        reason: format!("read error, rest of the file skipped: {e}"),
+                    },
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The import journal: an append-only log of batches, written so that after a crash (a
+//! `kill -9`, an OOM kill, a lost laptop lid) a resumed import knows what was settled,
+//! what may have been applied, and what never went out.
+//!
+//! One line per entry, `CRC32 JSON\n`: a line whose checksum does not match, or that does
+//! not end in a newline (a torn write), ends the journal there.
+//!
+//! - `header`: the input's identity (each file's name, size and a checksum of its first
+//!   64 KiB) and a digest of the options that decide how records are numbered; a resume
+//!   with other inputs or options is refused.
+//! - `send`: a batch's record numbers, written and `fsync`ed *before* its first attempt.
+//! - `done`: the batch is settled; the numbers listed as `unsent` never reached the server
+//!   (the import stopped first) and those listed as `unknown` may or may not have.
+//!
+//! One small write per batch, one `fsync` per batch sent.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::Path;
+
+use serde_json::{Value as Json, json};
+
+/// What a journal says of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Never sent (or sent in no batch the journal knows of).
+    Unsent,
+    /// In a batch sent but not settled: it may or may not have been applied.
+    Unknown,
+    /// Settled: accepted, rejected or not delivered.
+    Settled,
+}
+
+/// Per record number, what the journal says.
+#[derive(Debug, Default)]
+pub struct Resume {
+    status: Vec<u8>,
+    /// Entries read.
+    pub entries: u64,
+    /// Whether the journal ended in a torn or corrupt line (ignored from there).
+    pub torn: bool,
+}
+
+impl Resume {
+    /// The status of record `index`.
+    pub fn status(&self, index: u64) -> Status {
+        match self.status.get(index as usize) {
+            Some(1) => Status::Unknown,
+            Some(2) => Status::Settled,
+            _ => Status::Unsent,
+        }
+    }
+
+    fn set(&mut self, index: u64, status: Status) {
+        let i = index as usize;
+        if i >= self.status.len() {
+            // Record numbers are dense (0, 1, 2, …): growing to the largest is fine.
+            if i > 1 << 34 {
+                return;
+            }
+            self.status.resize(i + 1, 0);
+        }
+        self.status[i] = match status {
+            Status::Unsent => 0,
+            Status::Unknown => 1,
+            Status::Settled => 2,
+        };
+    }
+}
+
+/// An open journal, written as the import goes.
+pub struct Journal {
+    file: File,
+}
+
+/// The identity a journal is tied to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    inputs: Json,
+    options: String,
+}
+
+/// Reads the identity of the inputs: name, size, checksum of the first 64 KiB of each.
+/// Standard input has none (it cannot be read twice), so a journal refuses it.
+pub fn identity(paths: &[String], options: &str) -> Result<Identity, String> {
+    let mut inputs = Vec::new();
+    for path in paths {
+        if path == "-" {
+            return Err(
+                "a journal needs input files it can read again: standard input cannot be resumed"
+                    .into(),
+            );
+        }
+        let mut f = File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut head = vec![0u8; 64 * 1024];
+        let mut n = 0;
+        while n < head.len() {
+            match f.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("cannot read {path}: {e}")),
+            }
+        }
+        inputs.push(json!({
+            "name": path,
+            "size": size,
+            "head_crc32": format!("{:08x}", crc32fast::hash(&head[..n])),
+        }));
+    }
+    Ok(Identity {
+        inputs: Json::Array(inputs),
+        options: options.to_owned(),
+    })
+}
+
+fn line(entry: &Json) -> Vec<u8> {
+    let text = entry.to_string();
+    let mut out = format!("{:08x} ", crc32fast::hash(text.as_bytes())).into_bytes();
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'\n');
+    out
+}
+
+/// Reads one entry; `None` at the end or at a torn or corrupt line.
+fn parse(raw: &[u8]) -> Option<Json> {
+    let raw = raw.strip_suffix(b"\n")?;
+    let (crc, text) = raw.split_at_checked(9)?;
+    let crc = std::str::from_utf8(&crc[..8]).ok()?;
+    if u32::from_str_radix(crc, 16).ok()? != crc32fast::hash(text) {
+        return None;
+    }
+    serde_json::from_slice(text).ok()
+}
+
+/// Record numbers as the first, then differences (small numbers: a compact line).
+fn deltas(indices: &[u64]) -> Json {
+    let mut prev = 0u64;
+    Json::Array(
+        indices
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                let d = if i == 0 {
+                    json!(x)
+                } else {
+                    json!(x as i64 - prev as i64)
+                };
+                prev = x;
+                d
+            })
+            .collect(),
+    )
+}
+
+fn undelta(v: &Json) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut cur: i64 = 0;
+    for (i, d) in v.as_array().into_iter().flatten().enumerate() {
+        let d = d.as_i64().unwrap_or(0);
+        cur = if i == 0 { d } else { cur + d };
+        out.push(cur.max(0) as u64);
+    }
+    out
+}
+
+impl Journal {
+    /// Starts a new journal at `path` (refusing to replace one that exists: resume it, or
+    /// remove it).
+    pub fn create(path: &Path, id: &Identity) -> Result<Journal, String> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                format!(
+                    "the journal {} exists: resume it with --resume {}, or remove it to start over",
+                    path.display(),
+                    path.display()
+                )
+            } else {
+                format!("cannot create the journal {}: {e}", path.display())
+            }
+        })?;
+        let header = json!({"t": "header", "v": 1, "inputs": id.inputs, "options": id.options});
+        file.write_all(&line(&header))
+            .and_then(|()| file.sync_all())
+            .map_err(|e| format!("cannot write the journal {}: {e}", path.display()))?;
+        Ok(Journal { file })
+    }
+
+    /// Opens a journal to resume: checks it belongs to these inputs and options, and reads
+    /// what it says of each record. A torn tail is cut off, so new entries follow the
+    /// last whole one.
+    pub fn resume(path: &Path, id: &Identity) -> Result<(Journal, Resume), String> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("cannot open the journal {}: {e}", path.display()))?;
+        let mut reader = BufReader::new(&file);
+        let mut raw = Vec::new();
+        let mut resume = Resume::default();
+        let mut good = 0u64;
+        let mut header: Option<Json> = None;
+        loop {
+            raw.clear();
+            let n = reader
+                .read_until(b'\n', &mut raw)
+                .map_err(|e| format!("cannot read the journal {}: {e}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            let Some(entry) = parse(&raw) else {
+                resume.torn = true;
+                break;
+            };
+            good += n as u64;
+            resume.entries += 1;
+            match entry["t"].as_str() {
+                Some("header") if header.is_none() => header = Some(entry),
+                Some("send") => {
+                    for i in undelta(&entry["i"]) {
+                        resume.set(i, Status::Unknown);
+                    }
+                }
+                Some("done") => {
+                    for i in undelta(&entry["i"]) {
+                        resume.set(i, Status::Settled);
+                    }
+                    for i in undelta(&entry["unsent"]) {
+                        resume.set(i, Status::Unsent);
+                    }
+                    for i in undelta(&entry["unknown"]) {
+                        resume.set(i, Status::Unknown);
+                    }
+                }
+                _ => {}
+            }
+        }
+        drop(reader);
+        let Some(header) = header else {
+            return Err(format!(
+                "{} is not a journal of engage import (no header)",
+                path.display()
+            ));
+        };
+        if header["inputs"] != id.inputs {
+            return Err(format!(
+                "the journal {} was written for other input ({}); resume with the same files, unchanged",
+                path.display(),
+                header["inputs"]
+            ));
+        }
+        if header["options"].as_str() != Some(id.options.as_str()) {
+            return Err(format!(
+                "the journal {} was written with other options that decide how records are numbered or where they go (format, CSV columns, --groups, the token): resume with the same ones",
+                path.display()
+            ));
+        }
+        if resume.torn {
+            file.set_len(good)
+                .map_err(|e| format!("cannot cut the journal's torn tail: {e}"))?;
+        }
+        let mut file = file;
+        use std::io::Seek;
+        file.seek(io::SeekFrom::End(0))
+            .map_err(|e| format!("cannot append to the journal: {e}"))?;
+        Ok((Journal { file }, resume))
+    }
+
+    /// A batch is about to go out: its record numbers, on disk before the request.
+    pub fn send(&mut self, indices: &[u64]) -> io::Result<()> {
+        self.file
+            .write_all(&line(&json!({"t": "send", "i": deltas(indices)})))?;
+        self.file.sync_data()
+    }
+
+    /// A batch is settled, but for `unsent` (never reached the server) and `unknown`
+    /// (may have). Not synced: losing it only makes a resume more careful.
+    pub fn done(&mut self, settled: &[u64], unsent: &[u64], unknown: &[u64]) -> io::Result<()> {
+        let mut entry = json!({"t": "done", "i": deltas(settled)});
+        if !unsent.is_empty() {
+            entry["unsent"] = deltas(unsent);
+        }
+        if !unknown.is_empty() {
+            entry["unknown"] = deltas(unknown);
+        }
+        self.file.write_all(&line(&entry))
+    }
+
+    /// Syncs what was written.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_numbers_round_trip_through_deltas() {
+        let v = [5u64, 6, 9, 7, 1000, 3];
+        assert_eq!(undelta(&deltas(&v)), v);
+        assert!(undelta(&deltas(&[])).is_empty());
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_line_ends_the_journal() {
+        let good = line(&json!({"t": "send", "i": [1, 1]}));
+        assert!(parse(&good).is_some());
+        assert!(parse(&good[..good.len() - 1]).is_none(), "no newline: torn");
+        let mut bad = good.clone();
+        let at = bad.len() - 3;
+        bad[at] ^= 1;
+        assert!(parse(&bad).is_none(), "checksum");
+    }
+}

@@ -1,0 +1,362 @@
+//! The import's account, in one place, owned by the loop that runs the import: it reads
+//! the input (it is the importer's [`Feed`]), and every event comes back to it. It keeps
+//! each record's origin until the record is settled, writes the failure file and the
+//! journal, and counts what the summary says.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use engage_core::delivery::{DeliveryError, Feed, Next, RecordOutcome, Sending};
+use engage_core::{ImportEvent, Update};
+
+use crate::failures::FailureFile;
+use crate::input::{Item, Record};
+use crate::journal::{Journal, Resume, Status};
+use crate::progress::Progress;
+use crate::term::clean;
+
+/// A record waiting for its fate: where it came from and its original text.
+struct Pending {
+    file: usize,
+    line: u64,
+    original: String,
+}
+
+/// What a resumed import does with records a crash left in doubt.
+pub struct Resuming {
+    /// What the journal says of each record.
+    pub journal: Resume,
+    /// `$add`/`$append` records that may have been applied are withheld (listed in the
+    /// failure file) instead of resent and counted uncertain.
+    pub at_most_once: bool,
+}
+
+/// Counts for the summary, besides the importer's own.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Records read (updates and lines that are not).
+    pub read: u64,
+    /// Blank lines skipped.
+    pub blank: u64,
+    /// Lines that could not become an update.
+    pub bad_input: u64,
+    /// Skipped on resume: settled in the run the journal recorded.
+    pub skipped_settled: u64,
+    /// On resume, `$add`/`$append` records that may have been applied before the crash,
+    /// resent; of them, accepted (so maybe applied twice).
+    pub resent_in_doubt: u64,
+    /// Of those, accepted: uncertain.
+    pub uncertain_after_crash: u64,
+    /// On resume with at-most-once, withheld and listed instead.
+    pub withheld: u64,
+}
+
+/// The import's account.
+pub struct Ledger {
+    reader: Box<dyn Iterator<Item = Record>>,
+    files: Vec<String>,
+    pending: HashMap<u64, Pending>,
+    next_index: u64,
+    /// The counts.
+    pub counts: Counts,
+    failures: Option<FailureFile>,
+    last_flush: Instant,
+    /// The progress display.
+    pub progress: Progress,
+    warnings_shown: u64,
+    long_wait_said: bool,
+    journal: Option<Journal>,
+    resume: Option<Resuming>,
+    /// Records resent after a crash left them in doubt (non-idempotent ones).
+    in_doubt: HashSet<u64>,
+    /// Set by the first SIGINT or SIGTERM.
+    interrupt: Arc<AtomicBool>,
+    /// Problems that make the exit status 1, named in the report.
+    pub errors: Vec<String>,
+}
+
+impl Ledger {
+    /// A ledger reading `reader` (records of the inputs named `files`).
+    pub fn new(
+        reader: Box<dyn Iterator<Item = Record>>,
+        files: Vec<String>,
+        failures: Option<FailureFile>,
+        progress: Progress,
+        interrupt: Arc<AtomicBool>,
+    ) -> Self {
+        Ledger {
+            reader,
+            files,
+            pending: HashMap::new(),
+            next_index: 0,
+            counts: Counts::default(),
+            failures,
+            last_flush: Instant::now(),
+            progress,
+            warnings_shown: 0,
+            long_wait_said: false,
+            journal: None,
+            resume: None,
+            in_doubt: HashSet::new(),
+            interrupt,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Writes a journal as the import goes.
+    pub fn with_journal(mut self, journal: Journal, resume: Option<Resuming>) -> Self {
+        self.journal = Some(journal);
+        self.resume = resume;
+        self
+    }
+
+    /// Whether the import was interrupted.
+    pub fn interrupted(&self) -> bool {
+        self.interrupt.load(Ordering::Relaxed)
+    }
+
+    fn fail(&mut self, file: usize, line: u64, original: &str, kind: &str, reason: &str) {
+        let Some(w) = self.failures.as_mut() else {
+            return;
+        };
+        let name = self.files.get(file).map(String::as_str).unwrap_or_default();
+        w.add(name, line, kind, &clean(reason), original);
+        // Records found invalid while reading are flushed at least once a second.
+        if self.last_flush.elapsed() >= Duration::from_secs(1) {
+            self.flush();
+        }
+    }
+
+    /// Writes what is queued for the failure file and the journal.
+    pub fn flush(&mut self) {
+        if let Some(w) = self.failures.as_mut() {
+            w.flush();
+        }
+        if let Some(j) = self.journal.as_mut()
+            && let Err(e) = j.sync()
+        {
+            self.journal_failed(e);
+        }
+        self.last_flush = Instant::now();
+    }
+
+    fn journal_failed(&mut self, e: std::io::Error) {
+        self.errors.push(format!(
+            "could not write the journal: {e}; the import stopped (a resume may resend what it had no record of)"
+        ));
+        self.journal = None;
+        // Without its journal the import cannot promise a safe resume: stop sending.
+        self.interrupt.store(true, Ordering::Relaxed);
+    }
+
+    /// The failure file's write error, if any.
+    pub fn failure_file_error(&self) -> Option<&str> {
+        self.failures.as_ref().and_then(FailureFile::error)
+    }
+
+    fn settle(&mut self, index: u64, kind: &str, reason: &str) {
+        if let Some(p) = self.pending.remove(&index) {
+            self.fail(p.file, p.line, &p.original, kind, reason);
+        }
+    }
+
+    fn on_sending(&mut self, s: &Sending) {
+        self.progress.in_flight += 1;
+        if let Some(j) = self.journal.as_mut()
+            && let Err(e) = j.send(&s.indices)
+        {
+            self.journal_failed(e);
+        }
+    }
+
+    fn on_delivered(&mut self, report: engage_core::delivery::Report) {
+        self.progress.batches += 1;
+        self.progress.in_flight = self.progress.in_flight.saturating_sub(1);
+        self.progress.retries += u64::from(report.retries);
+        for w in report.batch.warnings() {
+            if self.warnings_shown < 20 && !self.progress.quiet {
+                self.progress
+                    .println(&format!("warning: {}", clean(&w.to_string())));
+            }
+            self.warnings_shown += 1;
+        }
+        let (mut settled, mut unsent, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+        for r in &report.records {
+            match &r.outcome {
+                RecordOutcome::NotDelivered(DeliveryError::Stopped | DeliveryError::Abandoned)
+                    if r.maybe_applied =>
+                {
+                    unknown.push(r.index)
+                }
+                RecordOutcome::NotDelivered(DeliveryError::Stopped) => unsent.push(r.index),
+                _ => settled.push(r.index),
+            }
+            let doubted = self.in_doubt.remove(&r.index);
+            match &r.outcome {
+                RecordOutcome::Accepted if doubted => {
+                    self.progress.accepted += 1;
+                    self.counts.uncertain_after_crash += 1;
+                    self.settle(
+                        r.index,
+                        "uncertain_resend",
+                        "accepted, but resent after a crash left its first send in doubt: an $add/$append may have been applied twice",
+                    );
+                }
+                RecordOutcome::Accepted if r.is_uncertain() => {
+                    self.progress.accepted += 1;
+                    let reason = format!(
+                        "accepted, but after {} resend(s) of an update that is not idempotent ($add/$append) following a failure that may have applied it: it may have been applied up to {} times",
+                        r.uncertain_resends,
+                        r.uncertain_resends + 1
+                    );
+                    self.settle(r.index, "uncertain_resend", &reason);
+                }
+                RecordOutcome::Accepted => {
+                    self.pending.remove(&r.index);
+                    self.progress.accepted += 1;
+                }
+                RecordOutcome::Rejected { field, message } => {
+                    let reason = match field {
+                        Some(f) => format!("rejected by Mixpanel: {message} (field {f})"),
+                        None => format!("rejected by Mixpanel: {message}"),
+                    };
+                    self.settle(r.index, "rejected", &reason);
+                }
+                RecordOutcome::NotDelivered(e) => {
+                    let caveat = if r.maybe_applied {
+                        " (an attempt may have been applied: sending it again may apply it twice)"
+                    } else {
+                        ""
+                    };
+                    self.settle(
+                        r.index,
+                        "not_delivered",
+                        &format!("not delivered: {e}{caveat}"),
+                    );
+                }
+                _ => self.settle(r.index, "not_delivered", "unknown outcome"),
+            }
+        }
+        if let Some(j) = self.journal.as_mut()
+            && let Err(e) = j.done(&settled, &unsent, &unknown)
+        {
+            self.journal_failed(e);
+        }
+        self.flush();
+    }
+
+    fn on_throttled(&mut self, requested: Option<Duration>, pause: Duration) {
+        let long = Duration::from_secs(10);
+        if !self.long_wait_said && (pause >= long || requested.is_some_and(|r| r > pause)) {
+            self.long_wait_said = true;
+            let asked = requested.map_or_else(
+                || "a pause".to_owned(),
+                |r| format!("a wait of {} s", r.as_secs()),
+            );
+            self.progress.println(&format!(
+                "note: the server is throttling (429) and asked for {asked}; sending pauses for {} s (--max-retry-after caps it)",
+                pause.as_secs_f64().round()
+            ));
+        }
+    }
+}
+
+impl Feed for Ledger {
+    type Item = (u64, Update);
+
+    fn next_item(&mut self) -> Next<(u64, Update)> {
+        loop {
+            if self.interrupted() {
+                return Next::End;
+            }
+            let Some(record) = self.reader.next() else {
+                return Next::End;
+            };
+            match record.item {
+                Item::Blank => self.counts.blank += 1,
+                Item::Bad { original, reason } => {
+                    self.counts.read += 1;
+                    self.counts.bad_input += 1;
+                    self.fail(record.file, record.line, &original, "invalid", &reason);
+                }
+                Item::Update(update, original) => {
+                    self.counts.read += 1;
+                    let index = self.next_index;
+                    self.next_index += 1;
+                    if let Some(resume) = &self.resume {
+                        match resume.journal.status(index) {
+                            Status::Settled => {
+                                self.counts.skipped_settled += 1;
+                                continue;
+                            }
+                            Status::Unknown if !update.is_idempotent() => {
+                                if resume.at_most_once {
+                                    self.counts.withheld += 1;
+                                    self.fail(
+                                        record.file,
+                                        record.line,
+                                        &original,
+                                        "maybe_applied_before_crash",
+                                        "withheld (--at-most-once): a send before the crash may have applied this $add/$append; check the profile before sending it again",
+                                    );
+                                    continue;
+                                }
+                                self.counts.resent_in_doubt += 1;
+                                self.in_doubt.insert(index);
+                            }
+                            Status::Unknown | Status::Unsent => {}
+                        }
+                    }
+                    self.pending.insert(
+                        index,
+                        Pending {
+                            file: record.file,
+                            line: record.line,
+                            original,
+                        },
+                    );
+                    let read = self.counts.read;
+                    self.progress.tick(read);
+                    return Next::Item((index, update));
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: ImportEvent) {
+        match event {
+            ImportEvent::Invalid(e) => {
+                let reason = e.to_string();
+                self.settle(e.index, "invalid", &reason);
+            }
+            ImportEvent::Sending(s) => self.on_sending(&s),
+            ImportEvent::Delivered(report) => self.on_delivered(report),
+            ImportEvent::Throttled { requested, pause } => self.on_throttled(requested, pause),
+            _ => {}
+        }
+        if self.interrupted() && !self.progress.stopping {
+            self.progress.stopping = true;
+        }
+        let read = self.counts.read;
+        self.progress.tick(read);
+    }
+
+    fn stop_requested(&mut self) -> bool {
+        let stop = self.interrupted();
+        if stop && !self.progress.stopping {
+            self.progress.stopping = true;
+            if !self.progress.quiet {
+                self.progress.println(
+                    "stopping: nothing more is read or sent; requests in flight may finish (Ctrl-C again aborts at once)",
+                );
+            }
+        }
+        stop
+    }
+
+    fn check_every(&self) -> Option<Duration> {
+        Some(Duration::from_millis(200))
+    }
+}
