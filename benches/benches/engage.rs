@@ -1,6 +1,6 @@
 //! engage's benchmarks, each beside its baseline in the same group and the same run.
 //!
-//! cargo bench -p engage-benches --bench engage -- encode   (or build_encode, parse, batch, import)
+//! cargo bench -p engage-benches --bench engage -- encode   (or build_encode, parse, batch, import, client)
 
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
@@ -12,6 +12,7 @@ use engage_benches::paths::{
 };
 use engage_benches::{customers, to_derived, to_update, to_value, workload};
 use engage_core::batch::Batcher;
+use engage_core::delivery::Concurrency;
 use engage_core::exchange::{ParseOptions, parse_response};
 use engage_core::{BatchConfig, Endpoint, Token, Update};
 
@@ -156,5 +157,48 @@ fn import(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode, build_encode, parse, batch, import);
+/// The application client: 1M updates sent one at a time from 4 threads (batched in the
+/// background, then a shutdown) against the bulk import of the same updates, per
+/// transport, into the in-process emulator.
+fn client(c: &mut Criterion) {
+    const N: usize = 1_000_000;
+    let updates: Vec<Update> = workload(N, 13).iter().map(to_update).collect();
+    let rig = ImportRig::start();
+    let mut g = c.benchmark_group("client");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(15));
+    g.throughput(Throughput::Elements(N as u64));
+    for transport in Transport::ALL {
+        g.bench_function(format!("client_{}", transport.name()), |b| {
+            b.iter_batched(
+                || {
+                    rig.emulator.reset();
+                    updates.clone()
+                },
+                |u| {
+                    let summary = rig.client_sends(transport, rig.client_config(TOKEN), u, 4);
+                    assert_eq!(summary.accepted, N as u64, "{summary:?}");
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        g.bench_function(format!("bulk_{}", transport.name()), |b| {
+            b.iter_batched(
+                || {
+                    rig.emulator.reset();
+                    updates.clone()
+                },
+                |u| {
+                    let config = rig.config(TOKEN, 4).concurrency(Concurrency::default());
+                    let summary = rig.import(transport, config, u);
+                    assert_eq!(summary.accepted, N as u64, "{summary:?}");
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, encode, build_encode, parse, batch, import, client);
 criterion_main!(benches);

@@ -179,6 +179,50 @@ impl ImportRig {
         .policy(RetryPolicy::default())
     }
 
+    /// Sends `updates` through `transport`'s application client from `producers` threads
+    /// (each a contiguous share), then shuts it down; returns its account.
+    pub fn client_sends(
+        &self,
+        transport: Transport,
+        config: engage_core::client::ClientConfig,
+        updates: Vec<Update>,
+        producers: usize,
+    ) -> engage_core::client::ClientSummary {
+        let client = match transport {
+            Transport::Hyper => {
+                let _inside = self.runtime.enter();
+                self.hyper.client(config)
+            }
+            Transport::Curl => self.curl.client(config),
+            Transport::AsyncStd => self.async_std.client(config),
+        };
+        let share = updates.len().div_ceil(producers.max(1));
+        let mut updates = updates;
+        let mut threads = Vec::new();
+        while !updates.is_empty() {
+            let rest = updates.split_off(share.min(updates.len()));
+            let mine = std::mem::replace(&mut updates, rest);
+            let client = client.clone();
+            threads.push(std::thread::spawn(move || {
+                for u in mine {
+                    client.send_blocking(u).expect("the client is running");
+                }
+            }));
+        }
+        for t in threads {
+            t.join().expect("a producer");
+        }
+        client.shutdown_blocking(std::time::Duration::from_secs(600))
+    }
+
+    /// A client configuration to the emulator.
+    pub fn client_config(&self, token: &str) -> engage_core::client::ClientConfig {
+        engage_core::client::ClientConfig::new(
+            Token::new(token).expect("a token"),
+            Target::base_url(&self.emulator.base_url()).expect("the emulator's URL"),
+        )
+    }
+
     /// Imports `updates` through `transport`, to the end.
     pub fn import(
         &self,

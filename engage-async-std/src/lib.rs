@@ -6,6 +6,45 @@
 //! futures-io and runs the same on [`AsyncStd`] and on [`Smol`], its maintained successor;
 //! implement [`Runtime`] for anything else.
 //!
+//! In an application: a client sends from many tasks, batches in the background, and
+//! shuts down with an exact account (the same on smol with `Smol` and `smol::block_on`).
+//!
+//! ```
+//! use engage_async_std::{AsyncStd, AsyncStdTransport};
+//! use engage_core::client::ClientConfig;
+//! use engage_core::{Target, Token, Update};
+//! use std::time::Duration;
+//!
+//! # let emulator = engage_emulator::Emulator::start(Default::default()).unwrap();
+//! # let base_url = emulator.base_url();
+//! async_std::task::block_on(async {
+//!     // For Mixpanel itself: Target::region(Region::Us).
+//!     let config = ClientConfig::new(Token::new("my-project-token")?, Target::base_url(&base_url)?);
+//!     let client = AsyncStdTransport::new(AsyncStd)?.client(config);
+//!     let tasks: Vec<_> = (0..4)
+//!         .map(|_| {
+//!             let client = client.clone();
+//!             async_std::task::spawn(async move {
+//!                 for i in 0..250 {
+//!                     let update = Update::user(format!("user-{}", i % 50)).add([("logins", 1)]);
+//!                     client.send(update).await.expect("the client is running");
+//!                 }
+//!             })
+//!         })
+//!         .collect();
+//!     for task in tasks {
+//!         task.await;
+//!     }
+//!     let summary = client.shutdown(Duration::from_secs(10)).await;
+//!     assert_eq!((summary.sent, summary.accepted), (1000, 1000));
+//!     Ok::<(), Box<dyn std::error::Error>>(())
+//! })?;
+//! # assert_eq!(emulator.profile("user-7").unwrap()["logins"], 20);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A bulk import of an iterator that ends:
+//!
 //! ```
 //! use engage_async_std::{AsyncStd, AsyncStdTransport};
 //! use engage_core::{BatchConfig, Endpoint, ImportConfig, Target, Token, Update};
@@ -37,6 +76,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use engage_core::batch::Batch;
+use engage_core::client::{Client, ClientConfig};
 use engage_core::delivery::{ImportItem, Report, TransportErrorKind};
 use engage_core::driver::SystemClock;
 use engage_core::{ImportConfig, ImportEvent, ImportSummary, RetryPolicy, Target, TransportError};
@@ -348,6 +388,28 @@ impl<R: Runtime> AsyncStdTransport<R> {
             on_event,
         };
         self.run(config, &mut feed).await
+    }
+
+    /// A long-running client for an application: updates sent from any task, batched in
+    /// the background on this transport's runtime (async-std or smol), flushed on demand,
+    /// shut down with an exact account. See [`engage_core::client`].
+    pub fn client(&self, config: ClientConfig) -> Client {
+        let (client, worker) = Client::new(config);
+        let transport = self.clone();
+        let sleeper = self.runtime.clone();
+        self.runtime.spawn(Box::pin(async move {
+            worker
+                .run(
+                    &SystemClock,
+                    move |request| {
+                        let transport = transport.clone();
+                        async move { transport.send(request).await }
+                    },
+                    move |d| sleeper.sleep(d),
+                )
+                .await;
+        }));
+        client
     }
 
     /// Imports from a [`Feed`](engage_core::delivery::Feed): the updates come from it, the

@@ -62,6 +62,10 @@ impl<R: Exec + Default> Harness for On<R> {
     ) -> ImportSummary {
         R::block_on(self.0.import(config, updates, on_event))
     }
+
+    fn client(&self, config: engage_core::client::ClientConfig) -> engage_core::client::Client {
+        self.0.client(config)
+    }
 }
 
 mod on_async_std {

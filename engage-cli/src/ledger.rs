@@ -343,7 +343,7 @@ impl Feed for Ledger {
         self.progress.tick(read);
     }
 
-    fn stop_requested(&mut self) -> bool {
+    fn stop_requested(&mut self, _now: std::time::Instant) -> bool {
         let stop = self.interrupted();
         if stop && !self.progress.stopping {
             self.progress.stopping = true;

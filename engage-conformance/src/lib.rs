@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use engage_core::batch::Batch;
+use engage_core::client::{Client, ClientConfig};
 use engage_core::delivery::Report;
 use engage_core::{
     ImportConfig, ImportEvent, ImportSummary, RetryPolicy, Target, TransportError, Update,
@@ -62,6 +63,8 @@ pub trait Harness: Sized {
         updates: Vec<Update>,
         on_event: &mut dyn FnMut(ImportEvent),
     ) -> ImportSummary;
+    /// Starts the transport's application client (its worker in the background).
+    fn client(&self, config: ClientConfig) -> Client;
 }
 
 /// Expands to one `#[test]` per conformance case for the harness type `$h`.
@@ -85,7 +88,10 @@ macro_rules! conformance_suite {
             import_keeps_order_and_accounts,
             import_overlaps_requests_and_keeps_order,
             chaos_at_least_once,
-            chaos_at_most_once
+            chaos_at_most_once,
+            client_many_producers_keep_their_order_under_faults,
+            client_shutdown_in_a_429_storm_returns_by_its_deadline,
+            client_full_queue_hands_the_update_back
         );
     };
     (@cases $h:ty; $($case:ident),* $(,)?) => {

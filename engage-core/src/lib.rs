@@ -72,6 +72,9 @@
 //! - [`delivery`]: [`delivery::Delivery`], the retry state machine of one batch (time is an
 //!   input), and [`delivery::Importer`], the scheduler of many; [`TransportError`].
 //! - [`driver`]: runtime-free loops that run them with your send and sleep functions.
+//! - [`client`]: a long-running client for applications (send from anywhere, batched in
+//!   the background, flushed, shut down with an exact account), which any runtime can
+//!   drive: see its docs for embedding it in a runtime of your own.
 //!
 //! The root re-exports the names most programs need.
 //!
@@ -87,6 +90,7 @@
 
 // The layers, each using only the ones above it (checked by `tests/layers.rs`).
 pub mod batch;
+pub mod client;
 pub mod delivery;
 pub mod driver;
 pub mod exchange;

@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-const LAYERS: [&str; 10] = [
-    "text", "rng", "model", "validate", "wire", "batch", "exchange", "delivery", "driver", "lib",
+const LAYERS: [&str; 11] = [
+    "text", "rng", "model", "validate", "wire", "batch", "exchange", "delivery", "driver",
+    "client", "lib",
 ];
 
 fn layer_of(path: &Path, src: &Path) -> usize {

@@ -2,6 +2,42 @@
 //! blocking client that reuses its handle (keep-alive), and a concurrent importer on a
 //! `Multi` handle, many batches in flight on one thread.
 //!
+//! In an application: a client sends from many threads, one background thread batches
+//! and sends, and a shutdown gives an exact account.
+//!
+//! ```
+//! use engage_core::client::ClientConfig;
+//! use engage_core::{Target, Token, Update};
+//! use engage_curl::CurlTransport;
+//! use std::time::Duration;
+//!
+//! # let emulator = engage_emulator::Emulator::start(Default::default()).unwrap();
+//! # let base_url = emulator.base_url();
+//! // For Mixpanel itself: Target::region(Region::Us).
+//! let config = ClientConfig::new(Token::new("my-project-token")?, Target::base_url(&base_url)?);
+//! let client = CurlTransport::new().client(config);
+//! let threads: Vec<_> = (0..4)
+//!     .map(|_| {
+//!         let client = client.clone();
+//!         std::thread::spawn(move || {
+//!             for i in 0..250 {
+//!                 let update = Update::user(format!("user-{}", i % 50)).add([("logins", 1)]);
+//!                 client.send_blocking(update).expect("the client is running");
+//!             }
+//!         })
+//!     })
+//!     .collect();
+//! for t in threads {
+//!     t.join().unwrap();
+//! }
+//! let summary = client.shutdown_blocking(Duration::from_secs(10));
+//! assert_eq!((summary.sent, summary.accepted), (1000, 1000));
+//! # assert_eq!(emulator.profile("user-7").unwrap()["logins"], 20);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A bulk import of an iterator that ends:
+//!
 //! ```
 //! use engage_core::{BatchConfig, Endpoint, ImportConfig, Target, Token, Update};
 //! use engage_curl::CurlTransport;
@@ -32,6 +68,7 @@ use bytes::Bytes;
 use curl::easy::{Easy2, Handler, HttpVersion, List, ReadError, SeekResult};
 use curl::multi::{Easy2Handle, Multi};
 use engage_core::batch::Batch;
+use engage_core::client::{Client, ClientConfig};
 use engage_core::delivery::{ImportAction, ImportItem, Importer, Report, TransportErrorKind};
 use engage_core::driver::SystemClock;
 use engage_core::{ImportConfig, ImportEvent, ImportSummary, RetryPolicy, Target, TransportError};
@@ -343,6 +380,30 @@ impl CurlTransport {
             on_event,
         };
         self.run(config, &mut feed)
+    }
+
+    /// A long-running client for an application: updates sent from any thread, batched
+    /// and sent by one background thread driving a `Multi` handle, flushed on demand, shut
+    /// down with an exact account. The thread looks at its queue at least every 20 ms. See
+    /// [`engage_core::client`].
+    pub fn client(&self, config: ClientConfig) -> Client {
+        let (client, worker) = Client::new(config);
+        let options = self.options.clone();
+        let spawned = std::thread::Builder::new()
+            .name("engage-curl-client".into())
+            .spawn(move || {
+                let (config, mut feed) = worker.into_parts();
+                feed.poll_every(Duration::from_millis(20));
+                let summary = options.build().run(config, &mut feed);
+                feed.finish(&summary);
+            });
+        if let Err(e) = spawned {
+            // No thread: the client cannot run. Its handle says so as it is used.
+            #[cfg(feature = "tracing")]
+            tracing::error!("engage-curl: cannot start the client thread: {e}");
+            let _ = e;
+        }
+        client
     }
 
     /// Imports from a [`Feed`](engage_core::delivery::Feed): the updates come from it, the

@@ -40,6 +40,10 @@ impl Harness for Curl {
     ) -> ImportSummary {
         self.0.import(config, updates, on_event)
     }
+
+    fn client(&self, config: engage_core::client::ClientConfig) -> engage_core::client::Client {
+        self.0.client(config)
+    }
 }
 
 engage_conformance::conformance_suite!(Curl);

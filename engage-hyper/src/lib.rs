@@ -1,6 +1,46 @@
 //! [engage](https://docs.rs/engage-core) transport over hyper-util's pooled client and
 //! hyper-rustls (ring, webpki roots), on tokio.
 //!
+//! In an application: a client sends from many tasks, batches in the background, and
+//! shuts down with an exact account.
+//!
+//! ```
+//! use engage_core::client::ClientConfig;
+//! use engage_core::{Target, Token, Update};
+//! use engage_hyper::HyperTransport;
+//! use std::time::Duration;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     # let emulator = engage_emulator::Emulator::start(Default::default()).unwrap();
+//!     # let base_url = emulator.base_url();
+//!     // For Mixpanel itself: Target::region(Region::Us).
+//!     let config = ClientConfig::new(Token::new("my-project-token")?, Target::base_url(&base_url)?)
+//!         .linger(Duration::from_millis(500));
+//!     let client = HyperTransport::new()?.client(config);
+//!     let mut tasks = Vec::new();
+//!     for t in 0..4 {
+//!         let client = client.clone();
+//!         tasks.push(tokio::spawn(async move {
+//!             for i in 0..250 {
+//!                 let update = Update::user(format!("user-{}", i % 50)).add([("logins", 1)]);
+//!                 client.send(update).await.expect("the client is running");
+//!             }
+//!             let _ = t;
+//!         }));
+//!     }
+//!     for task in tasks {
+//!         task.await?;
+//!     }
+//!     let summary = client.shutdown(Duration::from_secs(10)).await;
+//!     assert_eq!((summary.sent, summary.accepted), (1000, 1000));
+//!     # assert_eq!(emulator.profile("user-7").unwrap()["logins"], 20);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A bulk import of an iterator that ends:
+//!
 //! ```
 //! use engage_core::{BatchConfig, Endpoint, ImportConfig, Target, Token, Update};
 //! use engage_hyper::HyperTransport;
@@ -33,13 +73,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use engage_core::batch::Batch;
+use engage_core::client::{Client, ClientConfig};
 use engage_core::delivery::{ImportItem, Report, TransportErrorKind};
 use engage_core::driver::SystemClock;
 use engage_core::{ImportConfig, ImportEvent, ImportSummary, RetryPolicy, Target, TransportError};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Request, Response};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::Client as PooledClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
@@ -112,7 +153,7 @@ impl Builder {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
+        let client = PooledClient::builder(TokioExecutor::new())
             .pool_idle_timeout(self.pool_idle_timeout)
             .build(https);
         Ok(HyperTransport {
@@ -125,7 +166,7 @@ impl Builder {
 /// A pooled HTTP/1.1 keep-alive client over rustls. Cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
 pub struct HyperTransport {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: PooledClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     request_timeout: Duration,
 }
 
@@ -196,6 +237,27 @@ impl HyperTransport {
             on_event,
         };
         self.run(config, &mut feed).await
+    }
+
+    /// A long-running client for an application: updates sent from any task, batched in
+    /// the background on the current tokio runtime (it must be called within one), flushed
+    /// on demand, shut down with an exact account. See [`engage_core::client`].
+    pub fn client(&self, config: ClientConfig) -> Client {
+        let (client, worker) = Client::new(config);
+        let transport = self.clone();
+        tokio::spawn(async move {
+            worker
+                .run(
+                    &SystemClock,
+                    move |request| {
+                        let transport = transport.clone();
+                        async move { transport.send(request).await }
+                    },
+                    tokio::time::sleep,
+                )
+                .await
+        });
+        client
     }
 
     /// Imports from a [`Feed`](engage_core::delivery::Feed): the updates come from it, the

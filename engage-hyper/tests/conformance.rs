@@ -52,6 +52,11 @@ impl Harness for Hyper {
         self.runtime
             .block_on(self.transport.import(config, updates, on_event))
     }
+
+    fn client(&self, config: engage_core::client::ClientConfig) -> engage_core::client::Client {
+        let _inside = self.runtime.enter();
+        self.transport.client(config)
+    }
 }
 
 engage_conformance::conformance_suite!(Hyper);

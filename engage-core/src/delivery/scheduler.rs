@@ -178,6 +178,9 @@ pub enum ImportEvent {
     Sending(Sending),
     /// A batch is settled: each of its records accepted, rejected or not delivered.
     Delivered(Report),
+    /// Every update pushed before this flush is settled (flushes settle in the order they
+    /// were asked for).
+    Flushed(FlushId),
     /// A 429 paused every send of the import.
     Throttled {
         /// The `Retry-After` the server asked for, uncapped, if it sent one.
@@ -318,6 +321,9 @@ pub enum Next<T> {
     Item(T),
     /// Nothing now; more may come (an application's queue).
     Idle,
+    /// Close every open batch now; [`ImportEvent::Flushed`] says when what came before is
+    /// settled.
+    Flush,
     /// Nothing ever again.
     End,
 }
@@ -355,10 +361,11 @@ pub trait Feed {
     fn next_item(&mut self) -> Next<Self::Item>;
     /// Something happened (see [`ImportEvent`]).
     fn on_event(&mut self, event: ImportEvent);
-    /// Whether to stop now (an interrupt): asked at every [`Importer::step`]. Nothing more
-    /// is read, nothing more is sent, and requests in flight get the configured
-    /// [`stop_grace`](ImportConfig::stop_grace) to finish.
-    fn stop_requested(&mut self) -> bool {
+    /// Whether to stop now, at `now` (an interrupt, a shutdown's deadline): asked at every
+    /// [`Importer::step`]. Nothing more is read, nothing more is sent, and requests in
+    /// flight get the configured [`stop_grace`](ImportConfig::stop_grace) to finish.
+    fn stop_requested(&mut self, now: Instant) -> bool {
+        let _ = now;
         false
     }
     /// How often a driver should step while it waits, so that a stop is noticed even in a
@@ -473,6 +480,8 @@ pub struct Importer {
     last_tick: Option<Instant>,
     /// Stopped: requests in flight are abandoned at this time.
     stop_deadline: Option<Instant>,
+    /// Flushes asked for through a feed, not yet reported settled.
+    flushes: VecDeque<FlushId>,
 }
 
 impl std::fmt::Debug for Importer {
@@ -509,6 +518,7 @@ impl Importer {
             epoch_starts: Vec::new(),
             last_tick: None,
             stop_deadline: None,
+            flushes: VecDeque::new(),
         }
     }
 
@@ -1144,7 +1154,7 @@ impl Importer {
     /// [`on_result`](Self::on_result), and on [`ImportAction::Wait`] waits for a result,
     /// the deadline, or (for a feed that was idle) more input.
     pub fn step<F: Feed>(&mut self, now: Instant, feed: &mut F) -> ImportAction {
-        if self.stop_deadline.is_none() && feed.stop_requested() {
+        if self.stop_deadline.is_none() && feed.stop_requested(now) {
             self.stop(now);
         }
         loop {
@@ -1156,6 +1166,10 @@ impl Importer {
                         idle = true;
                         break;
                     }
+                    Next::Flush => {
+                        let id = self.flush();
+                        self.flushes.push_back(id);
+                    }
                     Next::End => {
                         self.finish_input();
                         break;
@@ -1163,6 +1177,13 @@ impl Importer {
                 }
             }
             let action = self.poll(now);
+            while let Some(&id) = self.flushes.front() {
+                if !self.is_flushed(id) {
+                    break;
+                }
+                self.flushes.pop_front();
+                self.events.push_back(ImportEvent::Flushed(id));
+            }
             while let Some(e) = self.next_event() {
                 feed.on_event(e);
             }

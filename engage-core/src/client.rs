@@ -1,0 +1,779 @@
+//! A long-running client for applications: updates sent from any task or thread, one at a
+//! time and forever, batched in the background (a batch goes out when full or when its
+//! oldest update has waited the linger), flushed on demand, and shut down with an exact
+//! account.
+//!
+//! [`Client::new`] gives the handle (cheap to clone, `Send + Sync`) and the [`Worker`],
+//! the background part a transport runs on its runtime (engage-hyper on tokio,
+//! engage-async-std on async-std or smol, engage-curl on a thread). Everything that decides
+//! (linger, flush, limits, retries) is the [`Importer`]'s; the
+//! worker only moves updates from the queue into it, and outcomes back out.
+//!
+//! # Embedding in a runtime of your own
+//!
+//! [`Worker::run`] takes a send function and a sleep function, like
+//! [`driver::run`](crate::driver::run):
+//!
+//! ```
+//! use engage_core::client::{Client, ClientConfig};
+//! use engage_core::driver::SystemClock;
+//! use engage_core::{Target, Token, Update};
+//! # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     let mut f = std::pin::pin!(f);
+//! #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+//! #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+//! # }
+//! let config = ClientConfig::new(Token::new("tok")?, Target::base_url("http://127.0.0.1:9")?);
+//! let (client, worker) = Client::new(config);
+//! // Your runtime spawns the worker; here, a tiny executor runs it after the sends.
+//! client.try_send(Update::user("u1").set([("plan", "pro")]))?;
+//! client.try_send(Update::group("company", "acme").set([("seats", 40)]))?;
+//! let closing = client.clone();
+//! let worker = worker.run(
+//!     &SystemClock,
+//!     |_request| async { Ok(http::Response::new(bytes::Bytes::from_static(b"1"))) },
+//!     |_wait| async {},
+//! );
+//! closing.begin_shutdown(std::time::Duration::from_secs(5));
+//! let summary = block_on(worker);
+//! assert_eq!((summary.sent, summary.accepted), (2, 2));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use async_channel::{Receiver, Sender, TryRecvError, TrySendError as ChannelTrySendError};
+use bytes::Bytes;
+use http::{Request, Response};
+
+use crate::batch::BatchConfig;
+use crate::delivery::{
+    Concurrency, DeliveryError, Feed, ImportAction, ImportConfig, ImportEvent, ImportSummary,
+    Importer, Next, RecordOutcome, RetryPolicy, Route, TransportError,
+};
+use crate::driver::Clock;
+use crate::exchange::Target;
+use crate::model::{Endpoint, ProfileId, Token};
+use crate::validate::ValidationError;
+use crate::wire::Update;
+
+/// Called with each update's outcome.
+type OutcomeFn = Box<dyn FnMut(&Delivered) + Send>;
+
+/// How a [`Client`] sends: the import settings (linger, limits, retries, concurrency), the
+/// queue's size, and who hears of each update's outcome.
+pub struct ClientConfig {
+    /// The import settings. Defaults for a client: each update to its own endpoint
+    /// (users and groups through one client), a linger of 1 s, nothing in flight after a
+    /// shutdown's deadline.
+    pub import: ImportConfig,
+    /// Updates the queue holds before `send` waits (and `try_send` refuses).
+    pub queue: usize,
+    on_outcome: Option<OutcomeFn>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("import", &self.import)
+            .field("queue", &self.queue)
+            .field("on_outcome", &self.on_outcome.is_some())
+            .finish()
+    }
+}
+
+impl ClientConfig {
+    /// A client for the project of `token`, sending to `target`: a queue of 10,000
+    /// updates, a linger of 1 s, adaptive concurrency, default retries.
+    pub fn new(token: Token, target: Target) -> Self {
+        ClientConfig {
+            // The shutdown's deadline bounds everything: no grace after it.
+            import: ImportConfig::new(BatchConfig::new(token, Endpoint::Engage), target)
+                .route(Route::ByProfile)
+                .linger(Duration::from_secs(1))
+                .stop_grace(Duration::ZERO),
+            queue: 10_000,
+            on_outcome: None,
+        }
+    }
+
+    /// How long an update may wait for its batch to fill (zero: send at once).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.import.linger = Some(linger);
+        self
+    }
+
+    /// The queue's size (at least 1).
+    pub fn queue(mut self, updates: usize) -> Self {
+        self.queue = updates.max(1);
+        self
+    }
+
+    /// Requests in flight at once.
+    pub fn concurrency(mut self, c: impl Into<Concurrency>) -> Self {
+        self.import.concurrency = c.into();
+        self
+    }
+
+    /// Retries.
+    pub fn policy(mut self, policy: RetryPolicy) -> Self {
+        self.import.policy = policy;
+        self
+    }
+
+    /// Most updates per request (1–2000).
+    pub fn max_records(mut self, n: usize) -> Self {
+        self.import.batch = self.import.batch.clone().max_records(n);
+        self
+    }
+
+    /// Calls `f` with each update's outcome, on the worker (keep it quick).
+    pub fn on_outcome(mut self, f: impl FnMut(&Delivered) + Send + 'static) -> Self {
+        self.on_outcome = Some(Box::new(f));
+        self
+    }
+}
+
+/// What became of one update sent through a [`Client`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Mixpanel accepted it.
+    Accepted,
+    /// Accepted, but after a resend that may have applied it twice (`$add`/`$append`).
+    UncertainResend,
+    /// Mixpanel rejected it.
+    Rejected {
+        /// The field it named, if any.
+        field: Option<String>,
+        /// Its message.
+        message: String,
+    },
+    /// It was invalid and not sent.
+    Invalid(ValidationError),
+    /// It was not delivered (retries spent, the token refused, the shutdown deadline
+    /// passed, or it was still queued at the end).
+    NotDelivered {
+        /// Why.
+        error: DeliveryError,
+        /// A request carrying it may have been applied anyway.
+        maybe_applied: bool,
+    },
+}
+
+/// One update's outcome, for [`ClientConfig::on_outcome`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Delivered {
+    /// What [`Client::send`] returned for it.
+    pub id: u64,
+    /// Its profile.
+    pub profile: Option<ProfileId>,
+    /// What became of it.
+    pub outcome: Outcome,
+}
+
+/// Running totals of a [`Client`], and its final account after a shutdown.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct ClientSummary {
+    /// Updates taken by `send`/`try_send`.
+    pub sent: u64,
+    /// Accepted (uncertain ones included).
+    pub accepted: u64,
+    /// Of the accepted, after a resend that may have applied them twice.
+    pub uncertain: u64,
+    /// Rejected by Mixpanel.
+    pub rejected: u64,
+    /// Invalid, not sent.
+    pub invalid: u64,
+    /// Not delivered, still queued at the end included.
+    pub not_delivered: u64,
+    /// Of the not delivered, those a request may have applied anyway.
+    pub maybe_applied: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Of which resends.
+    pub retries: u64,
+    /// 429 answers.
+    pub throttled: u64,
+    /// Why sending stopped for good (401, 403, TLS), if it did.
+    pub fatal: Option<DeliveryError>,
+}
+
+impl ClientSummary {
+    /// Updates with an outcome so far.
+    pub fn settled(&self) -> u64 {
+        self.accepted + self.rejected + self.invalid + self.not_delivered
+    }
+}
+
+/// Why an update was not taken; it is handed back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrySendError {
+    /// The queue is full.
+    #[error("the client's queue is full")]
+    Full(Box<Update>),
+    /// The client is shutting down or its worker is gone.
+    #[error("the client is shut down")]
+    Closed(Box<Update>),
+}
+
+impl TrySendError {
+    /// The update, back.
+    pub fn into_update(self) -> Update {
+        match self {
+            TrySendError::Full(u) | TrySendError::Closed(u) => *u,
+        }
+    }
+}
+
+/// The client is shut down (or its worker is gone); the update is handed back.
+#[derive(Debug, thiserror::Error)]
+#[error("the client is shut down")]
+pub struct Closed(pub Box<Update>);
+
+enum Msg {
+    Update(u64, Update),
+    Flush(Sender<()>),
+    Shutdown(Duration),
+}
+
+struct Shared {
+    totals: Mutex<ClientSummary>,
+    next_id: std::sync::atomic::AtomicU64,
+    /// The final summary, once the worker is done.
+    done: Mutex<Option<ClientSummary>>,
+    done_tx: Sender<()>,
+    done_rx: Receiver<()>,
+    shutdown_asked: std::sync::atomic::AtomicBool,
+}
+
+/// Drops with the last handle: a client dropped without a shutdown still delivers what is
+/// queued (the worker runs on until the queue is empty), but a program that exits right
+/// after may lose it, so it says so.
+struct LastHandle(Arc<Shared>);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        if !self
+            .0
+            .shutdown_asked
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            #[cfg(feature = "tracing")]
+            tracing::warn!(
+                "engage client dropped without shutdown: the worker delivers what is queued, but a program that exits now loses it; call shutdown(deadline)"
+            );
+        }
+    }
+}
+
+/// The handle applications send through: cheap to clone, `Send + Sync`.
+#[derive(Clone)]
+pub struct Client {
+    tx: Sender<Msg>,
+    shared: Arc<Shared>,
+    _last: Arc<LastHandle>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("queued", &self.tx.len())
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client and its worker, which a transport runs in the background.
+    pub fn new(config: ClientConfig) -> (Client, Worker) {
+        let (tx, rx) = async_channel::bounded(config.queue.max(1));
+        let (done_tx, done_rx) = async_channel::bounded(1);
+        let shared = Arc::new(Shared {
+            totals: Mutex::new(ClientSummary::default()),
+            next_id: std::sync::atomic::AtomicU64::new(0),
+            done: Mutex::new(None),
+            done_tx,
+            done_rx,
+            shutdown_asked: std::sync::atomic::AtomicBool::new(false),
+        });
+        let feed = ChannelFeed {
+            rx,
+            stash: None,
+            next_index: 0,
+            ids: HashMap::new(),
+            flushes: VecDeque::new(),
+            shutdown: None,
+            ended: false,
+            idle: false,
+            on_outcome: config.on_outcome,
+            shared: shared.clone(),
+            poll_every: None,
+        };
+        let client = Client {
+            tx,
+            _last: Arc::new(LastHandle(shared.clone())),
+            shared,
+        };
+        (
+            client,
+            Worker {
+                config: config.import,
+                feed,
+            },
+        )
+    }
+
+    /// Whether a shutdown was asked for: no more updates are taken.
+    fn closing(&self) -> bool {
+        self.shared
+            .shutdown_asked
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn take_id(&self) -> u64 {
+        let id = self
+            .shared
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.shared.totals).sent += 1;
+        id
+    }
+
+    /// Queues an update, waiting while the queue is full. Returns its id (as in
+    /// [`Delivered::id`]).
+    pub async fn send(&self, update: Update) -> Result<u64, Closed> {
+        if self.closing() {
+            return Err(Closed(Box::new(update)));
+        }
+        let id = self.take_id();
+        match self.tx.send(Msg::Update(id, update)).await {
+            Ok(()) => Ok(id),
+            Err(async_channel::SendError(Msg::Update(_, u))) => {
+                lock(&self.shared.totals).sent -= 1;
+                Err(Closed(Box::new(u)))
+            }
+            Err(_) => unreachable!("an update was sent"),
+        }
+    }
+
+    /// Queues an update if there is room now; a full queue hands it back.
+    pub fn try_send(&self, update: Update) -> Result<u64, TrySendError> {
+        if self.closing() {
+            return Err(TrySendError::Closed(Box::new(update)));
+        }
+        let id = self.take_id();
+        match self.tx.try_send(Msg::Update(id, update)) {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                lock(&self.shared.totals).sent -= 1;
+                match e {
+                    ChannelTrySendError::Full(Msg::Update(_, u)) => {
+                        Err(TrySendError::Full(Box::new(u)))
+                    }
+                    ChannelTrySendError::Closed(Msg::Update(_, u)) => {
+                        Err(TrySendError::Closed(Box::new(u)))
+                    }
+                    _ => unreachable!("an update was sent"),
+                }
+            }
+        }
+    }
+
+    /// Queues an update, blocking the thread while the queue is full (not from an async
+    /// task: use [`send`](Self::send) there).
+    pub fn send_blocking(&self, update: Update) -> Result<u64, Closed> {
+        if self.closing() {
+            return Err(Closed(Box::new(update)));
+        }
+        let id = self.take_id();
+        match self.tx.send_blocking(Msg::Update(id, update)) {
+            Ok(()) => Ok(id),
+            Err(async_channel::SendError(Msg::Update(_, u))) => {
+                lock(&self.shared.totals).sent -= 1;
+                Err(Closed(Box::new(u)))
+            }
+            Err(_) => unreachable!("an update was sent"),
+        }
+    }
+
+    /// Completes when every update sent before it is settled (batches are closed at once,
+    /// whatever the linger). `false` if the client was shut down first.
+    pub async fn flush(&self) -> bool {
+        let (tx, rx) = async_channel::bounded(1);
+        if self.tx.send(Msg::Flush(tx)).await.is_err() {
+            return false;
+        }
+        rx.recv().await.is_ok()
+    }
+
+    /// [`flush`](Self::flush), blocking the thread.
+    pub fn flush_blocking(&self) -> bool {
+        let (tx, rx) = async_channel::bounded(1);
+        if self.tx.send_blocking(Msg::Flush(tx)).is_err() {
+            return false;
+        }
+        rx.recv_blocking().is_ok()
+    }
+
+    /// Stops taking updates and asks the worker to deliver what is queued within
+    /// `timeout`, then stop: whatever is not delivered by then is reported (requests in
+    /// flight as maybe applied, updates still queued as never sent). Returns at once; see
+    /// [`shutdown`](Self::shutdown) to wait for the account.
+    pub fn begin_shutdown(&self, timeout: Duration) {
+        self.shared
+            .shutdown_asked
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // The shutdown message goes behind everything queued; if the queue is full, the
+        // worker still finds it once it has room (closing refuses new updates now).
+        let tx = self.tx.clone();
+        if tx.try_send(Msg::Shutdown(timeout)).is_err() {
+            std::thread::spawn(move || {
+                let _ = tx.send_blocking(Msg::Shutdown(timeout));
+            });
+        }
+    }
+
+    /// Shuts down (see [`begin_shutdown`](Self::begin_shutdown)) and waits for the final
+    /// account, which says what was not delivered: nothing is dropped silently.
+    pub async fn shutdown(&self, timeout: Duration) -> ClientSummary {
+        self.begin_shutdown(timeout);
+        let _ = self.shared.done_rx.recv().await;
+        self.final_summary()
+    }
+
+    /// [`shutdown`](Self::shutdown), blocking the thread.
+    pub fn shutdown_blocking(&self, timeout: Duration) -> ClientSummary {
+        self.begin_shutdown(timeout);
+        let _ = self.shared.done_rx.recv_blocking();
+        self.final_summary()
+    }
+
+    fn final_summary(&self) -> ClientSummary {
+        lock(&self.shared.done)
+            .clone()
+            .unwrap_or_else(|| lock(&self.shared.totals).clone())
+    }
+
+    /// The running totals.
+    pub fn totals(&self) -> ClientSummary {
+        lock(&self.shared.totals).clone()
+    }
+
+    /// Updates in the queue now.
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The client's queue as the importer's [`Feed`]: updates in, outcomes out, flushes and
+/// the shutdown deadline passed through. Transports with a loop of their own (curl's
+/// `Multi`) drive an [`Importer`] with it; see [`Worker::into_parts`].
+pub struct ChannelFeed {
+    rx: Receiver<Msg>,
+    stash: Option<Msg>,
+    next_index: u64,
+    /// Importer index → the handle's id.
+    ids: HashMap<u64, u64>,
+    flushes: VecDeque<Sender<()>>,
+    /// The shutdown's timeout, then its deadline once seen with a time.
+    shutdown: Option<(Duration, Option<Instant>)>,
+    ended: bool,
+    idle: bool,
+    on_outcome: Option<OutcomeFn>,
+    shared: Arc<Shared>,
+    poll_every: Option<Duration>,
+}
+
+impl std::fmt::Debug for ChannelFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelFeed")
+            .field("queued", &self.rx.len())
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl ChannelFeed {
+    /// Makes drivers step at least this often (a loop that cannot wait on the queue itself
+    /// polls it).
+    pub fn poll_every(&mut self, every: Duration) {
+        self.poll_every = Some(every);
+    }
+
+    fn outcome(&mut self, index: u64, profile: Option<ProfileId>, outcome: Outcome) {
+        let id = self.ids.remove(&index).unwrap_or(index);
+        if let Some(f) = self.on_outcome.as_mut() {
+            f(&Delivered {
+                id,
+                profile,
+                outcome,
+            });
+        }
+    }
+
+    /// Ends the worker's account: what is still queued is reported never sent, the
+    /// summary is kept for the handles, and a waiting shutdown returns.
+    pub fn finish(mut self, summary: &ImportSummary) -> ClientSummary {
+        self.rx.close();
+        let mut left = Vec::new();
+        if let Some(Msg::Update(id, u)) = self.stash.take() {
+            left.push((id, u));
+        }
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Update(id, u) = msg {
+                left.push((id, u));
+            }
+        }
+        {
+            let mut t = lock(&self.shared.totals);
+            t.not_delivered += left.len() as u64;
+            t.requests = summary.requests;
+            t.retries = summary.retries;
+            t.throttled = summary.throttled;
+            t.fatal = summary.fatal.clone();
+        }
+        for (id, u) in left {
+            if let Some(f) = self.on_outcome.as_mut() {
+                f(&Delivered {
+                    id,
+                    profile: u.profile(),
+                    outcome: Outcome::NotDelivered {
+                        error: DeliveryError::Stopped,
+                        maybe_applied: false,
+                    },
+                });
+            }
+        }
+        let final_summary = lock(&self.shared.totals).clone();
+        *lock(&self.shared.done) = Some(final_summary.clone());
+        let _ = self.shared.done_tx.try_send(());
+        self.shared.done_tx.close();
+        final_summary
+    }
+}
+
+impl Feed for ChannelFeed {
+    type Item = (u64, Update);
+
+    fn next_item(&mut self) -> Next<(u64, Update)> {
+        self.idle = false;
+        if self.ended {
+            return Next::End;
+        }
+        let msg = match self.stash.take() {
+            Some(m) => m,
+            None => match self.rx.try_recv() {
+                Ok(m) => m,
+                Err(TryRecvError::Empty) => {
+                    self.idle = true;
+                    return Next::Idle;
+                }
+                Err(TryRecvError::Closed) => {
+                    self.ended = true;
+                    return Next::End;
+                }
+            },
+        };
+        match msg {
+            Msg::Update(id, update) => {
+                let index = self.next_index;
+                self.next_index += 1;
+                self.ids.insert(index, id);
+                Next::Item((index, update))
+            }
+            Msg::Flush(reply) => {
+                self.flushes.push_back(reply);
+                Next::Flush
+            }
+            Msg::Shutdown(timeout) => {
+                // No more updates: what is queued behind this is reported at the end.
+                self.rx.close();
+                self.shutdown.get_or_insert((timeout, None));
+                self.ended = true;
+                Next::End
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: ImportEvent) {
+        match event {
+            ImportEvent::Invalid(e) => {
+                lock(&self.shared.totals).invalid += 1;
+                let profile = e.profile.clone();
+                self.outcome(e.index, profile, Outcome::Invalid(e));
+            }
+            ImportEvent::Delivered(report) => {
+                for r in &report.records {
+                    let outcome = match &r.outcome {
+                        RecordOutcome::Accepted if r.is_uncertain() => Outcome::UncertainResend,
+                        RecordOutcome::Accepted => Outcome::Accepted,
+                        RecordOutcome::Rejected { field, message } => Outcome::Rejected {
+                            field: field.clone(),
+                            message: message.clone(),
+                        },
+                        RecordOutcome::NotDelivered(e) => Outcome::NotDelivered {
+                            error: e.clone(),
+                            maybe_applied: r.maybe_applied,
+                        },
+                    };
+                    {
+                        let mut t = lock(&self.shared.totals);
+                        match &outcome {
+                            Outcome::Accepted => t.accepted += 1,
+                            Outcome::UncertainResend => {
+                                t.accepted += 1;
+                                t.uncertain += 1;
+                            }
+                            Outcome::Rejected { .. } => t.rejected += 1,
+                            Outcome::NotDelivered { maybe_applied, .. } => {
+                                t.not_delivered += 1;
+                                t.maybe_applied += u64::from(*maybe_applied);
+                            }
+                            Outcome::Invalid(_) => t.invalid += 1,
+                        }
+                    }
+                    let profile = report.profile(r.position);
+                    self.outcome(r.index, profile, outcome);
+                }
+                let mut t = lock(&self.shared.totals);
+                t.requests += u64::from(report.requests);
+                t.retries += u64::from(report.retries);
+                t.throttled += u64::from(report.throttled);
+            }
+            ImportEvent::Flushed(_) => {
+                if let Some(reply) = self.flushes.pop_front() {
+                    let _ = reply.try_send(());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn stop_requested(&mut self, now: Instant) -> bool {
+        match &mut self.shutdown {
+            Some((timeout, deadline)) => {
+                let at = *deadline.get_or_insert(now.checked_add(*timeout).unwrap_or(now));
+                now >= at
+            }
+            None => false,
+        }
+    }
+
+    fn check_every(&self) -> Option<Duration> {
+        // Wake for the shutdown's deadline even while requests are in flight.
+        match (self.shutdown, self.poll_every) {
+            (Some((t, None)), p) => Some(p.map_or(t, |p| p.min(t))),
+            (Some((_, Some(_))), p) => Some(p.unwrap_or(Duration::from_millis(50))),
+            (None, p) => p,
+        }
+    }
+}
+
+/// The background part of a [`Client`]: a transport runs it on its runtime.
+pub struct Worker {
+    config: ImportConfig,
+    feed: ChannelFeed,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Worker {
+    /// The import settings and the feed, for a transport that drives an
+    /// [`Importer`] in a loop of its own; call [`ChannelFeed::finish`] with the summary at
+    /// the end.
+    pub fn into_parts(self) -> (ImportConfig, ChannelFeed) {
+        (self.config, self.feed)
+    }
+
+    /// Runs the client on any async runtime: `send` performs one HTTP exchange, `sleep`
+    /// waits. Waits on the queue, the requests in flight and the next deadline at once.
+    /// Completes after [`Client::shutdown`], or once every handle is dropped and
+    /// everything queued is delivered.
+    pub async fn run<C, S, SF, W, WF>(self, clock: &C, mut send: S, mut sleep: W) -> ClientSummary
+    where
+        C: Clock + ?Sized,
+        S: FnMut(Request<Bytes>) -> SF,
+        SF: Future<Output = Result<Response<Bytes>, TransportError>>,
+        W: FnMut(Duration) -> WF,
+        WF: Future<Output = ()>,
+    {
+        let Worker { config, mut feed } = self;
+        let mut importer = Importer::new(config);
+        let mut in_flight: Vec<(crate::delivery::RequestId, Pin<Box<SF>>)> = Vec::new();
+        loop {
+            match importer.step(clock.now(), &mut feed) {
+                ImportAction::Send { id, request } => {
+                    in_flight.push((id, Box::pin(send(request))));
+                }
+                ImportAction::NeedInput => {}
+                ImportAction::Done => break,
+                ImportAction::Wait { until } => {
+                    let mut timer =
+                        until.map(|u| Box::pin(sleep(u.saturating_duration_since(clock.now()))));
+                    // Idle: a message on the queue wakes the worker too.
+                    let rx = feed.rx.clone();
+                    let mut incoming = (feed.idle && feed.stash.is_none() && !feed.ended)
+                        .then(|| Box::pin(async move { rx.recv().await }));
+                    enum Woke<R> {
+                        Answer(crate::delivery::RequestId, R),
+                        Message(Option<Msg>),
+                        Timer,
+                    }
+                    let woke = std::future::poll_fn(|cx| {
+                        for i in 0..in_flight.len() {
+                            if let Poll::Ready(result) = in_flight[i].1.as_mut().poll(cx) {
+                                let (id, _) = in_flight.swap_remove(i);
+                                return Poll::Ready(Woke::Answer(id, result));
+                            }
+                        }
+                        if let Some(r) = incoming.as_mut()
+                            && let Poll::Ready(msg) = r.as_mut().poll(cx)
+                        {
+                            return Poll::Ready(Woke::Message(msg.ok()));
+                        }
+                        if let Some(t) = timer.as_mut()
+                            && t.as_mut().poll(cx).is_ready()
+                        {
+                            return Poll::Ready(Woke::Timer);
+                        }
+                        if in_flight.is_empty() && timer.is_none() && incoming.is_none() {
+                            return Poll::Ready(Woke::Timer);
+                        }
+                        Poll::Pending
+                    })
+                    .await;
+                    match woke {
+                        Woke::Answer(id, result) => {
+                            importer.on_result(id, clock.now(), clock.wall(), result);
+                        }
+                        Woke::Message(Some(msg)) => feed.stash = Some(msg),
+                        Woke::Message(None) => feed.ended = true,
+                        Woke::Timer => {}
+                    }
+                }
+            }
+        }
+        while let Some(e) = importer.next_event() {
+            feed.on_event(e);
+        }
+        feed.finish(importer.summary())
+    }
+}

@@ -1,0 +1,167 @@
+//! The application client's worker on simulated time: linger, a full queue, flush, and a
+//! shutdown that accounts for everything, including what never left the queue.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use engage_core::client::{Client, ClientConfig, Delivered, Outcome, TrySendError};
+use engage_core::delivery::Concurrency;
+use engage_core::driver::{Clock, ManualClock};
+use engage_core::{Target, Token, Update};
+
+fn config() -> ClientConfig {
+    ClientConfig::new(
+        Token::new("tok").unwrap(),
+        Target::base_url("http://127.0.0.1:9").unwrap(),
+    )
+    .concurrency(Concurrency::Fixed(2))
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+fn ok() -> http::Response<Bytes> {
+    http::Response::new(Bytes::from_static(b"1"))
+}
+
+#[test]
+fn a_lone_update_goes_out_when_its_linger_is_over() {
+    let (client, worker) = Client::new(config().linger(Duration::from_millis(750)));
+    let clock = Arc::new(ManualClock::new());
+    let t0 = clock.now();
+    let sent_at = Arc::new(Mutex::new(Vec::new()));
+    let (c, s) = (clock.clone(), sent_at.clone());
+    let running = std::thread::spawn(move || {
+        block_on(worker.run(
+            &*c,
+            |_req| {
+                s.lock().unwrap().push(c.now());
+                std::future::ready(Ok(ok()))
+            },
+            |d| {
+                c.advance(d);
+                std::future::ready(())
+            },
+        ))
+    });
+    client
+        .try_send(Update::user("lone").set([("x", 1)]))
+        .unwrap();
+    while sent_at.lock().unwrap().is_empty() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(sent_at.lock().unwrap()[0] - t0, Duration::from_millis(750));
+    let summary = client.shutdown_blocking(Duration::from_secs(5));
+    let _ = running.join().unwrap();
+    assert_eq!(
+        (summary.sent, summary.accepted, summary.requests),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn a_full_queue_hands_the_update_back() {
+    let (client, _worker) = Client::new(config().queue(2));
+    client.try_send(Update::user("a").set([("x", 1)])).unwrap();
+    client.try_send(Update::user("b").set([("x", 1)])).unwrap();
+    let Err(TrySendError::Full(back)) = client.try_send(Update::user("c").set([("x", 1)])) else {
+        panic!("the third does not fit");
+    };
+    assert_eq!(back.profile().unwrap().to_string(), "distinct_id \"c\"");
+    assert_eq!(client.totals().sent, 2);
+}
+
+#[test]
+fn flush_waits_for_what_came_before_and_shutdown_accounts_for_everything() {
+    let outcomes = Arc::new(Mutex::new(Vec::<Delivered>::new()));
+    let seen = outcomes.clone();
+    let (client, worker) = Client::new(
+        config()
+            .linger(Duration::from_secs(3600))
+            .queue(100)
+            .on_outcome(move |d| seen.lock().unwrap().push(d.clone())),
+    );
+    let clock = Arc::new(ManualClock::new());
+    // The server answers the first request, then never again.
+    let answered = Arc::new(Mutex::new(0));
+    let (c, a) = (clock.clone(), answered.clone());
+    let running = std::thread::spawn(move || {
+        block_on(worker.run(
+            &*c,
+            |_req| {
+                let first = {
+                    let mut n = a.lock().unwrap();
+                    *n += 1;
+                    *n == 1
+                };
+                async move {
+                    if first {
+                        Ok(ok())
+                    } else {
+                        std::future::pending().await
+                    }
+                }
+            },
+            |d| {
+                c.advance(d);
+                std::future::ready(())
+            },
+        ))
+    });
+    for i in 0..3 {
+        client
+            .send_blocking(Update::user(format!("u{i}")).add([("n", 1)]))
+            .unwrap();
+    }
+    // Without the flush these would wait an hour: the flush sends them and returns once
+    // they are settled.
+    assert!(client.flush_blocking());
+    assert_eq!(client.totals().accepted, 3);
+    // Two more: the request carrying them never answers; the shutdown's deadline ends it.
+    for i in 0..2 {
+        client
+            .send_blocking(Update::user(format!("v{i}")).add([("n", 1)]))
+            .unwrap();
+    }
+    let summary = client.shutdown_blocking(Duration::from_secs(2));
+    let _ = running.join().unwrap();
+    assert_eq!(summary.sent, 5);
+    assert_eq!(summary.accepted, 3);
+    assert_eq!(summary.not_delivered, 2);
+    assert_eq!(summary.maybe_applied, 2, "in flight at the deadline");
+    assert_eq!(summary.settled(), 5);
+    // Each update's outcome was told once, by its id.
+    let mut ids: Vec<u64> = outcomes.lock().unwrap().iter().map(|d| d.id).collect();
+    ids.sort();
+    assert_eq!(ids, [0, 1, 2, 3, 4]);
+    assert!(
+        outcomes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| matches!(
+                d.outcome,
+                Outcome::NotDelivered {
+                    maybe_applied: true,
+                    ..
+                }
+            ))
+            .count()
+            == 2
+    );
+    // After the shutdown nothing is taken.
+    assert!(
+        client
+            .try_send(Update::user("late").set([("x", 1)]))
+            .is_err()
+    );
+}
