@@ -42,8 +42,10 @@ impl Concurrency {
 }
 
 /// The adaptive limit's settings. Defaults: start at 10 (Mixpanel finds 10–20 concurrent
-/// clients work best), stay within 1..=64, keep 75% of the limit on a 429, a 503, a
-/// timeout, or answers slower than twice the fastest seen (per megabyte sent).
+/// clients work best) and double each round trip up to 20 until the first sign of
+/// congestion (slow start), then grow by about one per round trip; stay within 1..=64;
+/// keep 75% of the limit on a 503, a timeout, or answers slower than twice the fastest
+/// seen (per megabyte sent). A 429 sets a pace instead (see the module's docs).
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct AutoConcurrency {
@@ -342,9 +344,16 @@ impl Limiter {
                 self.cuts += 1;
             }
         } else if saturated && self.pace.is_none() {
-            // About +1 per round trip's worth of answers (not while a pace is what holds
-            // the import back).
-            self.limit = (self.limit + 1.0 / self.limit).min(auto.max as f64);
+            // Slow start, as TCP does: until the first sign of congestion, +1 per answer
+            // (the limit doubles each round trip), up to twice where it started; then about
+            // +1 per round trip's worth of answers (not while a pace is what holds the
+            // import back).
+            let step = if self.cuts == 0 && self.limit < 2.0 * auto.initial as f64 {
+                1.0
+            } else {
+                1.0 / self.limit
+            };
+            self.limit = (self.limit + step).min(auto.max as f64);
         }
     }
 
@@ -398,7 +407,8 @@ mod tests {
             }
             sent += rtt;
         }
-        assert!((18..=20).contains(&l.limit()), "{}", l.limit());
+        // Slow start to 20 in one round trip, then about +1 per round trip.
+        assert!((27..=29).contains(&l.limit()), "{}", l.limit());
         // Not when the import does not use it.
         let before = l.limit;
         l.on_sample(sent, sent + rtt, 300_000, Signal::Answered, false);

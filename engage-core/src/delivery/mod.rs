@@ -12,7 +12,7 @@ pub use retry::{
     Action, Delivery, DeliveryError, LastFailure, RecordOutcome, RecordReport, Report, RetryPolicy,
 };
 pub use scheduler::{
-    DEFAULT_BUFFER_BYTES, Feed, FeedFrom, FlushId, ImportAction, ImportConfig, ImportEvent,
-    ImportItem, ImportSummary, Importer, Next, RequestId, Route, Sending, Source,
+    Attempt, DEFAULT_BUFFER_BYTES, Decision, Feed, FeedFrom, FlushId, ImportAction, ImportConfig,
+    ImportEvent, ImportItem, ImportSummary, Importer, Next, RequestId, Route, Sending, Source,
 };
 pub use transport::{TransportError, TransportErrorKind};

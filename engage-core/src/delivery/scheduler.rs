@@ -39,6 +39,9 @@ use crate::model::Endpoint;
 use crate::validate::ValidationError;
 use crate::wire::Update;
 
+/// Updates [`Importer::step`] reads before it returns to its driver.
+const READ_BURST: usize = 1024;
+
 /// Default bound on the bytes of batches formed and not yet sent (32 MiB).
 pub const DEFAULT_BUFFER_BYTES: usize = 32 * 1024 * 1024;
 
@@ -178,6 +181,8 @@ pub enum ImportEvent {
     Sending(Sending),
     /// A batch is settled: each of its records accepted, rejected or not delivered.
     Delivered(Report),
+    /// One request was answered, or failed: for logs and early warnings.
+    Attempt(Attempt),
     /// Every update pushed before this flush is settled (flushes settle in the order they
     /// were asked for).
     Flushed(FlushId),
@@ -191,6 +196,45 @@ pub enum ImportEvent {
         /// the adaptive concurrency limit was cut instead.
         pause: Duration,
     },
+}
+
+/// One request's result, and what follows from it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Attempt {
+    /// Its endpoint.
+    pub endpoint: Endpoint,
+    /// Records it carried.
+    pub records: usize,
+    /// Its body's size.
+    pub bytes: usize,
+    /// 1 for a batch's first request, then 2, 3, …
+    pub attempt: u32,
+    /// The answer's status, or why there was none.
+    pub result: Result<http::StatusCode, TransportError>,
+    /// From sending to the answer (or the failure).
+    pub latency: Duration,
+    /// What happens next.
+    pub decision: Decision,
+}
+
+/// What happens after an [`Attempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// The batch is settled (every record accepted, rejected or not delivered).
+    Settled,
+    /// It will be sent again after this wait (`throttled`: a 429).
+    Retry {
+        /// How long until then.
+        after: Duration,
+        /// Because of a 429.
+        throttled: bool,
+    },
+    /// Another part of the batch goes next (after a 413, halves).
+    NextPart,
+    /// Sending stopped for good (401, 403, TLS).
+    Stop,
 }
 
 /// Running totals of an import.
@@ -1071,6 +1115,13 @@ impl Importer {
         let active = self.lanes[lane].active.as_mut().expect("found above");
         active.in_flight = false;
         let sent = active.sent.take();
+        let attempt = active.delivery.attempt();
+        let records = active.delivery.current_part().map_or(0, |b| b.len());
+        let endpoint = active.delivery.batch().endpoint();
+        let observed = match &result {
+            Ok(r) => Ok(r.status()),
+            Err(e) => Err(e.clone()),
+        };
         match result {
             Ok(response) => active.delivery.on_response(now, wall, &response),
             Err(error) => active.delivery.on_transport_error(now, error),
@@ -1078,6 +1129,27 @@ impl Importer {
         let waiting = active.delivery.waiting();
         let done = active.delivery.is_done();
         let delivery_fatal = active.delivery.fatal().cloned();
+        let decision = if delivery_fatal.is_some() {
+            Decision::Stop
+        } else if done {
+            Decision::Settled
+        } else if let Some((until, throttled)) = waiting {
+            Decision::Retry {
+                after: until.saturating_duration_since(now),
+                throttled,
+            }
+        } else {
+            Decision::NextPart
+        };
+        self.events.push_back(ImportEvent::Attempt(Attempt {
+            endpoint,
+            records,
+            bytes: sent.map_or(0, |s| s.1),
+            attempt,
+            result: observed,
+            latency: sent.map_or(Duration::ZERO, |s| now.saturating_duration_since(s.0)),
+            decision,
+        }));
         if let Some((sent, bytes, saturated)) = sent {
             self.limiter.on_sample(sent, now, bytes, signal, saturated);
         }
@@ -1159,7 +1231,16 @@ impl Importer {
         }
         loop {
             let mut idle = false;
+            // In bursts: a driver's loop sees to its requests between two (answers are not
+            // left waiting while a large input is read).
+            let mut burst = 0;
+            let mut more = false;
             while self.wants_input() {
+                if burst == READ_BURST {
+                    more = true;
+                    break;
+                }
+                burst += 1;
                 match feed.next_item() {
                     Next::Item(item) => self.push(item),
                     Next::Idle => {
@@ -1196,7 +1277,11 @@ impl Importer {
             };
             return match action {
                 // The feed has more right now: read on.
-                ImportAction::NeedInput if !idle && self.wants_input() => continue,
+                ImportAction::NeedInput if !idle && self.wants_input() && !more => continue,
+                // A burst was read: back at once, once the driver has seen to its requests.
+                ImportAction::NeedInput | ImportAction::Wait { .. } if more => {
+                    ImportAction::Wait { until: Some(now) }
+                }
                 ImportAction::NeedInput => ImportAction::Wait { until: check(None) },
                 ImportAction::Wait { until } => ImportAction::Wait {
                     until: check(until),
