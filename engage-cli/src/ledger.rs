@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use engage_core::delivery::{DeliveryError, Feed, Next, RecordOutcome, Sending};
+use engage_core::delivery::{
+    Decision, DeliveryError, Feed, Next, RecordOutcome, Sending, TransportErrorKind,
+};
 use engage_core::{ImportEvent, Update};
 
 use crate::failures::FailureFile;
 use crate::input::{Item, Record};
 use crate::journal::{Journal, Resume, Status};
 use crate::progress::Progress;
+use crate::reasons::{self, Category, Reasons};
 use crate::term::clean;
 
 /// A record waiting for its fate: where it came from and its original text.
@@ -75,6 +78,14 @@ pub struct Ledger {
     interrupt: Arc<AtomicBool>,
     /// Problems that make the exit status 1, named in the report.
     pub errors: Vec<String>,
+    /// Why, per category.
+    pub reasons: Reasons,
+    /// The server's host and port, for messages.
+    server: String,
+    /// Whether any request got an HTTP answer yet.
+    answered: bool,
+    /// Early notices already given.
+    said: HashSet<String>,
 }
 
 impl Ledger {
@@ -102,7 +113,22 @@ impl Ledger {
             in_doubt: HashSet::new(),
             interrupt,
             errors: Vec::new(),
+            reasons: Reasons::default(),
+            server: String::new(),
+            answered: false,
+            said: HashSet::new(),
         }
+    }
+
+    /// The server requests go to (host and port), for messages.
+    pub fn server(mut self, server: String) -> Self {
+        self.server = server;
+        self
+    }
+
+    /// The input files' names, for the summary.
+    pub fn files(&self) -> &[String] {
+        &self.files
     }
 
     /// Writes a journal as the import goes.
@@ -156,9 +182,54 @@ impl Ledger {
         self.failures.as_ref().and_then(FailureFile::error)
     }
 
-    fn settle(&mut self, index: u64, kind: &str, reason: &str) {
+    /// A record's fate: the failure file's entry (`kind`, `reason`) and the summary's
+    /// reason (`category`, `short`).
+    fn settle(&mut self, index: u64, kind: &str, reason: &str, category: Category, short: String) {
         if let Some(p) = self.pending.remove(&index) {
+            self.reasons.add(category, short, p.file, p.line);
             self.fail(p.file, p.line, &p.original, kind, reason);
+        }
+    }
+
+    /// Where record `index` came from, while it is pending.
+    fn origin(&self, index: u64) -> Option<(usize, u64)> {
+        self.pending.get(&index).map(|p| (p.file, p.line))
+    }
+
+    /// Says the first systematic failure at once instead of burning retries in silence:
+    /// no connection, no TLS, no answer in time, or the token refused.
+    fn on_attempt(&mut self, a: &engage_core::delivery::Attempt) {
+        let note = match &a.result {
+            Ok(status) if matches!(status.as_u16(), 401 | 403) => Some(format!(
+                "the server refused the project token (HTTP {status}): stopping; nothing more is sent"
+            )),
+            Ok(_) => {
+                self.answered = true;
+                None
+            }
+            Err(e)
+                if !self.answered
+                    && matches!(
+                        e.kind(),
+                        TransportErrorKind::Connect
+                            | TransportErrorKind::Tls
+                            | TransportErrorKind::Timeout
+                    ) =>
+            {
+                let why = reasons::transport(e, &self.server);
+                Some(if matches!(a.decision, Decision::Stop) {
+                    format!("{why}: stopping; nothing more is sent")
+                } else {
+                    format!("{why}: retrying with backoff (Ctrl-C stops)")
+                })
+            }
+            Err(_) => None,
+        };
+        if let Some(note) = note
+            && self.said.insert(note.clone())
+            && !self.progress.quiet
+        {
+            self.progress.println(&format!("engage import: {note}"));
         }
     }
 
@@ -181,6 +252,10 @@ impl Ledger {
                     .println(&format!("warning: {}", clean(&w.to_string())));
             }
             self.warnings_shown += 1;
+            if let Some((file, line)) = self.origin(w.index) {
+                self.reasons
+                    .add(Category::Warning, reasons::warning(w), file, line);
+            }
         }
         let (mut settled, mut unsent, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
         for r in &report.records {
@@ -202,6 +277,8 @@ impl Ledger {
                         r.index,
                         "uncertain_resend",
                         "accepted, but resent after a crash left its first send in doubt: an $add/$append may have been applied twice",
+                        Category::Uncertain,
+                        "resent after a crash left its first send in doubt".to_owned(),
                     );
                 }
                 RecordOutcome::Accepted if r.is_uncertain() => {
@@ -211,7 +288,13 @@ impl Ledger {
                         r.uncertain_resends,
                         r.uncertain_resends + 1
                     );
-                    self.settle(r.index, "uncertain_resend", &reason);
+                    self.settle(
+                        r.index,
+                        "uncertain_resend",
+                        &reason,
+                        Category::Uncertain,
+                        "$add/$append resent after a failure that may have applied it".to_owned(),
+                    );
                 }
                 RecordOutcome::Accepted => {
                     self.pending.remove(&r.index);
@@ -222,7 +305,8 @@ impl Ledger {
                         Some(f) => format!("rejected by Mixpanel: {message} (field {f})"),
                         None => format!("rejected by Mixpanel: {message}"),
                     };
-                    self.settle(r.index, "rejected", &reason);
+                    let short = reasons::rejected(field.as_deref(), message);
+                    self.settle(r.index, "rejected", &reason, Category::Rejected, short);
                 }
                 RecordOutcome::NotDelivered(e) => {
                     let caveat = if r.maybe_applied {
@@ -230,13 +314,22 @@ impl Ledger {
                     } else {
                         ""
                     };
+                    let short = reasons::not_delivered(e, r.maybe_applied, &self.server);
                     self.settle(
                         r.index,
                         "not_delivered",
                         &format!("not delivered: {e}{caveat}"),
+                        Category::NotDelivered,
+                        short,
                     );
                 }
-                _ => self.settle(r.index, "not_delivered", "unknown outcome"),
+                _ => self.settle(
+                    r.index,
+                    "not_delivered",
+                    "unknown outcome",
+                    Category::NotDelivered,
+                    "unknown outcome".to_owned(),
+                ),
             }
         }
         if let Some(j) = self.journal.as_mut()
@@ -279,6 +372,12 @@ impl Feed for Ledger {
                 Item::Bad { original, reason } => {
                     self.counts.read += 1;
                     self.counts.bad_input += 1;
+                    self.reasons.add(
+                        Category::Invalid,
+                        reasons::unreadable(&reason),
+                        record.file,
+                        record.line,
+                    );
                     self.fail(record.file, record.line, &original, "invalid", &reason);
                 }
                 Item::Update(update, original) => {
@@ -294,6 +393,12 @@ impl Feed for Ledger {
                             Status::Unknown if !update.is_idempotent() => {
                                 if resume.at_most_once {
                                     self.counts.withheld += 1;
+                                    self.reasons.add(
+                                        Category::NotDelivered,
+                                        "withheld (--at-most-once): may have been applied before the crash".to_owned(),
+                                        record.file,
+                                        record.line,
+                                    );
                                     self.fail(
                                         record.file,
                                         record.line,
@@ -329,8 +434,10 @@ impl Feed for Ledger {
         match event {
             ImportEvent::Invalid(e) => {
                 let reason = e.to_string();
-                self.settle(e.index, "invalid", &reason);
+                let short = reasons::invalid(&e);
+                self.settle(e.index, "invalid", &reason, Category::Invalid, short);
             }
+            ImportEvent::Attempt(a) => self.on_attempt(&a),
             ImportEvent::Sending(s) => self.on_sending(&s),
             ImportEvent::Delivered(report) => self.on_delivered(report),
             ImportEvent::Throttled { requested, pause } => self.on_throttled(requested, pause),

@@ -6,6 +6,7 @@ mod input;
 mod journal;
 mod ledger;
 mod progress;
+mod reasons;
 mod run;
 mod term;
 mod token;
@@ -105,7 +106,9 @@ pub enum ReportFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object on stdout: records, accepted, rejected, invalid, not_delivered,
-    /// requests, retries, uncertain, elapsed_s.
+    /// requests, retries, uncertain, elapsed_s, … and `reasons`: for each of invalid,
+    /// rejected, not_delivered, uncertain and warnings, a list of {reason, count, examples:
+    /// [{file, line}]}, most frequent first (at most five, then "other reasons").
     Json,
 }
 

@@ -190,13 +190,32 @@ fn run(args: ImportArgs) -> Result<i32, String> {
         .enumerate()
         .flat_map(move |(i, input)| input::records(input, i, csv.as_ref()));
     let progress = Progress::new(true, args.progress, args.quiet, bytes.clone(), total_bytes);
+    let server = match (&args.endpoint, args.emulator, args.dry_run) {
+        (_, _, true) => "the dry run".to_owned(),
+        (Some(url), _, _) => url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| {
+                u.authority().map(|a| {
+                    a.host().to_owned() + &a.port().map(|p| format!(":{p}")).unwrap_or_default()
+                })
+            })
+            .unwrap_or_else(|| term::hide_userinfo(url)),
+        (None, true, _) => "the emulator".to_owned(),
+        (None, false, _) => match args.region {
+            RegionChoice::Us => "api.mixpanel.com".to_owned(),
+            RegionChoice::Eu => "api-eu.mixpanel.com".to_owned(),
+            RegionChoice::In => "api-in.mixpanel.com".to_owned(),
+        },
+    };
     let mut ledger = Ledger::new(
         Box::new(reader),
         files,
         failures,
         progress,
         signals.interrupt.clone(),
-    );
+    )
+    .server(server);
     if let Some((journal, resume)) = journal {
         ledger = ledger.with_journal(
             journal,
@@ -383,6 +402,7 @@ fn report(
         "concurrency_at_end": summary.limit,
         "mb_sent": (summary.bytes_sent as f64 / 1e4).round() / 100.0,
         "mb_per_s": (summary.bytes_sent as f64 / 1e6 / elapsed.max(1e-3) * 100.0).round() / 100.0,
+        "reasons": ledger.reasons.to_json(ledger.files()),
     });
     match args.report {
         ReportFormat::Json => term::out(&report),
@@ -459,6 +479,9 @@ fn report(
             }
             if let Some(f) = &fatal {
                 line("stopped", f);
+            }
+            for l in ledger.reasons.lines(ledger.files(), args.failed.is_some()) {
+                term::out(l);
             }
         }
         ReportFormat::Text => {}
