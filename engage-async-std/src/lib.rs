@@ -72,7 +72,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::Bytes;
 use engage_core::batch::Batch;
@@ -92,67 +91,8 @@ pub use runtime::AsyncStd;
 pub use runtime::Smol;
 pub use runtime::{BoxFuture, Runtime};
 
-/// Largest response body read.
-const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
-
+pub use engage_core::delivery::TransportOptions;
 pub use engage_tls::BuildError;
-
-/// Options of an [`AsyncStdTransport`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct Builder {
-    connect_timeout: Duration,
-    request_timeout: Duration,
-    roots: engage_tls::Roots,
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Builder {
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            roots: engage_tls::Roots::default(),
-        }
-    }
-}
-
-impl Builder {
-    /// Time allowed to open a connection, TLS included (default 10 s).
-    pub fn connect_timeout(mut self, t: Duration) -> Self {
-        self.connect_timeout = t;
-        self
-    }
-
-    /// Time allowed for a whole exchange (default 30 s).
-    pub fn request_timeout(mut self, t: Duration) -> Self {
-        self.request_timeout = t;
-        self
-    }
-
-    /// Also trusts this root certificate (DER).
-    pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
-        self.roots.add(der);
-        self
-    }
-
-    /// Trusts only the added roots.
-    pub fn only_added_roots(mut self, yes: bool) -> Self {
-        self.roots.only_added(yes);
-        self
-    }
-
-    /// Builds the transport on `runtime`.
-    pub fn build<R: Runtime>(self, runtime: R) -> Result<AsyncStdTransport<R>, BuildError> {
-        let tls = engage_tls::client_config(&self.roots)?;
-        Ok(AsyncStdTransport {
-            runtime,
-            tls: futures_rustls::TlsConnector::from(Arc::new(tls)),
-            connect_timeout: self.connect_timeout,
-            request_timeout: self.request_timeout,
-            pool: Arc::default(),
-        })
-    }
-}
 
 type PoolKey = (bool, String, u16);
 type Pool = Arc<Mutex<HashMap<PoolKey, Vec<SendRequest<Full<Bytes>>>>>>;
@@ -162,16 +102,14 @@ type Pool = Arc<Mutex<HashMap<PoolKey, Vec<SendRequest<Full<Bytes>>>>>>;
 pub struct AsyncStdTransport<R: Runtime> {
     runtime: R,
     tls: futures_rustls::TlsConnector,
-    connect_timeout: Duration,
-    request_timeout: Duration,
+    options: TransportOptions,
     pool: Pool,
 }
 
 impl<R: Runtime> std::fmt::Debug for AsyncStdTransport<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncStdTransport")
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
+            .field("options", &self.options)
             .finish()
     }
 }
@@ -192,19 +130,21 @@ async fn with_timeout<T>(timer: BoxFuture<()>, fut: impl Future<Output = T>) -> 
     .await
 }
 
-fn is_tls(e: &std::io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
-}
-
 impl<R: Runtime> AsyncStdTransport<R> {
     /// Default options on `runtime`.
     pub fn new(runtime: R) -> Result<Self, BuildError> {
-        Builder::default().build(runtime)
+        Self::with_options(runtime, TransportOptions::default())
     }
 
-    /// Options.
-    pub fn builder() -> Builder {
-        Builder::default()
+    /// A transport on `runtime` with these options (timeouts, extra roots, the answer cap).
+    pub fn with_options(runtime: R, options: TransportOptions) -> Result<Self, BuildError> {
+        let tls = engage_tls::client_config(&options)?;
+        Ok(AsyncStdTransport {
+            runtime,
+            tls: futures_rustls::TlsConnector::from(Arc::new(tls)),
+            options,
+            pool: Arc::default(),
+        })
     }
 
     /// A fresh connection: TCP, TLS for https, then the HTTP/1.1 handshake; the connection
@@ -230,7 +170,7 @@ impl<R: Runtime> AsyncStdTransport<R> {
                         )
                     })?;
                 let tls = self.tls.connect(name, tcp).await.map_err(|e| {
-                    let kind = if is_tls(&e) {
+                    let kind = if engage_tls::is_tls_error(&e) {
                         TransportErrorKind::Tls
                     } else {
                         TransportErrorKind::Connect
@@ -249,12 +189,12 @@ impl<R: Runtime> AsyncStdTransport<R> {
             }));
             Ok(sender)
         };
-        match with_timeout(self.runtime.sleep(self.connect_timeout), connecting).await {
+        match with_timeout(self.runtime.sleep(self.options.connect_timeout), connecting).await {
             Some(result) => result,
             None => Err(TransportError::new(
                 TransportErrorKind::Timeout,
                 false,
-                format!("no connection within {:?}", self.connect_timeout),
+                format!("no connection within {:?}", self.options.connect_timeout),
             )),
         }
     }
@@ -336,7 +276,7 @@ impl<R: Runtime> AsyncStdTransport<R> {
                 Err(e) => return Err(classify(e)),
             };
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+            let body = Limited::new(body, self.options.max_response_bytes)
                 .collect()
                 .await
                 .map_err(|e| match e.downcast::<hyper::Error>() {
@@ -349,12 +289,15 @@ impl<R: Runtime> AsyncStdTransport<R> {
             self.give_back(key.clone(), sender);
             Ok(Response::from_parts(parts, body))
         };
-        match with_timeout(self.runtime.sleep(self.request_timeout), exchange).await {
+        match with_timeout(self.runtime.sleep(self.options.request_timeout), exchange).await {
             Some(result) => result,
             None => Err(TransportError::new(
                 TransportErrorKind::Timeout,
                 connected.load(std::sync::atomic::Ordering::Relaxed),
-                format!("no complete answer within {:?}", self.request_timeout),
+                format!(
+                    "no complete answer within {:?}",
+                    self.options.request_timeout
+                ),
             )),
         }
     }
@@ -438,3 +381,8 @@ fn classify(e: hyper::Error) -> TransportError {
     };
     TransportError::with_source(kind, !e.is_canceled(), e)
 }
+
+/// This crate's README examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

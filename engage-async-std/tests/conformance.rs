@@ -37,13 +37,13 @@ impl<R: Exec + Default> Harness for On<R> {
     const NAME: &'static str = R::NAME;
 
     fn build(options: &Options) -> Self {
-        let mut builder = AsyncStdTransport::<R>::builder()
+        let mut opts = engage_async_std::TransportOptions::default()
             .request_timeout(options.request_timeout)
             .connect_timeout(options.connect_timeout);
         if let Some(der) = &options.root_der {
-            builder = builder.add_root_certificate(der.clone());
+            opts = opts.add_root_certificate(der.clone());
         }
-        On(builder.build(R::default()).unwrap())
+        On(AsyncStdTransport::with_options(R::default(), opts).unwrap())
     }
 
     fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {

@@ -307,6 +307,9 @@ fn run(args: ImportArgs) -> Result<i32, String> {
             .concurrency(concurrency)
             .stop_grace(Duration::from_secs(5));
         let timeout = Duration::from_secs_f64(args.timeout);
+        let options = engage_core::delivery::TransportOptions::default()
+            .request_timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)));
         let summary = match args.transport {
             TransportChoice::Hyper => {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -314,25 +317,19 @@ fn run(args: ImportArgs) -> Result<i32, String> {
                     .enable_all()
                     .build()
                     .map_err(|e| format!("cannot start tokio: {e}"))?;
-                let transport = engage_hyper::HyperTransport::builder()
-                    .request_timeout(timeout)
-                    .connect_timeout(timeout.min(Duration::from_secs(10)))
-                    .build()
+                let transport = engage_hyper::HyperTransport::with_options(options)
                     .map_err(|e| e.to_string())?;
                 runtime.block_on(transport.run(config, &mut ledger))
             }
-            TransportChoice::Curl => engage_curl::CurlTransport::builder()
-                .request_timeout(timeout)
-                .connect_timeout(timeout.min(Duration::from_secs(10)))
-                .build()
-                .run(config, &mut ledger),
+            TransportChoice::Curl => {
+                engage_curl::CurlTransport::with_options(options).run(config, &mut ledger)
+            }
             TransportChoice::AsyncStd => {
-                let transport =
-                    engage_async_std::AsyncStdTransport::<engage_async_std::AsyncStd>::builder()
-                        .request_timeout(timeout)
-                        .connect_timeout(timeout.min(Duration::from_secs(10)))
-                        .build(engage_async_std::AsyncStd)
-                        .map_err(|e| e.to_string())?;
+                let transport = engage_async_std::AsyncStdTransport::with_options(
+                    engage_async_std::AsyncStd,
+                    options,
+                )
+                .map_err(|e| e.to_string())?;
                 async_std::task::block_on(transport.run(config, &mut ledger))
             }
         };

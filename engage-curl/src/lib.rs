@@ -69,13 +69,12 @@ use curl::easy::{Easy2, Handler, HttpVersion, List, ReadError, SeekResult};
 use curl::multi::{Easy2Handle, Multi};
 use engage_core::batch::Batch;
 use engage_core::client::{Client, ClientConfig};
+/// The options this transport takes (re-exported from engage-core).
+pub use engage_core::delivery::TransportOptions;
 use engage_core::delivery::{ImportAction, ImportItem, Importer, Report, TransportErrorKind};
 use engage_core::driver::SystemClock;
 use engage_core::{ImportConfig, ImportEvent, ImportSummary, RetryPolicy, Target, TransportError};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
-
-/// Largest response body kept.
-const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Collects one exchange: the request body going out, the final response's headers and
 /// body coming in.
@@ -85,6 +84,8 @@ struct Exchange {
     sent: usize,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Vec<u8>,
+    /// Largest body read ([`TransportOptions::max_response_bytes`]).
+    max_body: usize,
     too_large: bool,
     /// Whether the blank line ending the final response's head arrived: without it the
     /// answer was cut off, whatever libcurl makes of the status line.
@@ -131,7 +132,7 @@ impl Handler for Exchange {
     }
 
     fn write(&mut self, data: &[u8]) -> Result<usize, curl::easy::WriteError> {
-        if self.body.len() + data.len() > MAX_RESPONSE_BYTES {
+        if self.body.len() + data.len() > self.max_body {
             self.too_large = true;
             return Ok(0); // aborts the transfer
         }
@@ -140,59 +141,26 @@ impl Handler for Exchange {
     }
 }
 
-/// Options of a [`CurlTransport`].
+/// The libcurl form of [`TransportOptions`]: roots as one PEM blob.
 #[derive(Debug, Clone)]
-#[must_use]
-pub struct Builder {
-    connect_timeout: Duration,
-    request_timeout: Duration,
-    extra_roots_pem: Vec<u8>,
+struct Settings {
+    options: TransportOptions,
+    roots_pem: Vec<u8>,
 }
 
-impl Default for Builder {
-    fn default() -> Self {
-        Builder {
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            extra_roots_pem: Vec::new(),
+impl Settings {
+    fn new(options: TransportOptions) -> Settings {
+        let mut roots_pem = Vec::new();
+        for der in &options.extra_roots {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            roots_pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+            for line in b64.as_bytes().chunks(64) {
+                roots_pem.extend_from_slice(line);
+                roots_pem.push(b'\n');
+            }
+            roots_pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
         }
-    }
-}
-
-impl Builder {
-    /// Time allowed to open a connection (default 10 s).
-    pub fn connect_timeout(mut self, t: Duration) -> Self {
-        self.connect_timeout = t;
-        self
-    }
-
-    /// Time allowed for a whole exchange (default 30 s).
-    pub fn request_timeout(mut self, t: Duration) -> Self {
-        self.request_timeout = t;
-        self
-    }
-
-    /// Trusts this root certificate (DER) for the requests' TLS (instead of the system's
-    /// default CA file).
-    pub fn add_root_certificate(mut self, der: &[u8]) -> Self {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        self.extra_roots_pem
-            .extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
-        for line in b64.as_bytes().chunks(64) {
-            self.extra_roots_pem.extend_from_slice(line);
-            self.extra_roots_pem.push(b'\n');
-        }
-        self.extra_roots_pem
-            .extend_from_slice(b"-----END CERTIFICATE-----\n");
-        self
-    }
-
-    /// Builds the transport.
-    pub fn build(self) -> CurlTransport {
-        CurlTransport {
-            easy: Mutex::new(Easy2::new(Exchange::default())),
-            options: self,
-        }
+        Settings { options, roots_pem }
     }
 }
 
@@ -201,7 +169,7 @@ impl Builder {
 #[derive(Debug)]
 pub struct CurlTransport {
     easy: Mutex<Easy2<Exchange>>,
-    options: Builder,
+    settings: Settings,
 }
 
 impl Default for CurlTransport {
@@ -214,11 +182,12 @@ impl Default for CurlTransport {
 fn prepare(
     easy: &mut Easy2<Exchange>,
     request: Request<Bytes>,
-    options: &Builder,
+    settings: &Settings,
 ) -> Result<(), curl::Error> {
     let (parts, body) = request.into_parts();
     *easy.get_mut() = Exchange {
         upload: body.clone(),
+        max_body: settings.options.max_response_bytes,
         ..Exchange::default()
     };
     easy.url(&parts.uri.to_string())?;
@@ -243,12 +212,14 @@ fn prepare(
     // No `Expect: 100-continue` round trip before the body.
     headers.append("Expect:")?;
     easy.http_headers(headers)?;
+    let options = &settings.options;
     easy.connect_timeout(options.connect_timeout)?;
     easy.timeout(options.request_timeout)?;
     easy.follow_location(false)?;
     easy.signal(false)?;
-    if !options.extra_roots_pem.is_empty() {
-        easy.ssl_cainfo_blob(&options.extra_roots_pem)?;
+    if !settings.roots_pem.is_empty() {
+        // libcurl reads these instead of its default CA file.
+        easy.ssl_cainfo_blob(&settings.roots_pem)?;
     }
     Ok(())
 }
@@ -263,7 +234,7 @@ fn finish(
             return Err(TransportError::new(
                 TransportErrorKind::Protocol,
                 true,
-                format!("response body over {MAX_RESPONSE_BYTES} bytes"),
+                format!("response body over {} bytes", easy.get_ref().max_body),
             ));
         }
         let connected = easy
@@ -330,21 +301,26 @@ fn classify(e: curl::Error, sent: bool) -> TransportError {
 }
 
 impl CurlTransport {
-    /// Default options: the system CA store, 10 s connect and 30 s request timeouts.
+    /// Default options: libcurl's CA store, 10 s connect and 30 s request timeouts.
     pub fn new() -> Self {
-        Builder::default().build()
+        Self::with_options(TransportOptions::default())
     }
 
-    /// Options.
-    pub fn builder() -> Builder {
-        Builder::default()
+    /// A transport with these options. Roots added with
+    /// [`TransportOptions::add_root_certificate`] replace libcurl's default CA file (so
+    /// [`TransportOptions::only_added_roots`] is always in effect once a root is added).
+    pub fn with_options(options: TransportOptions) -> Self {
+        CurlTransport {
+            easy: Mutex::new(Easy2::new(Exchange::default())),
+            settings: Settings::new(options),
+        }
     }
 
     /// Sends one request on the reused handle; returns the response of any status with
     /// every header of the final response and the whole body, or a transport error.
     pub fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
         let mut easy = self.easy.lock().unwrap_or_else(|e| e.into_inner());
-        prepare(&mut easy, request, &self.options)
+        prepare(&mut easy, request, &self.settings)
             .map_err(|e| TransportError::with_source(TransportErrorKind::Protocol, false, e))?;
         let result = easy.perform();
         finish(&mut easy, result)
@@ -388,13 +364,13 @@ impl CurlTransport {
     /// [`engage_core::client`].
     pub fn client(&self, config: ClientConfig) -> Client {
         let (client, worker) = Client::new(config);
-        let options = self.options.clone();
+        let options = self.settings.options.clone();
         let spawned = std::thread::Builder::new()
             .name("engage-curl-client".into())
             .spawn(move || {
                 let (config, mut feed) = worker.into_parts();
                 feed.poll_every(Duration::from_millis(20));
-                let summary = options.build().run(config, &mut feed);
+                let summary = CurlTransport::with_options(options).run(config, &mut feed);
                 feed.finish(&summary);
             });
         if let Err(e) = spawned {
@@ -425,7 +401,7 @@ impl CurlTransport {
                     let mut easy = idle
                         .pop()
                         .unwrap_or_else(|| Easy2::new(Exchange::default()));
-                    let started = prepare(&mut easy, request, &self.options).map_err(|e| {
+                    let started = prepare(&mut easy, request, &self.settings).map_err(|e| {
                         TransportError::with_source(TransportErrorKind::Protocol, false, e)
                     });
                     let added = started.and_then(|()| {
@@ -519,3 +495,8 @@ impl CurlTransport {
         importer.summary().clone()
     }
 }
+
+/// This crate's README examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -15,13 +15,13 @@ impl Harness for Curl {
     const NAME: &'static str = "engage-curl";
 
     fn build(options: &Options) -> Self {
-        let mut builder = CurlTransport::builder()
+        let mut opts = engage_curl::TransportOptions::default()
             .request_timeout(options.request_timeout)
             .connect_timeout(options.connect_timeout);
         if let Some(der) = &options.root_der {
-            builder = builder.add_root_certificate(der);
+            opts = opts.add_root_certificate(der.clone());
         }
-        Curl(builder.build())
+        Curl(CurlTransport::with_options(opts))
     }
 
     fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {

@@ -84,101 +84,42 @@ use hyper_util::client::legacy::Client as PooledClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-/// Largest response body read (Mixpanel's are tiny; this guards against a broken peer).
-const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
-
+pub use engage_core::delivery::TransportOptions;
 pub use engage_tls::BuildError;
 
-/// Options of a [`HyperTransport`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct Builder {
-    connect_timeout: Duration,
-    request_timeout: Duration,
-    pool_idle_timeout: Duration,
-    roots: engage_tls::Roots,
+/// How long an idle keep-alive connection stays in the pool.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// A pooled HTTP/1.1 keep-alive client over rustls. Cheap to clone (the pool is shared).
+#[derive(Clone, Debug)]
+pub struct HyperTransport {
+    client: PooledClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    options: TransportOptions,
 }
 
-impl Default for Builder {
-    fn default() -> Self {
-        Builder {
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            pool_idle_timeout: Duration::from_secs(60),
-            roots: engage_tls::Roots::default(),
-        }
-    }
-}
-
-impl Builder {
-    /// Time allowed to open a connection (default 10 s).
-    pub fn connect_timeout(mut self, t: Duration) -> Self {
-        self.connect_timeout = t;
-        self
+impl HyperTransport {
+    /// Default options: webpki roots, 10 s connect and 30 s request timeouts.
+    pub fn new() -> Result<Self, BuildError> {
+        Self::with_options(TransportOptions::default())
     }
 
-    /// Time allowed for a whole exchange, connection included (default 30 s).
-    pub fn request_timeout(mut self, t: Duration) -> Self {
-        self.request_timeout = t;
-        self
-    }
-
-    /// How long an idle keep-alive connection is kept (default 60 s).
-    pub fn pool_idle_timeout(mut self, t: Duration) -> Self {
-        self.pool_idle_timeout = t;
-        self
-    }
-
-    /// Also trusts this root certificate (DER), e.g. a private proxy's or a test's.
-    pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
-        self.roots.add(der);
-        self
-    }
-
-    /// Trusts only the roots added with [`add_root_certificate`](Self::add_root_certificate).
-    pub fn only_added_roots(mut self, yes: bool) -> Self {
-        self.roots.only_added(yes);
-        self
-    }
-
-    /// Builds the transport. Must be called within a tokio runtime only when used, not here.
-    pub fn build(self) -> Result<HyperTransport, BuildError> {
-        let tls = engage_tls::client_config(&self.roots)?;
+    /// A transport with these options (timeouts, extra roots, the answer cap). Must be
+    /// used within a tokio runtime; built anywhere.
+    pub fn with_options(options: TransportOptions) -> Result<Self, BuildError> {
+        let tls = engage_tls::client_config(&options)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(self.connect_timeout));
+        http.set_connect_timeout(Some(options.connect_timeout));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
         let client = PooledClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(self.pool_idle_timeout)
+            .pool_idle_timeout(POOL_IDLE)
             .build(https);
-        Ok(HyperTransport {
-            client,
-            request_timeout: self.request_timeout,
-        })
-    }
-}
-
-/// A pooled HTTP/1.1 keep-alive client over rustls. Cheap to clone (the pool is shared).
-#[derive(Clone, Debug)]
-pub struct HyperTransport {
-    client: PooledClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    request_timeout: Duration,
-}
-
-impl HyperTransport {
-    /// Default options: webpki roots, 10 s connect and 30 s request timeouts.
-    pub fn new() -> Result<Self, BuildError> {
-        Builder::default().build()
-    }
-
-    /// Options.
-    pub fn builder() -> Builder {
-        Builder::default()
+        Ok(HyperTransport { client, options })
     }
 
     /// Sends one request; returns the response of any status, every header and the whole
@@ -191,7 +132,7 @@ impl HyperTransport {
         let exchange = async {
             let response = self.client.request(request).await.map_err(classify)?;
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+            let body = Limited::new(body, self.options.max_response_bytes)
                 .collect()
                 .await
                 .map_err(|e| match e.downcast::<hyper::Error>() {
@@ -203,12 +144,15 @@ impl HyperTransport {
                 .to_bytes();
             Ok(Response::from_parts(parts, body))
         };
-        match tokio::time::timeout(self.request_timeout, exchange).await {
+        match tokio::time::timeout(self.options.request_timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(TransportError::new(
                 TransportErrorKind::Timeout,
                 connection.connection_metadata().is_some(),
-                format!("no complete answer within {:?}", self.request_timeout),
+                format!(
+                    "no complete answer within {:?}",
+                    self.options.request_timeout
+                ),
             )),
         }
     }
@@ -283,7 +227,7 @@ fn classify(e: hyper_util::client::legacy::Error) -> TransportError {
     if e.is_connect() {
         // Nothing was sent. TLS failures while connecting (an untrusted certificate) will
         // not heal; others (refused, unreachable, timed out) may.
-        let kind = if is_tls(&e) {
+        let kind = if engage_tls::is_tls_error(&e) {
             TransportErrorKind::Tls
         } else if chain_has_timeout(&e) {
             TransportErrorKind::Timeout
@@ -300,35 +244,6 @@ fn classify(e: hyper_util::client::legacy::Error) -> TransportError {
     TransportError::with_source(kind, true, e)
 }
 
-/// Whether a connect error comes from TLS. rustls errors can arrive type-erased inside
-/// `io::Error`, so besides the type, the debug form is read for rustls's variant names.
-fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(e);
-    while let Some(s) = source {
-        if s.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
-        {
-            return true;
-        }
-        source = s.source();
-    }
-    let debug = format!("{e:?}");
-    [
-        "InvalidCertificate",
-        "AlertReceived",
-        "PeerIncompatible",
-        "PeerMisbehaved",
-        "NoCertificatesPresented",
-    ]
-    .iter()
-    .any(|v| debug.contains(v))
-}
-
 fn chain_has_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(c) = cur {
@@ -342,3 +257,8 @@ fn chain_has_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     }
     false
 }
+
+/// This crate's README examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -18,11 +18,11 @@ impl Harness for Hyper {
     const NAME: &'static str = "engage-hyper";
 
     fn build(options: &Options) -> Self {
-        let mut builder = HyperTransport::builder()
+        let mut opts = engage_hyper::TransportOptions::default()
             .request_timeout(options.request_timeout)
             .connect_timeout(options.connect_timeout);
         if let Some(der) = &options.root_der {
-            builder = builder.add_root_certificate(der.clone());
+            opts = opts.add_root_certificate(der.clone());
         }
         Hyper {
             runtime: tokio::runtime::Builder::new_multi_thread()
@@ -30,7 +30,7 @@ impl Harness for Hyper {
                 .enable_all()
                 .build()
                 .unwrap(),
-            transport: builder.build().unwrap(),
+            transport: HyperTransport::with_options(opts).unwrap(),
         }
     }
 

@@ -1,16 +1,21 @@
-//! The rustls client configuration shared by engage's rustls transports: ring provider,
-//! safe default protocol versions, webpki roots (plus the system's with `native-roots`),
-//! and extra roots for private proxies and tests.
+//! The rustls side shared by engage's rustls transports (engage-hyper, engage-async-std):
+//! the client configuration (ring provider, safe default protocol versions, webpki roots,
+//! plus the system's with `native-roots`, plus the roots of the
+//! [`TransportOptions`](engage_core::delivery::TransportOptions)), and the one test of
+//! whether an error is a TLS failure.
 //!
 //! ```
-//! let mut roots = engage_tls::Roots::default();
-//! assert!(roots.is_default());
-//! roots.only_added(true);
-//! let config = engage_tls::client_config(&roots).unwrap();
+//! use engage_core::delivery::TransportOptions;
+//! let config = engage_tls::client_config(&TransportOptions::default().only_added_roots(true)).unwrap();
 //! assert!(config.alpn_protocols.is_empty());
+//! let refused = std::io::Error::other(rustls::Error::General("bad certificate".into()));
+//! assert!(engage_tls::is_tls_error(&refused));
+//! assert!(!engage_tls::is_tls_error(&std::io::Error::from(std::io::ErrorKind::ConnectionRefused)));
 //! ```
 
 use std::sync::Arc;
+
+use engage_core::delivery::TransportOptions;
 
 /// The TLS setup could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -24,36 +29,12 @@ pub enum BuildError {
     Tls(#[source] rustls::Error),
 }
 
-/// Which certificates to trust.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Roots {
-    extra: Vec<Vec<u8>>,
-    only_added: bool,
-}
-
-impl Roots {
-    /// Also trusts this root certificate (DER).
-    pub fn add(&mut self, der: impl Into<Vec<u8>>) -> &mut Self {
-        self.extra.push(der.into());
-        self
-    }
-
-    /// Trusts only the added roots, not the webpki (or system) ones.
-    pub fn only_added(&mut self, yes: bool) -> &mut Self {
-        self.only_added = yes;
-        self
-    }
-
-    /// Whether nothing was changed from the defaults.
-    pub fn is_default(&self) -> bool {
-        self.extra.is_empty() && !self.only_added
-    }
-}
-
-/// A client configuration trusting `roots`.
-pub fn client_config(roots: &Roots) -> Result<rustls::ClientConfig, BuildError> {
+/// A client configuration trusting the webpki roots (and the system's, with the
+/// `native-roots` feature) and `options.extra_roots`, or only those with
+/// `options.only_added_roots`.
+pub fn client_config(options: &TransportOptions) -> Result<rustls::ClientConfig, BuildError> {
     let mut store = rustls::RootCertStore::empty();
-    if !roots.only_added {
+    if !options.only_added_roots {
         store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         #[cfg(feature = "native-roots")]
         for cert in rustls_native_certs::load_native_certs().certs {
@@ -61,7 +42,7 @@ pub fn client_config(roots: &Roots) -> Result<rustls::ClientConfig, BuildError> 
             let _ = store.add(cert);
         }
     }
-    for der in &roots.extra {
+    for der in &options.extra_roots {
         store
             .add(rustls::pki_types::CertificateDer::from(der.clone()))
             .map_err(BuildError::InvalidRoot)?;
@@ -75,17 +56,49 @@ pub fn client_config(roots: &Roots) -> Result<rustls::ClientConfig, BuildError> 
     .with_no_client_auth())
 }
 
+/// Whether `e`, or anything in its chain of sources, is a rustls error: a TLS failure that
+/// retrying will not heal (an untrusted certificate, a handshake refused). rustls errors
+/// often arrive wrapped in `std::io::Error`; both the chain and the wrapped error are read.
+pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && is_tls_error(inner)
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn garbage_roots_are_refused() {
-        let mut roots = Roots::default();
-        roots.add(vec![1, 2, 3]);
+        let options = TransportOptions::default().add_root_certificate(vec![1, 2, 3]);
         assert!(matches!(
-            client_config(&roots),
+            client_config(&options),
             Err(BuildError::InvalidRoot(_))
         ));
+    }
+
+    #[test]
+    fn tls_errors_are_found_anywhere_in_the_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("connect failed")]
+        struct Outer(#[source] std::io::Error);
+        let deep = Outer(std::io::Error::other(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        )));
+        assert!(is_tls_error(&deep));
+        let other = Outer(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(!is_tls_error(&other));
     }
 }

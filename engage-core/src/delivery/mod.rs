@@ -3,11 +3,13 @@
 //! Deterministic: the time is an input, nothing here reads a clock or does I/O.
 
 mod limiter;
+mod options;
 mod retry;
 mod scheduler;
 mod transport;
 
 pub use limiter::{AutoConcurrency, Concurrency};
+pub use options::{DEFAULT_MAX_RESPONSE_BYTES, TransportOptions};
 pub use retry::{
     Action, Delivery, DeliveryError, LastFailure, RecordOutcome, RecordReport, Report, RetryPolicy,
 };
