@@ -247,12 +247,24 @@ impl Ledger {
         self.progress.in_flight = self.progress.in_flight.saturating_sub(1);
         self.progress.retries += u64::from(report.retries);
         for w in report.batch.warnings() {
+            let origin = self.origin(w.index);
             if self.warnings_shown < 20 && !self.progress.quiet {
+                let at = match &origin {
+                    Some((file, line)) => {
+                        let name = self
+                            .files
+                            .get(*file)
+                            .map(String::as_str)
+                            .unwrap_or_default();
+                        format!("{}:{line}: ", clean(name))
+                    }
+                    None => String::new(),
+                };
                 self.progress
-                    .println(&format!("warning: {}", clean(&w.to_string())));
+                    .println(&format!("warning: {at}{}", clean(&w.to_string())));
             }
             self.warnings_shown += 1;
-            if let Some((file, line)) = self.origin(w.index) {
+            if let Some((file, line)) = origin {
                 self.reasons
                     .add(Category::Warning, reasons::warning(w), file, line);
             }

@@ -254,7 +254,7 @@ pub fn unreadable(reason: &str) -> String {
     clean(head)
 }
 
-/// What Mixpanel will truncate.
+/// What Mixpanel will truncate, or what the record loses.
 pub fn warning(w: &Warning) -> String {
     let shown: String = w.property.chars().take(40).collect();
     match w.kind {
@@ -263,6 +263,9 @@ pub fn warning(w: &Warning) -> String {
         )),
         WarningKind::StringTooLong { .. } => clean(&format!(
             "a string in {shown:?} over 255 bytes (Mixpanel truncates it)"
+        )),
+        WarningKind::RepeatedKey => clean(&format!(
+            "a key repeated in {shown:?}: only the last value is sent, the others are lost"
         )),
         _ => clean(&w.to_string()),
     }

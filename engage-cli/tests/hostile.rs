@@ -639,3 +639,56 @@ fn a_failure_file_cut_short_ends_on_a_whole_entry() {
         serde_json::from_str::<Value>(line).unwrap();
     }
 }
+
+#[test]
+fn a_repeated_key_is_a_warning_with_its_line_and_only_the_last_value_is_sent() {
+    let e = emulator();
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(
+        dir.path(),
+        "repeats.ndjson",
+        b"{\"$distinct_id\":\"a\",\"$set\":{\"x\":1}}\n\
+          {\"$distinct_id\":\"b\",\"$set\":{\"plan\":\"pro\"},\"$set\":{\"seats\":3}}\n\
+          {\"$distinct_id\":\"c\",\"$add\":{\"n\":1,\"n\":2}}\n",
+    );
+    let out = import_to(&e.base_url(), &[&input, "--report", "json"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("repeats.ndjson:2: ") && stderr.contains("property \"$set\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("repeats.ndjson:3: ") && stderr.contains("property \"n\""),
+        "{stderr}"
+    );
+    let r = report(&out.stdout);
+    assert_eq!(r["accepted"], 3, "{r}");
+    let warnings = r["reasons"]["warnings"].as_array().unwrap();
+    let lines: Vec<u64> = warnings
+        .iter()
+        .flat_map(|w| w["examples"].as_array().unwrap())
+        .map(|x| x["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        {
+            let mut l = lines.clone();
+            l.sort();
+            l
+        },
+        [2, 3],
+        "{r}"
+    );
+    // The emulator got the last value of each: the same thing it applies itself.
+    let b = e.profile("b").unwrap();
+    assert_eq!((b.get("plan"), b["seats"].clone()), (None, json!(3)));
+    assert_eq!(e.profile("c").unwrap()["n"], 2);
+    assert_eq!(
+        e.stats().records_with_repeated_keys,
+        0,
+        "nothing repeated on the wire"
+    );
+}

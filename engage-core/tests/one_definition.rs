@@ -238,3 +238,82 @@ proptest! {
         }
     }
 }
+
+/// Names from a small alphabet, so that they repeat.
+fn short_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("a".to_owned()),
+        Just("b".to_owned()),
+        Just("c".to_owned())
+    ]
+}
+
+/// Values that may hold objects repeating a key, at any depth.
+fn repeating_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![Just(Value::Int(1)), Just(Value::String("x".into()))];
+    leaf.prop_recursive(3, 12, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::List),
+            prop::collection::vec((short_name(), inner), 0..3).prop_map(Value::Object),
+        ]
+    })
+}
+
+fn repeating_operation() -> impl Strategy<Value = Operation> {
+    let props = || prop::collection::vec((short_name(), repeating_value()), 0..5);
+    prop_oneof![
+        props().prop_map(|p| Operation::Set(Properties::from(p))),
+        props().prop_map(|p| Operation::Append(Properties::from(p))),
+        prop::collection::vec((short_name(), any::<i32>()), 0..5).prop_map(|p| Operation::Add(
+            p.into_iter()
+                .map(|(k, v)| (k, Number::Int(v.into())))
+                .collect()
+        )),
+        prop::collection::vec(short_name(), 0..4).prop_map(|names| Operation::Union(
+            names
+                .into_iter()
+                .map(|n| (n, vec![Value::Int(1)]))
+                .collect()
+        )),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// A typed update naming a key twice, and the same record read back from its JSON
+    /// text, get the same repeated-key warnings (the raw form keeps only the last value).
+    #[test]
+    fn repeated_keys_are_reported_alike_typed_and_raw(operation in repeating_operation()) {
+        let typed = Update::new(ProfileId::User { distinct_id: "u1".into() }, operation);
+        let mut batcher = Batcher::new(BatchConfig::new(token(), Endpoint::Engage));
+        prop_assume!(batcher.push(&typed).is_ok());
+        let batch = batcher.finish().expect("one record");
+        let text = batch.record(0).unwrap().json().to_vec();
+        let parsed = engage_core::validate::parse_record(&text).unwrap();
+        let raw = Update::raw_parsed(parsed);
+        let key = |w: &Warning| (w.property.clone(), format!("{:?}", w.kind));
+        let tw: Vec<_> = batch.warnings().iter().map(key).collect();
+        let rw: Vec<_> = verdict(&raw, Endpoint::Engage).unwrap().iter().map(key).collect();
+        prop_assert_eq!(&tw, &rw);
+    }
+}
+
+#[test]
+fn a_repeated_operation_and_a_repeated_property_are_warnings_not_silent() {
+    let text = br#"{"$distinct_id":"u1","$set":{"a":1},"$set":{"b":2,"b":3,"c":{"d":1,"d":2}}}"#;
+    let parsed = engage_core::validate::parse_record(text).unwrap();
+    assert_eq!(parsed.repeated, ["b", "c", "$set"]);
+    let warnings = verdict(&Update::raw_parsed(parsed), Endpoint::Engage).unwrap();
+    let names: Vec<_> = warnings.iter().map(|w| w.property.as_str()).collect();
+    assert_eq!(names, ["b", "c", "$set"]);
+    assert!(
+        warnings
+            .iter()
+            .all(|w| w.kind == engage_core::validate::WarningKind::RepeatedKey)
+    );
+    let typed = Update::user("u1").add([("n", 1), ("n", 2)]);
+    let warnings = verdict(&typed, Endpoint::Engage).unwrap();
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].property, "n");
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use engage_core::Endpoint;
-use engage_core::validate::{GroupOperations, check_record};
+use engage_core::validate::{GroupOperations, ParsedRecord, check_record};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -525,7 +525,7 @@ fn decode_data(data: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Splits the JSON data into records: an array, or one object standing for one.
-fn split_records(data: &[u8]) -> Result<Vec<Result<Json, String>>, String> {
+fn split_records(data: &[u8]) -> Result<Vec<Result<ParsedRecord, String>>, String> {
     let text = std::str::from_utf8(data).map_err(|e| format!("the body is not UTF-8: {e}"))?;
     let trimmed = text.trim_start_matches('\u{feff}').trim();
     if trimmed.starts_with('{') {
@@ -546,8 +546,9 @@ fn split_records(data: &[u8]) -> Result<Vec<Result<Json, String>>, String> {
     Ok(raws.iter().map(|r| parse_record(r.get())).collect())
 }
 
-fn parse_record(text: &str) -> Result<Json, String> {
-    serde_json::from_str(text).map_err(|e| {
+/// One record, noting the keys its text repeats (only the last of each is applied).
+fn parse_record(text: &str) -> Result<ParsedRecord, String> {
+    engage_core::validate::parse_record(text.as_bytes()).map_err(|e| {
         if e.to_string().contains("number out of range") {
             "number out of range: NaN and Infinity have no JSON form".to_owned()
         } else {
@@ -724,7 +725,7 @@ async fn ingest(
     let project = records
         .iter()
         .flatten()
-        .find_map(|r| r.get("$token").and_then(Json::as_str))
+        .find_map(|r| r.value.get("$token").and_then(Json::as_str))
         .unwrap_or_default();
     if !shared.within_rate(project, data.len()) {
         lock(&shared.store.stats).rate_limited += 1;
@@ -757,11 +758,13 @@ async fn ingest(
 
     let mut valid = Vec::new();
     let mut failed = Vec::new();
+    // Emulator extension: what was applied other than as written, per record.
+    let mut notes = Vec::new();
     let mut non_idempotent = false;
     let n = records.len();
     for (index, record) in records.iter().enumerate() {
         let value = match record {
-            Ok(v) => v,
+            Ok(parsed) => &parsed.value,
             Err(message) => {
                 failed.push(json!({"index": index, "field": Json::Null, "message": message}));
                 continue;
@@ -804,6 +807,14 @@ async fn ingest(
             (None, Some(d)) => Target::User(d),
             (None, None) => continue,
         };
+        if let Ok(parsed) = record {
+            for property in &parsed.repeated {
+                notes.push(json!({"index": index, "field": property, "message": "key repeated in one object: only the last value was applied"}));
+            }
+            if !parsed.repeated.is_empty() {
+                lock(&shared.store.stats).records_with_repeated_keys += 1;
+            }
+        }
         valid.push(Valid {
             index,
             target,
@@ -849,12 +860,16 @@ async fn ingest(
     let (status, text) = if strict && !failed.is_empty() {
         (
             StatusCode::BAD_REQUEST,
-            json!({"code": 400, "error": "some data points in the request failed validation", "status": "Bad Request", "num_records_imported": accepted, "failed_records": failed}).to_string(),
+            with_notes(json!({"code": 400, "error": "some data points in the request failed validation", "status": "Bad Request", "num_records_imported": accepted, "failed_records": failed}), notes).to_string(),
         )
     } else if strict {
         (
             StatusCode::OK,
-            json!({"code": 200, "status": "OK", "num_records_imported": accepted}).to_string(),
+            with_notes(
+                json!({"code": 200, "status": "OK", "num_records_imported": accepted}),
+                notes,
+            )
+            .to_string(),
         )
     } else if verbose {
         let v = if accepted > 0 || n == 0 {
@@ -867,7 +882,7 @@ async fn ingest(
                 .to_owned();
             json!({"status": 0, "error": reason})
         };
-        (StatusCode::OK, v.to_string())
+        (StatusCode::OK, with_notes(v, notes).to_string())
     } else {
         (
             StatusCode::OK,
@@ -879,6 +894,17 @@ async fn ingest(
         None if text.starts_with('{') => respond(status, "application/json", text),
         None => respond(status, "text/plain", text),
     })
+}
+
+/// Adds the emulator's `notes` (records applied other than as written) to a JSON answer,
+/// when there are any.
+fn with_notes(mut answer: Json, notes: Vec<Json>) -> Json {
+    if !notes.is_empty()
+        && let Json::Object(m) = &mut answer
+    {
+        m.insert("notes".into(), Json::Array(notes));
+    }
+    answer
 }
 
 /// The ids Mixpanel echoes in `failed_records`.

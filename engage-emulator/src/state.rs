@@ -55,6 +55,9 @@ pub struct Stats {
     pub serving: u64,
     /// Most requests to `/engage` and `/groups` served at once.
     pub peak_serving: u64,
+    /// Records whose text repeated a key (only the last value of each was applied; the
+    /// answer's `notes` say which).
+    pub records_with_repeated_keys: u64,
 }
 
 /// Where geolocation came from for an update.

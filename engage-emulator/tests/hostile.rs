@@ -336,3 +336,35 @@ fn uploads_that_stall_stay_within_the_body_budget() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn repeated_keys_are_noted_per_record_and_the_last_value_applied() {
+    let e = emulator();
+    let body = r#"[{"$token":"t","$distinct_id":"u1","$set":{"a":1},"$set":{"b":2}},
+        {"$token":"t","$distinct_id":"u2","$add":{"n":1,"n":5}},
+        {"$token":"t","$distinct_id":"u3","$set":{"c":3}}]"#;
+    let reply = post_json(e.addr(), "/engage?strict=1", body);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let answer = reply.json();
+    assert_eq!(answer["num_records_imported"], 3);
+    assert_eq!(
+        answer["notes"],
+        json!([
+            {"index": 0, "field": "$set", "message": "key repeated in one object: only the last value was applied"},
+            {"index": 1, "field": "n", "message": "key repeated in one object: only the last value was applied"},
+        ])
+    );
+    let u1 = e.profile("u1").unwrap();
+    assert_eq!((u1.get("a"), u1["b"].clone()), (None, json!(2)));
+    assert_eq!(e.profile("u2").unwrap()["n"], 5);
+    assert_eq!(e.stats().records_with_repeated_keys, 2);
+    // Verbose answers carry the notes too; a record without repeats adds none.
+    let reply = post_json(e.addr(), "/engage?verbose=1", body);
+    assert_eq!(reply.json()["notes"].as_array().map(Vec::len), Some(2));
+    let clean = post_json(
+        e.addr(),
+        "/engage?strict=1",
+        r#"[{"$token":"t","$distinct_id":"u4","$set":{"c":3}}]"#,
+    );
+    assert_eq!(clean.json().get("notes"), None);
+}

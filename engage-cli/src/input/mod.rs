@@ -203,11 +203,13 @@ fn parse_update(bytes: &[u8]) -> Item {
             reason: format!("invalid UTF-8: {e}"),
         };
     }
-    match serde_json::from_slice::<Json>(bytes) {
-        Ok(v @ Json::Object(_)) => Item::Update(Update::raw(v), original),
+    match engage_core::validate::parse_record(bytes) {
+        Ok(parsed) if parsed.value.is_object() => {
+            Item::Update(Update::raw_parsed(parsed), original)
+        }
         Ok(other) => Item::Bad {
             original,
-            reason: format!("expected an update object, found {}", kind(&other)),
+            reason: format!("expected an update object, found {}", kind(&other.value)),
         },
         Err(e) => {
             let reason = if e.to_string().contains("number out of range") {

@@ -27,7 +27,9 @@ impl Properties {
         Properties(Vec::new())
     }
 
-    /// Adds a property (a later one with the same name wins at Mixpanel).
+    /// Adds a property. Naming one twice is reported as a
+    /// [`WarningKind::RepeatedKey`](crate::validate::WarningKind::RepeatedKey) warning: only
+    /// the last value takes effect.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Value>) -> &mut Self {
         self.0.push((name.into(), value.into()));
         self

@@ -171,7 +171,7 @@ pub struct Warning {
     pub kind: WarningKind,
 }
 
-/// What Mixpanel will silently truncate.
+/// What Mixpanel will silently change or drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WarningKind {
@@ -185,6 +185,9 @@ pub enum WarningKind {
         /// Its length in bytes.
         bytes: usize,
     },
+    /// A key repeated in one object (the property named, or a key inside it): only the
+    /// last value takes effect, the others are lost.
+    RepeatedKey,
 }
 
 impl fmt::Display for Warning {
@@ -203,6 +206,10 @@ impl fmt::Display for Warning {
             WarningKind::StringTooLong { bytes } => write!(
                 f,
                 "string value of {bytes} bytes will be truncated by Mixpanel to 255"
+            ),
+            WarningKind::RepeatedKey => write!(
+                f,
+                "key repeated in one object: only the last value takes effect, the others are lost"
             ),
         }
     }

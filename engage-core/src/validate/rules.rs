@@ -3,7 +3,7 @@
 //! ([`check_record`](crate::validate::check_record), which the emulator uses too). A
 //! property test holds the paths to the same verdicts (`tests/one_definition.rs`).
 
-use crate::model::{Endpoint, OpKind};
+use crate::model::{Endpoint, OpKind, Value};
 use crate::validate::problem::{Problem, RecordProblem, WarningKind};
 
 /// Longest property name Mixpanel keeps, in characters (longer ones are truncated).
@@ -53,6 +53,54 @@ pub(crate) fn string(property: &str, s: &str, warnings: &mut Warnings) {
             property.to_owned(),
             WarningKind::StringTooLong { bytes: s.len() },
         ));
+    }
+}
+
+/// Keys repeated in one object of a typed update: only the last value takes effect.
+/// `entries` are an operation's properties (with their values, where they may nest
+/// objects). Reported per top-level property, once, in the order the parser of a raw
+/// record finds them ([`parse_record`](crate::validate::parse_record)): nested repeats
+/// when their value ends, a repeated name at its second occurrence.
+pub(crate) fn repeated_keys<'a>(
+    entries: impl ExactSizeIterator<Item = (&'a str, Option<&'a Value>)> + Clone,
+    warnings: &mut Warnings,
+) {
+    let many = entries.len() > 1;
+    for (i, (name, value)) in entries.clone().enumerate() {
+        if let Some(v) = value
+            && nests_repeats(v, 0)
+        {
+            note_repeated(name, warnings);
+        }
+        if many && entries.clone().take(i).any(|(earlier, _)| earlier == name) {
+            note_repeated(name, warnings);
+        }
+    }
+}
+
+/// Whether an object inside `v` repeats a key.
+fn nests_repeats(v: &Value, depth: u32) -> bool {
+    match v {
+        Value::Object(entries) => {
+            entries
+                .iter()
+                .enumerate()
+                .any(|(i, (name, _))| entries[..i].iter().any(|(n, _)| n == name))
+                || (depth < MAX_DEPTH && entries.iter().any(|(_, v)| nests_repeats(v, depth + 1)))
+        }
+        Value::List(items) => {
+            depth < MAX_DEPTH && items.iter().any(|v| nests_repeats(v, depth + 1))
+        }
+        _ => false,
+    }
+}
+
+fn note_repeated(property: &str, warnings: &mut Warnings) {
+    if !warnings
+        .iter()
+        .any(|(p, k)| *k == WarningKind::RepeatedKey && p == property)
+    {
+        warnings.push((property.to_owned(), WarningKind::RepeatedKey));
     }
 }
 

@@ -9,7 +9,7 @@ use crate::model::{
     SerializeError, Value,
 };
 use crate::validate::rules::{self, Warnings, at};
-use crate::validate::{Problem, RecordProblem};
+use crate::validate::{Problem, RecordProblem, WarningKind};
 use crate::wire::json::{write_f64, write_int, write_number, write_str};
 use crate::wire::raw::encode_raw;
 use crate::wire::ser_json;
@@ -145,7 +145,13 @@ pub(crate) fn encode_update(
                 idempotent: record.kind.is_idempotent(),
             })
         }
-        UpdateKind::Raw(json) => encode_raw(out, json, ctx, warnings),
+        UpdateKind::Raw(json, repeated) => {
+            let ids = encode_raw(out, json, ctx, warnings)?;
+            for property in repeated {
+                warnings.push((property.clone(), WarningKind::RepeatedKey));
+            }
+            Ok(ids)
+        }
     }
 }
 
@@ -582,6 +588,19 @@ fn write_operation(
             out.push(b']');
         }
         Operation::Delete => out.extend_from_slice(b"\"\""),
+    }
+    // Last, as a raw record's parser reports them after the checks.
+    match operation {
+        Operation::Set(p) | Operation::SetOnce(p) | Operation::Append(p) | Operation::Remove(p) => {
+            rules::repeated_keys(p.0.iter().map(|(n, v)| (n.as_str(), Some(v))), warnings);
+        }
+        Operation::Add(entries) => {
+            rules::repeated_keys(entries.iter().map(|(n, _)| (n.as_str(), None)), warnings);
+        }
+        Operation::Union(entries) => {
+            rules::repeated_keys(entries.iter().map(|(n, _)| (n.as_str(), None)), warnings);
+        }
+        Operation::Unset(_) | Operation::Delete => {}
     }
     Ok(())
 }

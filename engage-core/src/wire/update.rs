@@ -37,7 +37,8 @@ pub(crate) enum UpdateKind {
         /// The update as JSON (ids included), kept in step with `modifiers`.
         record: EncodedRecord,
     },
-    Raw(serde_json::Value),
+    /// The object, and the top-level properties where its text repeated a key.
+    Raw(serde_json::Value, Box<[String]>),
 }
 
 /// Builds updates of one user profile. Made by [`Update::user`].
@@ -275,7 +276,30 @@ impl Update {
     /// operation (see [`check_record`](crate::validate::check_record)).
     pub fn raw(object: serde_json::Value) -> Update {
         Update {
-            kind: UpdateKind::Raw(object),
+            kind: UpdateKind::Raw(object, Box::default()),
+        }
+    }
+
+    /// A raw update read from JSON text by [`parse_record`](crate::validate::parse_record):
+    /// the keys its text repeated (of which only the last is sent) are reported as
+    /// [`WarningKind::RepeatedKey`](crate::validate::WarningKind::RepeatedKey) warnings.
+    ///
+    /// ```
+    /// use engage_core::batch::Batcher;
+    /// use engage_core::validate::{parse_record, WarningKind};
+    /// use engage_core::{BatchConfig, Endpoint, Token, Update};
+    /// let text = br#"{"$distinct_id":"u1","$set":{"plan":"pro"},"$set":{"seats":3}}"#;
+    /// let update = Update::raw_parsed(parse_record(text)?);
+    /// let mut batcher = Batcher::new(BatchConfig::new(Token::new("tok")?, Endpoint::Engage));
+    /// assert!(batcher.push(&update)?.is_none());
+    /// let batch = batcher.finish().expect("one record");
+    /// assert_eq!(batch.warnings()[0].kind, WarningKind::RepeatedKey);
+    /// assert_eq!(batch.warnings()[0].property, "$set");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn raw_parsed(parsed: crate::validate::ParsedRecord) -> Update {
+        Update {
+            kind: UpdateKind::Raw(parsed.value, parsed.repeated.into_boxed_slice()),
         }
     }
 
@@ -336,7 +360,7 @@ impl Update {
     pub fn profile(&self) -> Option<ProfileId> {
         match &self.kind {
             UpdateKind::Typed { record, .. } => record.profile(),
-            UpdateKind::Raw(v) => crate::validate::raw_profile(v),
+            UpdateKind::Raw(v, _) => crate::validate::raw_profile(v),
         }
     }
 
@@ -356,7 +380,7 @@ impl Update {
     pub fn operation(&self) -> Option<Operation> {
         match &self.kind {
             UpdateKind::Typed { record, .. } => record.decode(),
-            UpdateKind::Raw(_) => None,
+            UpdateKind::Raw(_, _) => None,
         }
     }
 
@@ -364,7 +388,7 @@ impl Update {
     pub fn modifiers(&self) -> Option<&Modifiers> {
         match &self.kind {
             UpdateKind::Typed { modifiers, .. } => Some(modifiers),
-            UpdateKind::Raw(_) => None,
+            UpdateKind::Raw(_, _) => None,
         }
     }
 
@@ -373,7 +397,7 @@ impl Update {
     pub fn endpoint(&self) -> Endpoint {
         match &self.kind {
             UpdateKind::Typed { record, .. } => record.endpoint(),
-            UpdateKind::Raw(v) => {
+            UpdateKind::Raw(v, _) => {
                 if v.get("$group_key").is_some() || v.get("$group_id").is_some() {
                     Endpoint::Groups
                 } else {
@@ -395,7 +419,7 @@ impl Update {
                     span(record.id),
                 ))
             }
-            UpdateKind::Raw(v) => {
+            UpdateKind::Raw(v, _) => {
                 let s = |k: &str| v.get(k).and_then(serde_json::Value::as_str);
                 let json = |text: &str| {
                     let mut out = Vec::with_capacity(text.len() + 2);
@@ -419,7 +443,7 @@ impl Update {
     pub fn is_idempotent(&self) -> bool {
         match &self.kind {
             UpdateKind::Typed { record, .. } => record.kind.is_idempotent(),
-            UpdateKind::Raw(v) => OpKind::ALL
+            UpdateKind::Raw(v, _) => OpKind::ALL
                 .into_iter()
                 .filter(|k| !k.is_idempotent())
                 .all(|k| v.get(k.key()).is_none()),
