@@ -163,7 +163,7 @@ impl ImportRig {
             emulator,
             runtime,
             hyper: engage_hyper::HyperTransport::new().expect("a hyper client"),
-            curl: engage_curl::CurlTransport::new(),
+            curl: engage_curl::CurlTransport::new().expect("a curl client"),
             async_std: engage_async_std::AsyncStdTransport::new(engage_async_std::AsyncStd)
                 .expect("an async-std client"),
         }

@@ -91,7 +91,7 @@ pub use runtime::AsyncStd;
 pub use runtime::Smol;
 pub use runtime::{BoxFuture, Runtime};
 
-pub use engage_core::delivery::TransportOptions;
+pub use engage_core::delivery::{Proxy, TransportOptions};
 pub use engage_tls::BuildError;
 
 type PoolKey = (bool, String, u16);
@@ -102,6 +102,7 @@ type Pool = Arc<Mutex<HashMap<PoolKey, Vec<SendRequest<Full<Bytes>>>>>>;
 pub struct AsyncStdTransport<R: Runtime> {
     runtime: R,
     tls: futures_rustls::TlsConnector,
+    proxies: Arc<engage_proxy::Proxies>,
     options: TransportOptions,
     pool: Pool,
 }
@@ -111,6 +112,53 @@ impl<R: Runtime> std::fmt::Debug for AsyncStdTransport<R> {
         f.debug_struct("AsyncStdTransport")
             .field("options", &self.options)
             .finish()
+    }
+}
+
+/// Opens a CONNECT tunnel to `target` on `tcp`, a connection to the proxy of `route`.
+async fn tunnel<S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin>(
+    tcp: &mut S,
+    target: &Uri,
+    route: &engage_proxy::Route,
+) -> Result<(), TransportError> {
+    let io_error = |e| TransportError::with_source(TransportErrorKind::Connect, false, e);
+    let request = engage_proxy::connect_request(target, route);
+    let mut written = 0;
+    while written < request.len() {
+        let n = std::future::poll_fn(|cx| {
+            std::pin::Pin::new(&mut *tcp).poll_write(cx, &request[written..])
+        })
+        .await
+        .map_err(io_error)?;
+        if n == 0 {
+            return Err(engage_proxy::closed_before_reply(route));
+        }
+        written += n;
+    }
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *tcp).poll_flush(cx))
+        .await
+        .map_err(io_error)?;
+    let mut reply = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *tcp).poll_read(cx, &mut chunk))
+            .await
+            .map_err(io_error)?;
+        if n == 0 {
+            return Err(engage_proxy::closed_before_reply(route));
+        }
+        reply.extend_from_slice(&chunk[..n]);
+        if let Some(end) = engage_proxy::read_connect_reply(&reply, route)? {
+            if end != reply.len() {
+                // Nothing may come from the target before the client's TLS hello.
+                return Err(TransportError::new(
+                    TransportErrorKind::Protocol,
+                    false,
+                    format!("proxy {route} sent bytes after its answer to CONNECT"),
+                ));
+            }
+            return Ok(());
+        }
     }
 }
 
@@ -136,30 +184,42 @@ impl<R: Runtime> AsyncStdTransport<R> {
         Self::with_options(runtime, TransportOptions::default())
     }
 
-    /// A transport on `runtime` with these options (timeouts, extra roots, the answer cap).
+    /// A transport on `runtime` with these options (timeouts, extra roots, the answer cap,
+    /// the proxy).
     pub fn with_options(runtime: R, options: TransportOptions) -> Result<Self, BuildError> {
         let tls = engage_tls::client_config(&options)?;
         Ok(AsyncStdTransport {
             runtime,
             tls: futures_rustls::TlsConnector::from(Arc::new(tls)),
+            proxies: Arc::new(engage_proxy::Proxies::new(&options.proxy)?),
             options,
             pool: Arc::default(),
         })
     }
 
-    /// A fresh connection: TCP, TLS for https, then the HTTP/1.1 handshake; the connection
-    /// task goes to the runtime's spawner.
+    /// A fresh connection: TCP (to the target, or to its proxy and through a CONNECT
+    /// tunnel for https), TLS for https, then the HTTP/1.1 handshake; the connection task
+    /// goes to the runtime's spawner.
     async fn connect(
         &self,
+        target: &Uri,
+        route: Option<&engage_proxy::Route>,
         https: bool,
         host: &str,
         port: u16,
     ) -> Result<SendRequest<Full<Bytes>>, TransportError> {
         let connecting = async {
-            let tcp =
-                self.runtime.connect(host, port).await.map_err(|e| {
+            let (to_host, to_port) = match route {
+                Some(r) => (r.host(), r.port()),
+                None => (host, port),
+            };
+            let mut tcp =
+                self.runtime.connect(to_host, to_port).await.map_err(|e| {
                     TransportError::with_source(TransportErrorKind::Connect, false, e)
                 })?;
+            if let Some(route) = route.filter(|r| r.tunnel()) {
+                tunnel(&mut tcp, target, route).await?;
+            }
             let io: Box<dyn runtime::Stream> = if https {
                 let name =
                     rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
@@ -239,6 +299,7 @@ impl<R: Runtime> AsyncStdTransport<R> {
             .to_owned();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let key: PoolKey = (https, host.clone(), port);
+        let route = self.proxies.route(&uri);
         let (mut parts, body) = request.into_parts();
         if !parts.headers.contains_key(HOST) {
             let authority = uri.authority().map(|a| a.as_str()).unwrap_or(&host);
@@ -246,19 +307,34 @@ impl<R: Runtime> AsyncStdTransport<R> {
                 parts.headers.insert(HOST, v);
             }
         }
-        // A client connection speaks origin-form: path and query only.
-        parts.uri = uri
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/")
-            .parse::<Uri>()
-            .unwrap_or_default();
+        match &route {
+            // To a proxy, a plain-HTTP request goes in absolute form with its credentials.
+            Some(r) if !r.tunnel() => {
+                if let Some(v) = r.authorization() {
+                    parts
+                        .headers
+                        .insert(hyper::header::PROXY_AUTHORIZATION, v.clone());
+                }
+            }
+            // To the server (or through a tunnel): origin-form, path and query only.
+            _ => {
+                parts.uri = uri
+                    .path_and_query()
+                    .map(|pq| pq.as_str())
+                    .unwrap_or("/")
+                    .parse::<Uri>()
+                    .unwrap_or_default();
+            }
+        }
         // Set once a connection is in hand: a timeout before that never sent anything.
         let connected = std::sync::atomic::AtomicBool::new(false);
         let exchange = async {
             let mut sender = match self.pooled(&key) {
                 Some(s) => s,
-                None => self.connect(https, &host, port).await?,
+                None => {
+                    self.connect(&uri, route.as_ref(), https, &host, port)
+                        .await?
+                }
             };
             connected.store(true, std::sync::atomic::Ordering::Relaxed);
             let request = Request::from_parts(parts.clone(), Full::new(body.clone()));
@@ -267,7 +343,9 @@ impl<R: Runtime> AsyncStdTransport<R> {
                 // A pooled connection the server had closed before the request went out:
                 // nothing was sent, so try once on a fresh connection.
                 Err(e) if e.is_canceled() => {
-                    sender = self.connect(https, &host, port).await?;
+                    sender = self
+                        .connect(&uri, route.as_ref(), https, &host, port)
+                        .await?;
                     sender
                         .send_request(Request::from_parts(parts, Full::new(body)))
                         .await

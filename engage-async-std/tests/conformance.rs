@@ -39,7 +39,8 @@ impl<R: Exec + Default> Harness for On<R> {
     fn build(options: &Options) -> Self {
         let mut opts = engage_async_std::TransportOptions::default()
             .request_timeout(options.request_timeout)
-            .connect_timeout(options.connect_timeout);
+            .connect_timeout(options.connect_timeout)
+            .proxy(options.proxy.clone());
         if let Some(der) = &options.root_der {
             opts = opts.add_root_certificate(der.clone());
         }

@@ -203,6 +203,9 @@ impl Ledger {
             Ok(status) if matches!(status.as_u16(), 401 | 403) => Some(format!(
                 "the server refused the project token (HTTP {status}): stopping; nothing more is sent"
             )),
+            Ok(status) if status.as_u16() == 407 => Some(format!(
+                "a proxy wants credentials (HTTP {status}): give them as --proxy http://user:password@host:port; stopping, nothing more is sent"
+            )),
             Ok(_) => {
                 self.answered = true;
                 None
@@ -214,6 +217,7 @@ impl Ledger {
                         TransportErrorKind::Connect
                             | TransportErrorKind::Tls
                             | TransportErrorKind::Timeout
+                            | TransportErrorKind::Proxy
                     ) =>
             {
                 let why = reasons::transport(e, &self.server);

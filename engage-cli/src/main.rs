@@ -279,6 +279,19 @@ pub struct ImportArgs {
         help_heading = "Sending"
     )]
     pub max_retry_after: u64,
+    /// Send through this HTTP proxy, http://[user:password@]host:port, instead of the one
+    /// HTTPS_PROXY/HTTP_PROXY/ALL_PROXY name (honoured by default, with NO_PROXY, the same
+    /// way on every --transport). Its credentials are never printed.
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "no_proxy",
+        help_heading = "Sending"
+    )]
+    pub proxy: Option<String>,
+    /// Connect directly, whatever the proxy environment variables say.
+    #[arg(long, help_heading = "Sending")]
+    pub no_proxy: bool,
     /// Per-request timeout in seconds; fractions allowed (0.5).
     #[arg(long, default_value = "30", value_name = "SECS", value_parser = parse_timeout, help_heading = "Sending")]
     pub timeout: f64,

@@ -187,6 +187,8 @@ pub fn transport(e: &TransportError, server: &str) -> String {
         TransportErrorKind::Tls => format!("TLS failed with {server}: {c}"),
         TransportErrorKind::Io => format!("connection to {server} lost: {c}"),
         TransportErrorKind::Protocol => format!("{server} did not speak HTTP: {c}"),
+        // The message names the proxy and its answer: keep it whole.
+        TransportErrorKind::Proxy => clean(e.message()),
         _ => format!("{server}: {c}"),
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use engage_core::bytes::Bytes;
-use engage_core::delivery::{Concurrency, ImportSummary};
+use engage_core::delivery::{Concurrency, ImportSummary, Proxy};
 use engage_core::exchange::Region;
 use engage_core::http;
 use engage_core::model::Endpoint;
@@ -131,6 +131,15 @@ fn run(args: ImportArgs) -> Result<i32, String> {
     };
     let token = Token::new(&token).map_err(|e| e.to_string())?;
     term::redact_token(&token);
+    // An unusable proxy setting stops everything before anything is opened or sent.
+    let proxy = match (&args.proxy, args.no_proxy) {
+        (Some(url), _) => Proxy::url(url.clone()),
+        (None, true) => Proxy::Direct,
+        (None, false) => Proxy::FromEnvironment,
+    };
+    if !args.dry_run {
+        engage_proxy::Proxies::new(&proxy).map_err(|e| term::clean(&e.to_string()))?;
+    }
     let journal_file = journal_path(&args);
     if journal_file.is_some() && args.dry_run {
         return Err("a journal has no use with --dry-run: nothing is sent".into());
@@ -200,7 +209,7 @@ fn run(args: ImportArgs) -> Result<i32, String> {
                     a.host().to_owned() + &a.port().map(|p| format!(":{p}")).unwrap_or_default()
                 })
             })
-            .unwrap_or_else(|| term::hide_userinfo(url)),
+            .unwrap_or_else(|| engage_core::text::hide_userinfo(url).into_owned()),
         (None, true, _) => "the emulator".to_owned(),
         (None, false, _) => match args.region {
             RegionChoice::Us => "api.mixpanel.com".to_owned(),
@@ -309,7 +318,8 @@ fn run(args: ImportArgs) -> Result<i32, String> {
         let timeout = Duration::from_secs_f64(args.timeout);
         let options = engage_core::delivery::TransportOptions::default()
             .request_timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)));
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .proxy(proxy);
         let summary = match args.transport {
             TransportChoice::Hyper => {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -321,9 +331,9 @@ fn run(args: ImportArgs) -> Result<i32, String> {
                     .map_err(|e| e.to_string())?;
                 runtime.block_on(transport.run(config, &mut ledger))
             }
-            TransportChoice::Curl => {
-                engage_curl::CurlTransport::with_options(options).run(config, &mut ledger)
-            }
+            TransportChoice::Curl => engage_curl::CurlTransport::with_options(options)
+                .map_err(|e| term::clean(&e.to_string()))?
+                .run(config, &mut ledger),
             TransportChoice::AsyncStd => {
                 let transport = engage_async_std::AsyncStdTransport::with_options(
                     engage_async_std::AsyncStd,

@@ -29,32 +29,7 @@ pub fn clean(text: &str) -> String {
     {
         s = Cow::Owned(s.replace(token.as_str(), shown));
     }
-    hide_userinfo(&s)
-}
-
-/// Replaces the user information of every `scheme://user:password@host` in `text` with
-/// `***`.
-pub fn hide_userinfo(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        out.push_str(head);
-        let authority_end = tail
-            .find(['/', '?', '#', ' ', '"', '\'', '>', ')'])
-            .unwrap_or(tail.len());
-        let authority = &tail[..authority_end];
-        match authority.rfind('@') {
-            Some(i) => {
-                out.push_str("***");
-                out.push_str(&authority[i..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[authority_end..];
-    }
-    out.push_str(rest);
-    out
+    engage_core::text::hide_userinfo(&s).into_owned()
 }
 
 /// One line on stdout; a closed pipe is ignored.
@@ -66,23 +41,4 @@ pub fn out(line: impl Display) {
 /// One line on stderr; a closed pipe is ignored.
 pub fn err(line: impl Display) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn userinfo_is_hidden_wherever_a_url_appears() {
-        assert_eq!(
-            hide_userinfo("invalid base URL \"http://user:pw@127.0.0.1:9/x\": bad"),
-            "invalid base URL \"http://***@127.0.0.1:9/x\": bad"
-        );
-        assert_eq!(
-            hide_userinfo("https://a@b and http://c:d@e:1"),
-            "https://***@b and http://***@e:1"
-        );
-        assert_eq!(hide_userinfo("no url here"), "no url here");
-        assert_eq!(hide_userinfo("http://host/p@th"), "http://host/p@th");
-    }
 }

@@ -14,7 +14,7 @@ use engage_emulator::{Emulator, EmulatorConfig, FaultConfig, FaultKind};
 use serde_json::json;
 
 use crate::chaos::{self, Ledger};
-use crate::servers::{Reply, ScriptedServer, TlsServer, refused_port};
+use crate::servers::{ConnectProxy, ProxyMode, Reply, ScriptedServer, TlsServer, refused_port};
 use crate::{Harness, Options};
 
 const TOKEN: &str = "conformance-token";
@@ -685,4 +685,177 @@ pub fn client_full_queue_hands_the_update_back<H: Harness>() {
         "{}",
         H::NAME
     );
+}
+
+fn via(proxy: String, root: Option<&[u8]>) -> Options {
+    Options {
+        root_der: root.map(<[u8]>::to_vec),
+        proxy: engage_core::delivery::Proxy::url(proxy),
+        ..Options::default()
+    }
+}
+
+/// HTTPS through a CONNECT proxy to the emulator behind TLS: an import arrives whole, the
+/// proxy saw one tunnel per connection to the right place, and TLS was checked end to
+/// end (the test root is needed).
+pub fn https_import_through_a_connect_proxy<H: Harness>() {
+    let e = emulator(EmulatorConfig::default());
+    let front = TlsServer::in_front_of(e.addr());
+    let proxy = ConnectProxy::start(ProxyMode::Open);
+    let h = H::build(&via(proxy.url(), Some(front.cert_der())));
+    let updates: Vec<Update> = (0..300)
+        .map(|i| Update::user(format!("u{}", i % 30)).add([("n", 1)]))
+        .collect();
+    let config = ImportConfig::new(
+        BatchConfig::new(token(), Endpoint::Engage).max_records(50),
+        target(&front.base_url()),
+    )
+    .policy(fast_policy())
+    .concurrency(3);
+    let summary = h.import(config, updates, &mut |_| {});
+    assert!(summary.all_accepted(), "{}: {summary:?}", H::NAME);
+    assert_eq!(e.profile("u7").expect("profile")["n"], 10, "{}", H::NAME);
+    let seen = proxy.seen();
+    assert!(
+        !seen.is_empty(),
+        "{}: nothing went through the proxy",
+        H::NAME
+    );
+    let authority = front.base_url().trim_start_matches("https://").to_owned();
+    for r in &seen {
+        assert_eq!(
+            (r.method.as_str(), r.target.as_str()),
+            ("CONNECT", authority.as_str()),
+            "{}",
+            H::NAME
+        );
+        assert_eq!(r.authorization, None, "{}", H::NAME);
+    }
+    // Without the test root, TLS through the tunnel is refused as TLS, not as the proxy.
+    let h = H::build(&via(proxy.url(), None));
+    let err = h
+        .send(target(&front.base_url()).request(&batch(vec![Update::user("u").set([("a", 1)])])))
+        .expect_err("untrusted");
+    assert_eq!(err.kind(), TransportErrorKind::Tls, "{}: {err}", H::NAME);
+}
+
+/// A proxy that wants credentials: refused without them (a proxy error, not retried,
+/// nothing delivered, the reason said), accepted with them; the password never appears
+/// in an error.
+pub fn proxy_credentials_are_sent_and_never_shown<H: Harness>() {
+    let e = emulator(EmulatorConfig::default());
+    let front = TlsServer::in_front_of(e.addr());
+    let proxy = ConnectProxy::start(ProxyMode::RequireBasic("ann".into(), "s3cret-pw".into()));
+    let b = || batch(vec![Update::user("u1").set([("plan", "pro")])]);
+    let h = H::build(&via(proxy.url(), Some(front.cert_der())));
+    let err = h
+        .send(target(&front.base_url()).request(&b()))
+        .expect_err("407");
+    assert_eq!(err.kind(), TransportErrorKind::Proxy, "{}: {err}", H::NAME);
+    assert!(err.message().contains("407"), "{}: {err}", H::NAME);
+    let report = h.deliver(b(), &target(&front.base_url()), fast_policy());
+    assert_eq!(
+        report.requests,
+        1,
+        "{}: a refused tunnel is not retried",
+        H::NAME
+    );
+    assert!(
+        matches!(report.fatal, Some(DeliveryError::Transport(ref t)) if t.kind() == TransportErrorKind::Proxy),
+        "{}: {:?}",
+        H::NAME,
+        report.fatal
+    );
+    assert!(
+        matches!(report.records[0].outcome, RecordOutcome::NotDelivered(_)),
+        "{}",
+        H::NAME
+    );
+    assert!(e.profile("u1").is_none(), "{}", H::NAME);
+
+    let wrong = H::build(&via(
+        proxy.url_with("ann", "wrong-pw"),
+        Some(front.cert_der()),
+    ));
+    let err = wrong
+        .send(target(&front.base_url()).request(&b()))
+        .expect_err("407");
+    assert!(
+        err.message().contains("refused the credentials"),
+        "{}: {err}",
+        H::NAME
+    );
+    assert!(
+        !format!("{err} {err:?}").contains("wrong-pw"),
+        "{}: {err:?}",
+        H::NAME
+    );
+
+    let h = H::build(&via(
+        proxy.url_with("ann", "s3cret-pw"),
+        Some(front.cert_der()),
+    ));
+    let report = h.deliver(b(), &target(&front.base_url()), fast_policy());
+    assert!(report.all_accepted(), "{}: {report:?}", H::NAME);
+    assert_eq!(e.profile("u1").expect("profile")["plan"], "pro");
+    let last = proxy.seen().pop().expect("asked");
+    assert_eq!(last.answered, 200);
+    assert_eq!(
+        last.authorization.as_deref(),
+        Some("Basic YW5uOnMzY3JldC1wdw==")
+    );
+}
+
+/// A proxy that refuses by policy: a proxy error naming the proxy and its status, not
+/// retried, nothing delivered.
+pub fn a_refusing_proxy_is_a_clear_error<H: Harness>() {
+    let proxy = ConnectProxy::start(ProxyMode::Refuse(403));
+    let h = H::build(&via(proxy.url(), None));
+    let t = target("https://127.0.0.1:9");
+    let err = h
+        .send(t.request(&batch(vec![Update::user("u").set([("a", 1)])])))
+        .expect_err("403");
+    assert_eq!(err.kind(), TransportErrorKind::Proxy, "{}: {err}", H::NAME);
+    assert!(
+        err.message().contains(&format!(
+            "proxy {} refused the tunnel (HTTP 403",
+            proxy.url()
+        )),
+        "{}: {err}",
+        H::NAME
+    );
+    assert!(!err.may_have_reached_server(), "{}", H::NAME);
+    let report = h.deliver(
+        batch(vec![Update::user("u").set([("a", 1)])]),
+        &t,
+        fast_policy(),
+    );
+    assert_eq!(report.requests, 1, "{}", H::NAME);
+    assert!(report.fatal.is_some(), "{}", H::NAME);
+}
+
+/// Plain HTTP through a proxy: the request goes to the proxy in absolute form with the
+/// credentials, and arrives.
+pub fn http_through_a_proxy_in_absolute_form<H: Harness>() {
+    let e = emulator(EmulatorConfig::default());
+    let proxy = ConnectProxy::start(ProxyMode::RequireBasic("ann".into(), "pw".into()));
+    let h = H::build(&via(proxy.url_with("ann", "pw"), None));
+    let report = h.deliver(
+        batch(vec![Update::user("u1").set([("plan", "pro")])]),
+        &target(&e.base_url()),
+        fast_policy(),
+    );
+    assert!(report.all_accepted(), "{}: {report:?}", H::NAME);
+    assert_eq!(e.profile("u1").expect("profile")["plan"], "pro");
+    let first = &proxy.seen()[0];
+    assert_eq!(first.method, "POST", "{}", H::NAME);
+    assert!(
+        first
+            .target
+            .starts_with(&format!("{}/engage", e.base_url())),
+        "{}: {}",
+        H::NAME,
+        first.target
+    );
+    assert_eq!(first.answered, 200, "{}", H::NAME);
 }

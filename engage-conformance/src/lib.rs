@@ -34,6 +34,9 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// An extra trusted root certificate (DER), for the HTTPS case.
     pub root_der: Option<Vec<u8>>,
+    /// The proxy. Direct by default, so that a proxy in the environment running the
+    /// tests changes nothing.
+    pub proxy: engage_core::delivery::Proxy,
 }
 
 impl Default for Options {
@@ -42,6 +45,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             root_der: None,
+            proxy: engage_core::delivery::Proxy::Direct,
         }
     }
 }
@@ -91,7 +95,11 @@ macro_rules! conformance_suite {
             chaos_at_most_once,
             client_many_producers_keep_their_order_under_faults,
             client_shutdown_in_a_429_storm_returns_by_its_deadline,
-            client_full_queue_hands_the_update_back
+            client_full_queue_hands_the_update_back,
+            https_import_through_a_connect_proxy,
+            proxy_credentials_are_sent_and_never_shown,
+            a_refusing_proxy_is_a_clear_error,
+            http_through_a_proxy_in_absolute_form
         );
     };
     (@cases $h:ty; $($case:ident),* $(,)?) => {

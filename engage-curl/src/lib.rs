@@ -15,7 +15,7 @@
 //! # let base_url = emulator.base_url();
 //! // For Mixpanel itself: Target::region(Region::Us).
 //! let config = ClientConfig::new(Token::new("my-project-token")?, Target::base_url(&base_url)?);
-//! let client = CurlTransport::new().client(config);
+//! let client = CurlTransport::new()?.client(config);
 //! let threads: Vec<_> = (0..4)
 //!     .map(|_| {
 //!         let client = client.clone();
@@ -50,7 +50,7 @@
 //!     Target::base_url(&base_url)?,
 //! );
 //! let updates = (0..5_000).map(|i| Update::user(format!("user-{}", i % 100)).add([("logins", 1)]));
-//! let summary = CurlTransport::new().import(config, updates, |_event| {});
+//! let summary = CurlTransport::new()?.import(config, updates, |_event| {});
 //! assert!(summary.all_accepted());
 //! # assert_eq!(emulator.profile("user-7").unwrap()["logins"], 50);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -69,12 +69,16 @@ use curl::easy::{Easy2, Handler, HttpVersion, List, ReadError, SeekResult};
 use curl::multi::{Easy2Handle, Multi};
 use engage_core::batch::Batch;
 use engage_core::client::{Client, ClientConfig};
-/// The options this transport takes (re-exported from engage-core).
-pub use engage_core::delivery::TransportOptions;
 use engage_core::delivery::{ImportAction, ImportItem, Importer, Report, TransportErrorKind};
+/// The options this transport takes (re-exported from engage-core).
+pub use engage_core::delivery::{Proxy, TransportOptions};
 use engage_core::driver::SystemClock;
 use engage_core::{ImportConfig, ImportEvent, ImportSummary, RetryPolicy, Target, TransportError};
+use engage_proxy::Proxies;
+/// Why a proxy setting cannot be used (re-exported from engage-proxy).
+pub use engage_proxy::ProxyError;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use std::sync::Arc;
 
 /// Collects one exchange: the request body going out, the final response's headers and
 /// body coming in.
@@ -84,6 +88,8 @@ struct Exchange {
     sent: usize,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Vec<u8>,
+    /// The proxy this exchange goes through, if any.
+    route: Option<engage_proxy::Route>,
     /// Largest body read ([`TransportOptions::max_response_bytes`]).
     max_body: usize,
     too_large: bool,
@@ -141,15 +147,17 @@ impl Handler for Exchange {
     }
 }
 
-/// The libcurl form of [`TransportOptions`]: roots as one PEM blob.
+/// The libcurl form of [`TransportOptions`]: roots as one PEM blob, proxies resolved.
 #[derive(Debug, Clone)]
 struct Settings {
     options: TransportOptions,
     roots_pem: Vec<u8>,
+    proxies: Arc<Proxies>,
 }
 
 impl Settings {
-    fn new(options: TransportOptions) -> Settings {
+    fn new(options: TransportOptions) -> Result<Settings, ProxyError> {
+        let proxies = Arc::new(Proxies::new(&options.proxy)?);
         let mut roots_pem = Vec::new();
         for der in &options.extra_roots {
             let b64 = base64::engine::general_purpose::STANDARD.encode(der);
@@ -160,7 +168,11 @@ impl Settings {
             }
             roots_pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
         }
-        Settings { options, roots_pem }
+        Ok(Settings {
+            options,
+            roots_pem,
+            proxies,
+        })
     }
 }
 
@@ -172,12 +184,6 @@ pub struct CurlTransport {
     settings: Settings,
 }
 
-impl Default for CurlTransport {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Sets up `easy` for `request`.
 fn prepare(
     easy: &mut Easy2<Exchange>,
@@ -185,9 +191,26 @@ fn prepare(
     settings: &Settings,
 ) -> Result<(), curl::Error> {
     let (parts, body) = request.into_parts();
+    // Options left by an earlier request (a proxy's credentials, a method) must not
+    // carry over; live connections do.
+    easy.reset();
+    let route = settings.proxies.route(&parts.uri);
+    match &route {
+        Some(route) => {
+            easy.proxy(&route.to_string())?;
+            if let Some((user, password)) = route.credentials() {
+                easy.proxy_username(&user)?;
+                easy.proxy_password(&password)?;
+                easy.proxy_auth(curl::easy::Auth::new().basic(true))?;
+            }
+        }
+        // Otherwise libcurl would read the environment by its own, different rules.
+        None => easy.proxy("")?,
+    }
     *easy.get_mut() = Exchange {
         upload: body.clone(),
         max_body: settings.options.max_response_bytes,
+        route,
         ..Exchange::default()
     };
     easy.url(&parts.uri.to_string())?;
@@ -235,6 +258,18 @@ fn finish(
                 TransportErrorKind::Protocol,
                 true,
                 format!("response body over {} bytes", easy.get_ref().max_body),
+            ));
+        }
+        // The proxy's answer to CONNECT, when it refused the tunnel.
+        let tunnel_status = easy.http_connectcode().unwrap_or(0);
+        if let Some(route) = &easy.get_ref().route
+            && tunnel_status != 0
+            && !(200..300).contains(&tunnel_status)
+        {
+            return Err(engage_proxy::refused(
+                route,
+                u16::try_from(tunnel_status).unwrap_or(0),
+                "",
             ));
         }
         let connected = easy
@@ -301,18 +336,25 @@ fn classify(e: curl::Error, sent: bool) -> TransportError {
 }
 
 impl CurlTransport {
-    /// Default options: libcurl's CA store, 10 s connect and 30 s request timeouts.
-    pub fn new() -> Self {
+    /// Default options: libcurl's CA store, 10 s connect and 30 s request timeouts, the
+    /// environment's proxy (an unusable proxy variable is an error).
+    pub fn new() -> Result<Self, ProxyError> {
         Self::with_options(TransportOptions::default())
     }
 
     /// A transport with these options. Roots added with
     /// [`TransportOptions::add_root_certificate`] replace libcurl's default CA file (so
     /// [`TransportOptions::only_added_roots`] is always in effect once a root is added).
-    pub fn with_options(options: TransportOptions) -> Self {
+    /// The proxy follows engage-proxy's rules, the same as every engage transport, not
+    /// libcurl's own reading of the environment.
+    pub fn with_options(options: TransportOptions) -> Result<Self, ProxyError> {
+        Ok(Self::from_settings(Settings::new(options)?))
+    }
+
+    fn from_settings(settings: Settings) -> Self {
         CurlTransport {
             easy: Mutex::new(Easy2::new(Exchange::default())),
-            settings: Settings::new(options),
+            settings,
         }
     }
 
@@ -364,13 +406,13 @@ impl CurlTransport {
     /// [`engage_core::client`].
     pub fn client(&self, config: ClientConfig) -> Client {
         let (client, worker) = Client::new(config);
-        let options = self.settings.options.clone();
+        let settings = self.settings.clone();
         let spawned = std::thread::Builder::new()
             .name("engage-curl-client".into())
             .spawn(move || {
                 let (config, mut feed) = worker.into_parts();
                 feed.poll_every(Duration::from_millis(20));
-                let summary = CurlTransport::with_options(options).run(config, &mut feed);
+                let summary = CurlTransport::from_settings(settings).run(config, &mut feed);
                 feed.finish(&summary);
             });
         if let Err(e) = spawned {

@@ -17,11 +17,12 @@ impl Harness for Curl {
     fn build(options: &Options) -> Self {
         let mut opts = engage_curl::TransportOptions::default()
             .request_timeout(options.request_timeout)
-            .connect_timeout(options.connect_timeout);
+            .connect_timeout(options.connect_timeout)
+            .proxy(options.proxy.clone());
         if let Some(der) = &options.root_der {
             opts = opts.add_root_certificate(der.clone());
         }
-        Curl(CurlTransport::with_options(opts))
+        Curl(CurlTransport::with_options(opts).unwrap())
     }
 
     fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {

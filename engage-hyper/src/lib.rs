@@ -69,6 +69,9 @@
 //! its kind and whether the request may have reached the server. Batching, retries,
 //! `Retry-After`, 413 splits and accounting are engage-core's.
 
+mod proxy;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -84,7 +87,7 @@ use hyper_util::client::legacy::Client as PooledClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-pub use engage_core::delivery::TransportOptions;
+pub use engage_core::delivery::{Proxy, TransportOptions};
 pub use engage_tls::BuildError;
 
 /// How long an idle keep-alive connection stays in the pool.
@@ -93,20 +96,23 @@ const POOL_IDLE: Duration = Duration::from_secs(60);
 /// A pooled HTTP/1.1 keep-alive client over rustls. Cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
 pub struct HyperTransport {
-    client: PooledClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: PooledClient<HttpsConnector<proxy::ProxyConnector>, Full<Bytes>>,
+    proxies: Arc<engage_proxy::Proxies>,
     options: TransportOptions,
 }
 
 impl HyperTransport {
-    /// Default options: webpki roots, 10 s connect and 30 s request timeouts.
+    /// Default options: webpki roots, 10 s connect and 30 s request timeouts, the
+    /// environment's proxy.
     pub fn new() -> Result<Self, BuildError> {
         Self::with_options(TransportOptions::default())
     }
 
-    /// A transport with these options (timeouts, extra roots, the answer cap). Must be
-    /// used within a tokio runtime; built anywhere.
+    /// A transport with these options (timeouts, extra roots, the answer cap, the
+    /// proxy). Must be used within a tokio runtime; built anywhere.
     pub fn with_options(options: TransportOptions) -> Result<Self, BuildError> {
         let tls = engage_tls::client_config(&options)?;
+        let proxies = Arc::new(engage_proxy::Proxies::new(&options.proxy)?);
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -115,17 +121,31 @@ impl HyperTransport {
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http);
+            .wrap_connector(proxy::ProxyConnector {
+                http,
+                proxies: proxies.clone(),
+            });
         let client = PooledClient::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
             .build(https);
-        Ok(HyperTransport { client, options })
+        Ok(HyperTransport {
+            client,
+            proxies,
+            options,
+        })
     }
 
     /// Sends one request; returns the response of any status, every header and the whole
     /// body, or a transport error.
     pub async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
         let mut request = request.map(Full::new);
+        // Through a proxy, a plain-HTTP request names its credentials itself; an HTTPS
+        // one gave them to CONNECT.
+        if let Some(route) = self.proxies.route(request.uri())
+            && !route.tunnel()
+        {
+            route.authorize(&mut request);
+        }
         // Tells, on a timeout, whether a connection was ever obtained (and so whether the
         // request may have gone out).
         let connection = hyper_util::client::legacy::connect::capture_connection(&mut request);
@@ -224,6 +244,10 @@ impl HyperTransport {
 
 /// Maps hyper-util's error to a kind, and whether the request may have reached the server.
 fn classify(e: hyper_util::client::legacy::Error) -> TransportError {
+    // A proxy's refusal is already classified by engage-proxy.
+    if let Some(own) = find::<TransportError>(&e) {
+        return own.clone();
+    }
     if e.is_connect() {
         // Nothing was sent. TLS failures while connecting (an untrusted certificate) will
         // not heal; others (refused, unreachable, timed out) may.
@@ -242,6 +266,20 @@ fn classify(e: hyper_util::client::legacy::Error) -> TransportError {
         _ => TransportErrorKind::Io,
     };
     TransportError::with_source(kind, true, e)
+}
+
+/// The first error of type `E` in `e`'s chain.
+fn find<'a, E: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(found) = c.downcast_ref::<E>() {
+            return Some(found);
+        }
+        cur = c.source();
+    }
+    None
 }
 
 fn chain_has_timeout(e: &(dyn std::error::Error + 'static)) -> bool {

@@ -20,7 +20,8 @@ impl Harness for Hyper {
     fn build(options: &Options) -> Self {
         let mut opts = engage_hyper::TransportOptions::default()
             .request_timeout(options.request_timeout)
-            .connect_timeout(options.connect_timeout);
+            .connect_timeout(options.connect_timeout)
+            .proxy(options.proxy.clone());
         if let Some(der) = &options.root_der {
             opts = opts.add_root_certificate(der.clone());
         }

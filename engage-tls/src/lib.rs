@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use engage_core::delivery::TransportOptions;
 
-/// The TLS setup could not be built.
+/// A transport could not be set up: its TLS configuration or its proxy.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -27,6 +27,9 @@ pub enum BuildError {
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Tls(#[source] rustls::Error),
+    /// The proxy setting cannot be used.
+    #[error(transparent)]
+    Proxy(#[from] engage_proxy::ProxyError),
 }
 
 /// A client configuration trusting the webpki roots (and the system's, with the

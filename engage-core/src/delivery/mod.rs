@@ -9,7 +9,7 @@ mod scheduler;
 mod transport;
 
 pub use limiter::{AutoConcurrency, Concurrency};
-pub use options::{DEFAULT_MAX_RESPONSE_BYTES, TransportOptions};
+pub use options::{DEFAULT_MAX_RESPONSE_BYTES, Proxy, TransportOptions};
 pub use retry::{
     Action, Delivery, DeliveryError, LastFailure, RecordOutcome, RecordReport, Report, RetryPolicy,
 };

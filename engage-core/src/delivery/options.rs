@@ -1,5 +1,5 @@
 //! What every transport is configured with, in one type: timeouts, the roots it trusts
-//! beyond the usual ones, and how much of an answer it reads.
+//! beyond the usual ones, how much of an answer it reads, and the proxy it goes through.
 
 use std::time::Duration;
 
@@ -30,6 +30,60 @@ pub struct TransportOptions {
     pub only_added_roots: bool,
     /// Largest answer body read (default 16 MiB).
     pub max_response_bytes: usize,
+    /// The proxy to go through (default: the environment's, as curl reads it).
+    pub proxy: Proxy,
+}
+
+/// Which proxy a transport sends through. Every engage transport applies the same rules
+/// (engage-proxy, on hyper-util's matcher): `http://` proxies, CONNECT tunnels for
+/// `https://` targets, absolute-form requests for `http://` ones, basic authentication
+/// from the URL's user info.
+///
+/// ```
+/// use engage_core::delivery::{Proxy, TransportOptions};
+/// let options = TransportOptions::default().proxy(Proxy::url("http://user:secret@proxy.corp:3128"));
+/// // Credentials never show.
+/// assert_eq!(format!("{:?}", options.proxy), r#"Url("http://***@proxy.corp:3128")"#);
+/// ```
+#[derive(Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Proxy {
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`, upper or lower case, by
+    /// curl's rules (`HTTP_PROXY` is not read when `REQUEST_METHOD` says this is CGI).
+    #[default]
+    FromEnvironment,
+    /// No proxy, whatever the environment says.
+    Direct,
+    /// This proxy for every target (`http://[user:password@]host:port`), whatever the
+    /// environment says.
+    Url(String),
+}
+
+impl Proxy {
+    /// [`Proxy::Url`].
+    pub fn url(url: impl Into<String>) -> Proxy {
+        Proxy::Url(url.into())
+    }
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Proxy::FromEnvironment => f.write_str("FromEnvironment"),
+            Proxy::Direct => f.write_str("Direct"),
+            Proxy::Url(url) => {
+                let shown = match url.contains("://") {
+                    true => crate::text::hide_userinfo(url).into_owned(),
+                    false => {
+                        let full =
+                            crate::text::hide_userinfo(&format!("http://{url}")).into_owned();
+                        full["http://".len()..].to_owned()
+                    }
+                };
+                f.debug_tuple("Url").field(&shown).finish()
+            }
+        }
+    }
 }
 
 impl Default for TransportOptions {
@@ -40,6 +94,7 @@ impl Default for TransportOptions {
             extra_roots: Vec::new(),
             only_added_roots: false,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            proxy: Proxy::FromEnvironment,
         }
     }
 }
@@ -52,6 +107,7 @@ impl std::fmt::Debug for TransportOptions {
             .field("extra_roots", &self.extra_roots.len())
             .field("only_added_roots", &self.only_added_roots)
             .field("max_response_bytes", &self.max_response_bytes)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -84,6 +140,12 @@ impl TransportOptions {
     /// Sets the largest answer body read.
     pub fn max_response_bytes(mut self, n: usize) -> Self {
         self.max_response_bytes = n;
+        self
+    }
+
+    /// Sets the proxy.
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = proxy;
         self
     }
 }

@@ -316,7 +316,8 @@ pub struct Report {
     pub uncertain_resends: u32,
     /// Rejections whose `index` did not name a record of the request.
     pub unmapped_failures: Vec<RecordFailure>,
-    /// A refusal that ended the whole delivery (401, 403, TLS): importers should stop.
+    /// A refusal that ended the whole delivery (401, 403, 407, TLS, a proxy refusing the
+    /// tunnel): importers should stop.
     pub fatal: Option<DeliveryError>,
 }
 
@@ -531,7 +532,8 @@ impl Delivery {
         self.state == State::InFlight
     }
 
-    /// The refusal that ended the whole delivery (401, 403, TLS), once there is one.
+    /// The refusal that ended the whole delivery (401, 403, 407, TLS, a proxy refusing the
+    /// tunnel), once there is one.
     pub fn fatal(&self) -> Option<&DeliveryError> {
         self.fatal.as_ref()
     }
@@ -820,8 +822,14 @@ impl Delivery {
             }
             Answer::Fatal { kind, status, body } => {
                 let error = DeliveryError::Refused { kind, status, body };
-                if matches!(kind, FatalKind::Unauthorized | FatalKind::Forbidden) {
-                    // The token is refused: every part will be refused too.
+                if matches!(
+                    kind,
+                    FatalKind::Unauthorized
+                        | FatalKind::Forbidden
+                        | FatalKind::ProxyAuthenticationRequired
+                ) {
+                    // The token (or the proxy's credentials) refused: every part will be
+                    // refused too.
                     self.fail_all(error);
                 } else {
                     let part = self.queue.pop_front().expect("front exists");
@@ -844,7 +852,10 @@ impl Delivery {
             return;
         };
         trace_event!(self, warn, error = %error, attempt = part.attempts, "transport error");
-        if error.kind() == TransportErrorKind::Tls {
+        if matches!(
+            error.kind(),
+            TransportErrorKind::Tls | TransportErrorKind::Proxy
+        ) {
             self.fail_all(DeliveryError::Transport(error));
             return;
         }

@@ -18,6 +18,10 @@ pub enum TransportErrorKind {
     Io,
     /// The peer broke HTTP (malformed answer).
     Protocol,
+    /// The proxy refused to open a tunnel (its status, e.g. 403 or 407, is in the
+    /// message). Not retried: it will not heal. A proxy that could not reach the server
+    /// (502, 503, 504) is a [`Connect`](Self::Connect) error instead, retried.
+    Proxy,
 }
 
 impl fmt::Display for TransportErrorKind {
@@ -28,6 +32,7 @@ impl fmt::Display for TransportErrorKind {
             TransportErrorKind::Tls => "TLS",
             TransportErrorKind::Io => "I/O",
             TransportErrorKind::Protocol => "protocol",
+            TransportErrorKind::Proxy => "proxy",
         })
     }
 }

@@ -30,6 +30,9 @@ pub enum FatalKind {
     Unauthorized,
     /// 403: the project or token is not allowed.
     Forbidden,
+    /// 407: a proxy on the way wants credentials (Mixpanel never answers it): nothing
+    /// reached Mixpanel, and nothing will until the proxy's credentials are given.
+    ProxyAuthenticationRequired,
     /// 400 without per-record failures: the request as a whole was refused.
     BadRequest,
     /// A status this protocol does not use (3xx, 404, 501, …).
@@ -132,6 +135,7 @@ pub fn parse_response(response: &Response<Bytes>, opts: ParseOptions) -> Answer 
         },
         401 => fatal(FatalKind::Unauthorized, status, body),
         403 => fatal(FatalKind::Forbidden, status, body),
+        407 => fatal(FatalKind::ProxyAuthenticationRequired, status, body),
         413 => Answer::TooLarge { body: body.clone() },
         408 | 429 => Answer::RetryLater {
             status,
