@@ -88,6 +88,8 @@
 //! Pick a transport crate (`engage-hyper`, `engage-curl`, `engage-async-std`) which wires
 //! these pieces to a real client, or the `engage` command for bulk imports from files.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 // The layers, each using only the ones above it (checked by `tests/layers.rs`).
 pub mod batch;
 pub mod client;

@@ -59,6 +59,8 @@
 //! Without libcurl's development headers the `curl` crate builds its bundled libcurl;
 //! features `static-curl`, `static-ssl` and `rustls` pass through to it.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};

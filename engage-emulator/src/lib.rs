@@ -27,6 +27,8 @@
 //! http://HOST:PORT` as its first line and serves until SIGINT or SIGTERM. See the README
 //! for the inspection API (`/_emulator/...`) and fault injection.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod cli;
 mod faults;
 mod server;

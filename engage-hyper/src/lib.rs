@@ -69,6 +69,8 @@
 //! its kind and whether the request may have reached the server. Batching, retries,
 //! `Retry-After`, 413 splits and accounting are engage-core's.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod proxy;
 
 use std::sync::Arc;

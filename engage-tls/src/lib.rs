@@ -13,6 +13,8 @@
 //! assert!(!engage_tls::is_tls_error(&std::io::Error::from(std::io::ErrorKind::ConnectionRefused)));
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 use std::sync::Arc;
 
 use engage_core::delivery::TransportOptions;
