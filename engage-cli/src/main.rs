@@ -38,6 +38,23 @@ enum Command {
         after_long_help = "EXAMPLES:\n  engage serve --addr 127.0.0.1:8480\n  engage serve --token my-token --fail-rate 0.2 --seed 7"
     )]
     Serve(engage_emulator::EmulatorArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    #[command(
+        after_long_help = "EXAMPLES:\n  engage completions bash > ~/.local/share/bash-completion/completions/engage\n  engage completions zsh > \"${fpath[1]}/_engage\"\n  engage completions fish > ~/.config/fish/completions/engage.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a folder.
+    #[command(
+        after_long_help = "EXAMPLES:\n  engage man | man -l -\n  engage man --dir /usr/local/share/man/man1"
+    )]
+    Man {
+        /// Write engage.1, engage-import.1, … into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 const IMPORT_ABOUT: &str = "\
@@ -344,6 +361,38 @@ pub struct ImportArgs {
     pub quiet: bool,
 }
 
+/// Writes `bytes` to stdout; a closed pipe is not an error.
+fn write_stdout(bytes: &[u8]) -> i32 {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            term::err(format_args!("engage: cannot write to stdout: {e}"));
+            1
+        }
+        _ => 0,
+    }
+}
+
+/// `engage man`: the top page on stdout, or every page into `dir`.
+fn man(dir: Option<&std::path::Path>) -> i32 {
+    use clap::CommandFactory as _;
+    let command = Cli::command();
+    let mut page = Vec::new();
+    let result = match dir {
+        Some(dir) => clap_mangen::generate_to(command, dir),
+        None => clap_mangen::Man::new(command).render(&mut page),
+    };
+    match result {
+        Ok(()) if dir.is_none() => write_stdout(&page),
+        Ok(()) => 0,
+        Err(e) => {
+            term::err(format_args!("engage man: {e}"));
+            1
+        }
+    }
+}
+
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -357,6 +406,13 @@ fn main() {
     };
     let code = match cli.command {
         Command::Import(args) => run::import(*args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "engage", &mut out);
+            write_stdout(&out)
+        }
+        Command::Man { dir } => man(dir.as_deref()),
         Command::Serve(args) => match engage_emulator::run_cli(&args) {
             Ok(()) => 0,
             Err(e) => {

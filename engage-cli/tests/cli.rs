@@ -622,3 +622,45 @@ fn progress_only_when_asked_on_a_non_terminal_and_quiet_means_quiet() {
         .clone();
     assert!(out.stdout.is_empty() && out.stderr.is_empty());
 }
+
+#[test]
+fn completions_for_every_shell_and_man_pages_come_from_the_same_definition() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef engage"),
+        ("fish", "complete -c engage"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let out = engage()
+            .args(["completions", shell])
+            .assert()
+            .code(0)
+            .get_output()
+            .stdout
+            .clone();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(marker), "{shell}: {text}");
+        // Flags of the import subcommand are completed too.
+        assert!(text.contains("max-retry-after"), "{shell}");
+    }
+    let page = engage()
+        .arg("man")
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains(".TH engage 1"), "{page}");
+    assert!(page.contains("import"), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    engage()
+        .args(["man", "--dir"])
+        .arg(dir.path())
+        .assert()
+        .code(0);
+    let import = std::fs::read_to_string(dir.path().join("engage-import.1")).unwrap();
+    assert!(import.contains("\\-\\-proxy"), "{import}");
+    assert!(dir.path().join("engage-serve.1").exists());
+    engage().args(["completions", "tcsh"]).assert().code(1);
+}

@@ -147,7 +147,10 @@ fn a_refusing_proxy_is_not_delivered_with_its_reason_and_no_credentials_shown() 
         assert!(!all.contains(TOKEN), "{transport}: {all}");
         let r = report(&out.stdout);
         assert_eq!(r["not_delivered"], 20, "{transport}: {r}");
-        assert!(r["fatal"].as_str().unwrap().contains("refused the tunnel"), "{transport}: {r}");
+        assert!(
+            r["fatal"].as_str().unwrap().contains("refused the tunnel"),
+            "{transport}: {r}"
+        );
         let reason = r["reasons"]["not_delivered"][0]["reason"]
             .as_str()
             .unwrap_or_default();
