@@ -199,6 +199,7 @@ impl Ledger {
     /// Says the first systematic failure at once instead of burning retries in silence:
     /// no connection, no TLS, no answer in time, or the token refused.
     fn on_attempt(&mut self, a: &engage_core::delivery::Attempt) {
+        log_attempt(a);
         let note = match &a.result {
             Ok(status) if matches!(status.as_u16(), 401 | 403) => Some(format!(
                 "the server refused the project token (HTTP {status}): stopping; nothing more is sent"
@@ -482,4 +483,40 @@ impl Feed for Ledger {
     fn check_every(&self) -> Option<Duration> {
         Some(Duration::from_millis(200))
     }
+}
+
+/// `-v`: one line per request, what it carried and what came of it; never the token or a
+/// record's properties (the line is cleaned on its way out besides).
+fn log_attempt(a: &engage_core::delivery::Attempt) {
+    if !tracing::enabled!(target: "engage::request", tracing::Level::INFO) {
+        return;
+    }
+    let answer = match &a.result {
+        Ok(status) => format!("HTTP {status}"),
+        Err(e) => format!("{} error: {}", e.kind(), e.message()),
+    };
+    let next = match a.decision {
+        Decision::Settled => "settled".to_owned(),
+        Decision::Retry { after, throttled } => format!(
+            "retry in {:.1} s{}",
+            after.as_secs_f64(),
+            if throttled {
+                " (429: the project is throttled)"
+            } else {
+                ""
+            }
+        ),
+        Decision::NextPart => "next part of the split batch".to_owned(),
+        Decision::Stop => "stop: this will not heal".to_owned(),
+        _ => "other".to_owned(),
+    };
+    tracing::info!(
+        target: "engage::request",
+        "POST {} records={} bytes={} attempt={} -> {answer} in {} ms; {next}",
+        a.endpoint.path(),
+        a.records,
+        a.bytes,
+        a.attempt,
+        a.latency.as_millis(),
+    );
 }

@@ -317,6 +317,12 @@ pub struct ImportArgs {
     #[arg(long, help_heading = "Sending")]
     pub at_most_once: bool,
 
+    /// Logs on stderr: -v one line per request (endpoint, records, bytes, status, latency,
+    /// what happens next and why), -vv the engage crates' debug events, -vvv trace.
+    /// RUST_LOG (target=level,…), when set, decides instead. Never the token or a record's
+    /// properties; never on stdout.
+    #[arg(short, long, action = clap::ArgAction::Count, help_heading = "Output")]
+    pub verbose: u8,
     /// Validate and batch without sending.
     #[arg(long, help_heading = "Output")]
     pub dry_run: bool,

@@ -24,6 +24,9 @@ use crate::{ConcurrencyArg, ImportArgs, RegionChoice, ReportFormat, TransportCho
 
 /// Runs `engage import`; returns the exit status.
 pub fn import(args: ImportArgs) -> i32 {
+    if let Err(e) = engage_emulator::logs::init(args.verbose, term::CleanStderr::default) {
+        term::err(format_args!("engage import: note: {}; no logs", clean(&e)));
+    }
     match run(args) {
         Ok(code) => code,
         Err(message) => {
@@ -198,7 +201,14 @@ fn run(args: ImportArgs) -> Result<i32, String> {
         .into_iter()
         .enumerate()
         .flat_map(move |(i, input)| input::records(input, i, csv.as_ref()));
-    let progress = Progress::new(true, args.progress, args.quiet, bytes.clone(), total_bytes);
+    // Log lines and a redrawn bar do not mix: with -v, progress goes by lines.
+    let progress = Progress::new(
+        args.verbose == 0,
+        args.progress,
+        args.quiet,
+        bytes.clone(),
+        total_bytes,
+    );
     let server = match (&args.endpoint, args.emulator, args.dry_run) {
         (_, _, true) => "the dry run".to_owned(),
         (Some(url), _, _) => url

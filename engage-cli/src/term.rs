@@ -42,3 +42,35 @@ pub fn out(line: impl Display) {
 pub fn err(line: impl Display) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
+
+/// A log line's way to stderr: buffered whole, then written [`clean`]ed (control
+/// characters escaped, the token redacted, URL credentials hidden) line by line.
+#[derive(Default)]
+pub struct CleanStderr(Vec<u8>);
+
+impl std::io::Write for CleanStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&self.0).into_owned();
+        self.0.clear();
+        let mut e = std::io::stderr().lock();
+        for line in text.lines() {
+            // A closed stderr is ignored, as for every other line.
+            let _ = writeln!(e, "{}", clean(line));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CleanStderr {
+    fn drop(&mut self) {
+        let _ = std::io::Write::flush(self);
+    }
+}

@@ -664,3 +664,75 @@ fn completions_for_every_shell_and_man_pages_come_from_the_same_definition() {
     assert!(dir.path().join("engage-serve.1").exists());
     engage().args(["completions", "tcsh"]).assert().code(1);
 }
+
+#[test]
+fn verbose_logs_one_line_per_request_on_stderr_and_never_the_token_or_properties() {
+    let e = Emulator::start(EmulatorConfig::default().token("verbose-secret-token-0042")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.ndjson");
+    let lines: String = (0..30)
+        .map(|i| {
+            format!("{{\"$distinct_id\":\"u{i}\",\"$set\":{{\"note\":\"PRIVATE-VALUE-{i}\"}}}}\n")
+        })
+        .collect();
+    std::fs::write(&path, lines).unwrap();
+    let run = |extra: &[&str], rust_log: Option<&str>| {
+        let mut c = engage();
+        c.arg("import")
+            .arg(&path)
+            .args([
+                "--endpoint",
+                &e.base_url(),
+                "--token",
+                "verbose-secret-token-0042",
+            ])
+            .args(["--batch-size", "10", "--report", "json"])
+            .args(extra)
+            .env_remove("RUST_LOG");
+        if let Some(l) = rust_log {
+            c.env("RUST_LOG", l);
+        }
+        let out = c.assert().code(0).get_output().clone();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|err| panic!("stdout is the report alone: {err}"));
+        (report, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (report, log) = run(&["-v"], None);
+    let requests = log
+        .lines()
+        .filter(|l| l.contains("engage::request: POST /engage"))
+        .count();
+    assert_eq!(
+        requests as u64,
+        report["requests"].as_u64().unwrap(),
+        "{log}"
+    );
+    assert_eq!(requests, 3, "{log}");
+    assert!(
+        log.contains("records=10") && log.contains("HTTP 200 OK") && log.contains("settled"),
+        "{log}"
+    );
+    for (report, log) in [
+        run(&["-v"], None),
+        run(&["-vv"], None),
+        run(&["-vvv"], None),
+    ] {
+        assert!(!log.contains("verbose-secret-token-0042"), "{log}");
+        assert!(!log.contains("PRIVATE-VALUE"), "{log}");
+        assert_eq!(report["accepted"], 30);
+    }
+    let (_, debug) = run(&["-vv"], None);
+    assert!(debug.contains("engage_core"), "{debug}");
+    // RUST_LOG decides when set, even without -v.
+    let (_, from_env) = run(&[], Some("engage::request=info"));
+    assert_eq!(
+        from_env
+            .lines()
+            .filter(|l| l.contains("engage::request"))
+            .count(),
+        3,
+        "{from_env}"
+    );
+    let (_, quiet) = run(&[], None);
+    assert!(!quiet.contains("engage::request"), "{quiet}");
+}

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use engage_core::delivery::{
-    AutoConcurrency, Concurrency, FeedFrom, ImportAction, Importer, RequestId, Route, Sending,
+    AutoConcurrency, Concurrency, Decision, FeedFrom, ImportAction, Importer, RequestId, Route,
+    Sending,
 };
 use engage_core::driver::{Clock, ManualClock};
 use engage_core::rng::SplitMix64;
@@ -357,4 +358,76 @@ fn a_stop_sends_nothing_more_lets_requests_in_flight_finish_then_abandons_them()
         }
     }
     assert_eq!((stopped, abandoned), (80, 10));
+}
+
+/// Runs two updates (one batch) against `answers`, in order; the decisions of its attempts.
+fn decisions(answers: Vec<http::Response<Bytes>>) -> Vec<Decision> {
+    let mut imp = Importer::new(config(2, Concurrency::Fixed(1)));
+    let clock = ManualClock::new();
+    let mut events = Vec::new();
+    {
+        let mut feed = FeedFrom {
+            source: (0..2).map(|i| Update::user(format!("u{i}")).set([("seq", 1)])),
+            on_event: |e| events.push(e),
+        };
+        let mut answers = answers.into_iter();
+        for _ in 0..100 {
+            match imp.step(clock.now(), &mut feed) {
+                ImportAction::Send { id, .. } => {
+                    let a = answers.next().expect("an answer for every request");
+                    clock.advance(Duration::from_millis(10));
+                    imp.on_result(id, clock.now(), std::time::SystemTime::now(), Ok(a));
+                }
+                ImportAction::Wait { until: Some(t) } => {
+                    clock.advance(t.saturating_duration_since(clock.now()))
+                }
+                ImportAction::Done => break,
+                _ => {}
+            }
+        }
+    }
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            ImportEvent::Attempt(a) => Some(a.decision),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn each_attempt_says_what_comes_next() {
+    let d = decisions(vec![
+        answer(503, ""),
+        answer(413, ""),
+        answer(200, "1"),
+        answer(200, "1"),
+    ]);
+    assert!(
+        matches!(
+            d[0],
+            Decision::Retry {
+                throttled: false,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(
+        d[1..],
+        [Decision::NextPart, Decision::NextPart, Decision::Settled]
+    );
+    let d = decisions(vec![answer(429, ""), answer(200, "1")]);
+    assert!(
+        matches!(
+            d[0],
+            Decision::Retry {
+                throttled: true,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(d[1], Decision::Settled);
+    assert_eq!(decisions(vec![answer(401, "")]), [Decision::Stop]);
 }

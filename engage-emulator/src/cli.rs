@@ -106,6 +106,10 @@ pub struct EmulatorArgs {
     /// that would go over is answered 503 with Retry-After: 1.
     #[arg(long, default_value_t = crate::DEFAULT_BODY_BUDGET, value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_buffered_bytes: u64,
+    /// Logs on stderr: -v one access line per request (method, path, status, records,
+    /// ms, the fault injected), -vv debug, -vvv trace. RUST_LOG, when set, decides instead.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 impl std::fmt::Debug for EmulatorArgs {
@@ -137,6 +141,9 @@ impl EmulatorArgs {
 /// Runs the emulator in the foreground: prints `listening on http://HOST:PORT` as the
 /// first line of stdout, serves until SIGINT or SIGTERM, then returns.
 pub fn run_cli(args: &EmulatorArgs) -> io::Result<()> {
+    if let Err(e) = crate::logs::init(args.verbose, io::stderr) {
+        eprintln!("note: {e}; no logs");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

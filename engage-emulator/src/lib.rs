@@ -31,6 +31,7 @@
 
 mod cli;
 mod faults;
+pub mod logs;
 mod server;
 mod state;
 

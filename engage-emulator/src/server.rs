@@ -244,12 +244,53 @@ impl Drop for Serving<'_> {
     }
 }
 
-/// Routes one request.
+/// Serves one request, with an access line (target `engage_emulator::access`) when
+/// logging is on: method, path (never the query, which may carry data), status, records,
+/// milliseconds, the fault injected.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     remote: SocketAddr,
     req: Request<Incoming>,
 ) -> Answer {
+    if !tracing::enabled!(target: "engage_emulator::access", tracing::Level::INFO) {
+        return route(shared, remote, req).await;
+    }
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = engage_core::text::escape_controls(req.uri().path()).into_owned();
+    let answer = route(shared, remote, req).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    match &answer {
+        Ok(response) => {
+            let note = response
+                .extensions()
+                .get::<AccessNote>()
+                .copied()
+                .unwrap_or_default();
+            tracing::info!(
+                target: "engage_emulator::access",
+                %method,
+                path,
+                status = response.status().as_u16(),
+                records = note.records,
+                ms = format_args!("{ms:.1}"),
+                fault = note.fault.map(tracing::field::debug),
+            );
+        }
+        Err(CloseConnection) => tracing::info!(
+            target: "engage_emulator::access",
+            %method,
+            path,
+            status = "closed without an answer",
+            ms = format_args!("{ms:.1}"),
+            fault = "Close",
+        ),
+    }
+    answer
+}
+
+/// Routes one request.
+async fn route(shared: Arc<Shared>, remote: SocketAddr, req: Request<Incoming>) -> Answer {
     let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
         (_, "/engage" | "/engage/") => ingest(&shared, remote, req, Endpoint::Engage).await,
@@ -569,11 +610,33 @@ impl Params {
     }
 }
 
+/// What the access log says of an ingest request besides its status.
+#[derive(Debug, Clone, Copy, Default)]
+struct AccessNote {
+    records: Option<usize>,
+    fault: Option<FaultKind>,
+}
+
 async fn ingest(
     shared: &Arc<Shared>,
     remote: SocketAddr,
     req: Request<Incoming>,
     endpoint: Endpoint,
+) -> Answer {
+    let mut note = AccessNote::default();
+    let mut answer = ingest_records(shared, remote, req, endpoint, &mut note).await;
+    if let Ok(response) = &mut answer {
+        response.extensions_mut().insert(note);
+    }
+    answer
+}
+
+async fn ingest_records(
+    shared: &Arc<Shared>,
+    remote: SocketAddr,
+    req: Request<Incoming>,
+    endpoint: Endpoint,
+    note: &mut AccessNote,
 ) -> Answer {
     let _serving = Serving::start(shared);
     let method = req.method().clone();
@@ -615,6 +678,7 @@ async fn ingest(
     if fault.is_some() {
         lock(&shared.store.stats).faults_injected += 1;
     }
+    note.fault = fault;
     match fault {
         Some(FaultKind::Close) => return Err(CloseConnection),
         Some(FaultKind::TooManyRequests) | Some(FaultKind::TooManyRequestsRetryAfter) => {
@@ -762,6 +826,7 @@ async fn ingest(
     let mut notes = Vec::new();
     let mut non_idempotent = false;
     let n = records.len();
+    note.records = Some(n);
     for (index, record) in records.iter().enumerate() {
         let value = match record {
             Ok(parsed) => &parsed.value,

@@ -69,3 +69,43 @@ fn bad_flags_are_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn verbose_writes_one_access_line_per_request_without_the_query() {
+    let (child, addr, _) = start(&["--token", "t", "--script", "ok,503", "-v"]);
+    let body = r#"[{"$token":"t","$distinct_id":"u1","$set":{"secret":"x"}},{"$token":"t","$distinct_id":"u2","$set":{"a":1}}]"#;
+    assert_eq!(
+        common::post_json(addr, "/engage?strict=1", body).status,
+        200
+    );
+    assert_eq!(
+        common::post_json(addr, "/engage?strict=1", body).status,
+        503
+    );
+    common::get(addr, "/_emulator/stats");
+    signal(&child, "-TERM");
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("engage_emulator::access"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert!(
+        lines[0].contains("method=POST") && lines[0].contains("\"/engage\""),
+        "{log}"
+    );
+    assert!(
+        lines[0].contains("status=200") && lines[0].contains("records=2"),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains("status=503") && lines[1].contains("fault=Unavailable"),
+        "{log}"
+    );
+    assert!(lines[2].contains("/_emulator/stats"), "{log}");
+    assert!(
+        !log.contains("strict=1") && !log.contains("secret"),
+        "{log}"
+    );
+}

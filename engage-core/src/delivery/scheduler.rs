@@ -1129,9 +1129,12 @@ impl Importer {
         let waiting = active.delivery.waiting();
         let done = active.delivery.is_done();
         let delivery_fatal = active.delivery.fatal().cloned();
+        // Settled once nothing of the batch is left to send, before the next poll marks
+        // the delivery done.
+        let settled = done || active.delivery.current_part().is_none();
         let decision = if delivery_fatal.is_some() {
             Decision::Stop
-        } else if done {
+        } else if settled {
             Decision::Settled
         } else if let Some((until, throttled)) = waiting {
             Decision::Retry {
