@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use input::{CsvOp, Format};
+use input::{Format, Op};
 
 /// Send profile updates to Mixpanel's /engage and /groups endpoints, correctly and fast.
 #[derive(Debug, Parser)]
@@ -30,6 +30,19 @@ enum Command {
     /// Import profile updates from NDJSON, JSON array or CSV files (optionally .gz).
     #[command(long_about = IMPORT_ABOUT, after_long_help = IMPORT_EXAMPLES)]
     Import(Box<ImportArgs>),
+    /// Delete the profiles listed in files: one id per line, or any input format with
+    /// --id-field (users, or --groups).
+    #[command(
+        long_about = DELETE_ABOUT,
+        after_long_help = DELETE_EXAMPLES,
+        mut_arg("op", |a| a.hide(true)),
+        mut_arg("drop", |a| a.hide(true)),
+        mut_arg("rename", |a| a.hide(true)),
+        mut_arg("reserved_names", |a| a.hide(true)),
+        mut_arg("remove_nulls", |a| a.hide(true)),
+        mut_arg("tag", |a| a.hide(true))
+    )]
+    Delete(Box<DeleteArgs>),
     /// Run the local Mixpanel emulator in the foreground (same options as engage-emulator).
     #[command(
         long_about = "Runs the emulator in the foreground. The first line on stdout is exactly \
@@ -59,11 +72,20 @@ enum Command {
 
 const IMPORT_ABOUT: &str = "\
 Reads update objects in Mixpanel's own shape ($distinct_id, or $group_key + $group_id, one \
-operation, modifiers), validates them, batches them (at most 2000 updates and a byte cap per \
-request) and sends them with retries, keeping each profile's updates in input order.
+operation, modifiers) or flat records (an export's rows: {\"user_id\": 42, \"email\": …}), \
+validates them, batches them (at most 2000 updates and a byte cap per request) and sends them \
+with retries, keeping each profile's updates in input order.
 
-Input formats are detected by extension (.ndjson/.jsonl, .json, .csv, each optionally .gz) \
-or set with --format; `-` reads standard input (NDJSON unless --format says otherwise).
+Input formats are detected by extension (.ndjson/.jsonl, .json, .csv, .tsv, each optionally \
+.gz, and .parquet) or set with --format; `-` reads standard input (NDJSON unless --format \
+says otherwise).
+
+A flat record (one without an operation, and every CSV, TSV or Parquet row) becomes one \
+update: its id comes from --id-field (default $distinct_id, then distinct_id; for groups \
+--group-key with --group-id-field), then --drop, --rename, --reserved-names, --remove-nulls \
+and --tag apply in that order, and the properties go under --op (default set). Modifiers \
+($ip, $time, $ignore_time, …) stay at the top. Records that already carry an operation are \
+sent as they are; both kinds may share a file.
 
 Bad input never stops the import: a malformed line, a wrong type, 1e999, invalid UTF-8 or a \
 missing id becomes an entry in the summary and in the --failed file, and every good line is \
@@ -86,14 +108,59 @@ EXAMPLES:
   Import into the EU data centre, keep the failures:
     MIXPANEL_TOKEN=... engage import users.ndjson.gz --region eu --failed failed.ndjson
 
+  A CRM export (flat records): id column, reserved names, no nulls, a tag:
+    engage import crm-export.ndjson --id-field user_id --reserved-names --remove-nulls --tag source=crm --token ...
+
+  A Parquet file from the warehouse, first 1000 rows only:
+    engage import users.parquet --id-field id --max-records 1000 --token ...
+
   A CSV of user attributes, $set by the user_id column:
-    engage import users.csv --distinct-id-column user_id --op set --token ...
+    engage import users.csv --id-field user_id --op set --token ...
 
   Group profiles:
-    engage import companies.csv --groups --group-key company --group-id-column id --token ...
+    engage import companies.csv --groups --group-key company --group-id-field id --token ...
 
   Look before sending: write the request bodies to a folder:
     engage import users.ndjson --dry-run --out bodies/ --token ...";
+
+const DELETE_ABOUT: &str = "\
+Deletes the profiles named in the input: a file of ids, one per line (the default for a \
+file that is not .json, .ndjson, .csv, .tsv or .parquet), or records of any input format whose \
+id comes from --id-field (users) or --group-id-field with --groups and --group-key. Every \
+other field is ignored.
+
+For users, each deletion carries $ignore_alias: true, so that an id that is an alias of \
+another user deletes nothing rather than the user it points to (Mixpanel otherwise \
+follows the alias and deletes the original profile). --follow-aliases turns that off.
+
+On a terminal it asks to type \"delete\" first; elsewhere it needs --yes. --dry-run shows \
+what would be sent and deletes nothing. The report, progress, --failed file, journal and \
+exit status are those of engage import.";
+
+const DELETE_EXAMPLES: &str = "\
+EXAMPLES:
+  Look first, then delete the users listed one per line:
+    engage delete churned.txt --dry-run --token ...
+    engage delete churned.txt --token ...
+
+  Ids in a CSV column, no prompt (a script):
+    engage delete accounts.csv --id-field user_id --yes --token ...
+
+  Group profiles:
+    engage delete closed.txt --groups --group-key company --yes --token ...";
+
+/// Options of `engage delete`: those of `engage import` that apply, and two of its own.
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    import: ImportArgs,
+    /// Do not ask: the profiles are deleted without a confirmation.
+    #[arg(long, help_heading = "Delete")]
+    yes: bool,
+    /// Send deletions without $ignore_alias: an alias then deletes the profile it points to.
+    #[arg(long, help_heading = "Delete")]
+    follow_aliases: bool,
+}
 
 /// Which HTTP stack sends the requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,6 +194,14 @@ pub enum ReportFormat {
     /// rejected, not_delivered, uncertain and warnings, a list of {reason, count, examples:
     /// [{file, line}]}, most frequent first (at most five, then "other reasons").
     Json,
+}
+
+/// `NAME=VALUE` (the name not empty).
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?}: expected NAME=VALUE")),
+    }
 }
 
 fn parse_timeout(s: &str) -> Result<f64, String> {
@@ -188,24 +263,61 @@ pub struct ImportArgs {
     #[arg(value_name = "FILE", default_value = "-")]
     pub files: Vec<String>,
 
-    /// Input format, instead of detecting it from the extension.
+    /// Input format, instead of detecting it from the extension (.ndjson/.jsonl, .json,
+    /// .csv, .tsv, each optionally .gz, and .parquet).
     #[arg(long, value_enum, help_heading = "Input")]
     pub format: Option<Format>,
-    /// CSV: the column holding the distinct_id.
-    #[arg(long, value_name = "COL", help_heading = "Input")]
-    pub distinct_id_column: Option<String>,
-    /// CSV: the operation each row becomes.
+    /// Flat records: the field (column) holding the user's distinct_id. Default:
+    /// `$distinct_id`, then `distinct_id`. Integer ids are sent as text.
+    #[arg(
+        long,
+        visible_alias = "distinct-id-column",
+        value_name = "NAME",
+        help_heading = "Input"
+    )]
+    pub id_field: Option<String>,
+    /// Flat records: the operation their properties go under. Records that already carry
+    /// an operation are sent as they are.
     #[arg(long, value_enum, default_value = "set", help_heading = "Input")]
-    pub op: CsvOp,
+    pub op: Op,
     /// Group profiles: send to /groups (records carry $group_key and $group_id).
     #[arg(long, help_heading = "Input")]
     pub groups: bool,
-    /// CSV with --groups: the group key every row belongs to (e.g. company).
+    /// With --groups, flat records: the group key every record belongs to (e.g. company).
+    /// Default: the record's `$group_key`.
     #[arg(long, value_name = "NAME", help_heading = "Input")]
     pub group_key: Option<String>,
-    /// CSV with --groups: the column holding the group id.
-    #[arg(long, value_name = "COL", help_heading = "Input")]
-    pub group_id_column: Option<String>,
+    /// With --groups, flat records: the field holding the group id. Default: `$group_id`,
+    /// then `group_id`.
+    #[arg(
+        long,
+        visible_alias = "group-id-column",
+        value_name = "NAME",
+        help_heading = "Input"
+    )]
+    pub group_id_field: Option<String>,
+    /// Flat records: leave out this field (repeatable). Applied first, to the input's names.
+    #[arg(long, value_name = "NAME", help_heading = "Shaping flat records")]
+    pub drop: Vec<String>,
+    /// Flat records: rename a field (repeatable), after --drop.
+    #[arg(long, value_name = "OLD=NEW", value_parser = parse_pair, help_heading = "Shaping flat records")]
+    pub rename: Vec<(String, String)>,
+    /// Flat records: after --rename, map the usual plain names to Mixpanel's reserved
+    /// properties, whatever their case: name, first_name, last_name, email, phone, avatar,
+    /// created, city, region → $name, $first_name, …, and country → $country_code.
+    #[arg(long, help_heading = "Shaping flat records")]
+    pub reserved_names: bool,
+    /// Flat records: leave out null properties (JSON null, Parquet null) instead of
+    /// setting them to null. An empty CSV/TSV cell is never sent either way.
+    #[arg(long, help_heading = "Shaping flat records")]
+    pub remove_nulls: bool,
+    /// Flat records: add this property to every update (repeatable; last). VALUE is typed
+    /// like a CSV cell: 42, 1.5, true, or text.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = parse_pair, help_heading = "Shaping flat records")]
+    pub tag: Vec<(String, String)>,
+    /// Read at most this many records (a trial run), then stop as if the input ended.
+    #[arg(long, value_name = "N", help_heading = "Input")]
+    pub max_records: Option<u64>,
 
     /// Project token, filled in where a record has none. Default: $MIXPANEL_TOKEN.
     /// Surrounding whitespace (a newline from `$(cat file)`) is trimmed with a notice; a
@@ -412,6 +524,27 @@ fn main() {
     };
     let code = match cli.command {
         Command::Import(args) => run::import(*args),
+        Command::Delete(args) => {
+            let DeleteArgs {
+                import,
+                yes,
+                follow_aliases,
+            } = *args;
+            let shaping = import.op != Op::Set
+                || !import.drop.is_empty()
+                || !import.rename.is_empty()
+                || !import.tag.is_empty()
+                || import.reserved_names
+                || import.remove_nulls;
+            if shaping {
+                term::err(
+                    "engage delete: --op, --drop, --rename, --tag, --reserved-names and --remove-nulls have no meaning here",
+                );
+                1
+            } else {
+                run::delete(import, yes, follow_aliases)
+            }
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut out = Vec::new();

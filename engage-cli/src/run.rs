@@ -15,7 +15,7 @@ use engage_core::{BatchConfig, ImportConfig, RetryPolicy, Target, Token};
 use serde_json::{Value as Json, json};
 
 use crate::failures::FailureFile;
-use crate::input::{self, CsvMapping};
+use crate::input::{self, Format, Shape};
 use crate::journal::{self, Journal};
 use crate::ledger::{Ledger, Resuming};
 use crate::progress::Progress;
@@ -24,13 +24,66 @@ use crate::{ConcurrencyArg, ImportArgs, RegionChoice, ReportFormat, TransportCho
 
 /// Runs `engage import`; returns the exit status.
 pub fn import(args: ImportArgs) -> i32 {
-    if let Err(e) = engage_emulator::logs::init(args.verbose, term::CleanStderr::default) {
-        term::err(format_args!("engage import: note: {}; no logs", clean(&e)));
+    start("engage import", args, None)
+}
+
+/// `engage delete`: every record names a profile to delete (`$ignore_alias` on users
+/// unless `follow_aliases`), after a confirmation on a terminal unless `yes`.
+pub fn delete(args: ImportArgs, yes: bool, follow_aliases: bool) -> i32 {
+    if !args.dry_run
+        && !yes
+        && let Err(message) = confirm_delete(&args)
+    {
+        term::err(format_args!("engage delete: {}", clean(&message)));
+        return 1;
     }
-    match run(args) {
+    start("engage delete", args, Some(!follow_aliases))
+}
+
+/// Asks on the terminal before deleting; refuses without one.
+fn confirm_delete(args: &ImportArgs) -> Result<(), String> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    if !std::io::stdin().is_terminal() || args.files.iter().any(|f| f == "-") {
+        return Err(
+            "deleting needs a confirmation: run it on a terminal, or pass --yes (or --dry-run to look first)"
+                .into(),
+        );
+    }
+    let what = if args.groups {
+        "group profiles"
+    } else {
+        "user profiles"
+    };
+    let target = match (&args.endpoint, args.emulator) {
+        (Some(url), _) => engage_core::text::hide_userinfo(url).into_owned(),
+        (None, true) => "the embedded emulator".to_owned(),
+        (None, false) => format!("Mixpanel ({:?} region)", args.region),
+    };
+    eprint!(
+        "This deletes the {what} named in {} from {target}, for good. Type \"delete\" to go on: ",
+        args.files.join(", ")
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    if answer.trim() == "delete" {
+        Ok(())
+    } else {
+        Err("not confirmed: nothing was deleted".into())
+    }
+}
+
+fn start(name: &str, args: ImportArgs, delete: Option<bool>) -> i32 {
+    if let Err(e) = engage_emulator::logs::init(args.verbose, term::CleanStderr::default) {
+        term::err(format_args!("{name}: note: {}; no logs", clean(&e)));
+    }
+    match run(args, delete) {
         Ok(code) => code,
         Err(message) => {
-            term::err(format_args!("engage import: {}", clean(&message)));
+            term::err(format_args!("{name}: {}", clean(&message)));
             1
         }
     }
@@ -73,17 +126,41 @@ impl Signals {
 
 /// The options that decide how records are numbered and where they go: a journal only
 /// resumes under the same ones.
-fn journal_options(args: &ImportArgs, token: &Token) -> String {
+fn journal_options(args: &ImportArgs, shape: &Shape, token: &Token) -> String {
     format!(
-        "format={:?};id={:?};op={:?};groups={};group_key={:?};group_id={:?};token={:08x}",
+        "format={:?};shape={:?};max_records={:?};token={:08x}",
         args.format,
-        args.distinct_id_column,
-        args.op,
-        args.groups,
-        args.group_key,
-        args.group_id_column,
+        shape,
+        args.max_records,
         crc32fast::hash(token.expose().as_bytes())
     )
+}
+
+/// How flat records become updates, from the flags.
+pub fn shape_of(args: &ImportArgs, delete: Option<bool>) -> Result<Shape, String> {
+    if args.groups && args.id_field.is_some() {
+        return Err("--id-field names a user's id; with --groups use --group-id-field".into());
+    }
+    if !args.groups && (args.group_key.is_some() || args.group_id_field.is_some()) {
+        return Err("--group-key and --group-id-field need --groups".into());
+    }
+    Ok(Shape {
+        groups: args.groups,
+        id_field: args.id_field.clone(),
+        group_key: args.group_key.clone(),
+        group_id_field: args.group_id_field.clone(),
+        op: args.op,
+        renames: args.rename.clone(),
+        drops: args.drop.iter().cloned().collect(),
+        tags: args
+            .tag
+            .iter()
+            .map(|(k, v)| (k.clone(), input::shape::typed_cell(v)))
+            .collect(),
+        remove_nulls: args.remove_nulls,
+        reserved_names: args.reserved_names,
+        delete,
+    })
 }
 
 fn journal_path(args: &ImportArgs) -> Option<PathBuf> {
@@ -98,30 +175,14 @@ fn journal_path(args: &ImportArgs) -> Option<PathBuf> {
     }
 }
 
-fn run(args: ImportArgs) -> Result<i32, String> {
+fn run(args: ImportArgs, delete: Option<bool>) -> Result<i32, String> {
     let started = Instant::now();
     let endpoint = if args.groups {
         Endpoint::Groups
     } else {
         Endpoint::Engage
     };
-    let csv = match (&args.distinct_id_column, &args.group_id_column, args.groups) {
-        (_, Some(col), true) => Some(CsvMapping {
-            id_column: col.clone(),
-            group_key: Some(
-                args.group_key
-                    .clone()
-                    .ok_or("--groups with --group-id-column needs --group-key NAME")?,
-            ),
-            op: args.op,
-        }),
-        (Some(col), _, false) => Some(CsvMapping {
-            id_column: col.clone(),
-            group_key: None,
-            op: args.op,
-        }),
-        _ => None,
-    };
+    let shape = Arc::new(shape_of(&args, delete)?);
     let token = match (crate::token::from_args(&args)?, args.emulator) {
         (Some(t), _) => t,
         (None, true) => "emulator-token".to_owned(),
@@ -161,7 +222,13 @@ fn run(args: ImportArgs) -> Result<i32, String> {
     let bytes = Arc::new(AtomicU64::new(0));
     let mut inputs = Vec::new();
     for path in &args.files {
-        let input = input::open(path, args.format, bytes.clone())
+        let unknown =
+            if delete.is_some() && args.id_field.is_none() && args.group_id_field.is_none() {
+                Format::Ids
+            } else {
+                Format::Ndjson
+            };
+        let input = input::open(path, args.format, unknown, bytes.clone())
             .map_err(|e| format!("cannot read {path}: {e}"))?;
         inputs.push(input);
     }
@@ -171,7 +238,7 @@ fn run(args: ImportArgs) -> Result<i32, String> {
     let journal = match &journal_file {
         None => None,
         Some(path) => {
-            let id = journal::identity(&args.files, &journal_options(&args, &token))?;
+            let id = journal::identity(&args.files, &journal_options(&args, &shape, &token))?;
             Some(if args.resume.is_some() {
                 let (j, resume) = Journal::resume(path, &id)?;
                 if resume.torn && !args.quiet {
@@ -200,7 +267,11 @@ fn run(args: ImportArgs) -> Result<i32, String> {
     let reader = inputs
         .into_iter()
         .enumerate()
-        .flat_map(move |(i, input)| input::records(input, i, csv.as_ref()));
+        .flat_map(move |(i, input)| input::records(input, i, &shape))
+        .take(
+            args.max_records
+                .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        );
     // Log lines and a redrawn bar do not mix: with -v, progress goes by lines.
     let progress = Progress::new(
         args.verbose == 0,

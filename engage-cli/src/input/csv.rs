@@ -1,12 +1,13 @@
-//! CSV with a header row: each row becomes one update of the mapped operation.
+//! CSV and TSV with a header row: each row is a flat record, shaped into one update.
 
 use std::io::{self, BufRead, Read};
 
-use engage_core::Update;
-use engage_core::model::{Properties, Value};
+use std::sync::Arc;
+
 use serde_json::Value as Json;
 
-use super::{BINARY_LINES_IN_A_ROW, CsvMapping, CsvOp, Item, Record};
+use super::shape::typed_cell;
+use super::{BINARY_LINES_IN_A_ROW, Item, Record, Shape, shaped};
 
 /// Remembers where the newlines are in what the csv reader has read ahead, so a record's
 /// byte offset gives its line whatever the line ends (the csv crate's own line count is off
@@ -55,8 +56,10 @@ pub(super) struct CsvRows {
     reader: csv::Reader<LineTracking<Box<dyn BufRead>>>,
     newlines: std::rc::Rc<std::cell::RefCell<Newlines>>,
     headers: Option<Vec<String>>,
+    /// Column names the header repeats: a row keeps the last cell of each, and says so.
+    repeated: Vec<String>,
     file: usize,
-    mapping: CsvMapping,
+    shape: Arc<Shape>,
     done: bool,
     /// The line of the last row read, to place an error that comes without a position
     /// (a read error, a truncated `.gz`) just after it.
@@ -65,7 +68,12 @@ pub(super) struct CsvRows {
 }
 
 impl CsvRows {
-    pub(super) fn new(reader: Box<dyn BufRead>, file: usize, mapping: CsvMapping) -> Self {
+    pub(super) fn new(
+        reader: Box<dyn BufRead>,
+        file: usize,
+        delimiter: u8,
+        shape: Arc<Shape>,
+    ) -> Self {
         let newlines = std::rc::Rc::new(std::cell::RefCell::new(Newlines::default()));
         let tracked = LineTracking {
             inner: reader,
@@ -74,43 +82,19 @@ impl CsvRows {
         CsvRows {
             reader: csv::ReaderBuilder::new()
                 .flexible(true)
+                .delimiter(delimiter)
+                // TSV has no quoting: a quote is an ordinary character.
+                .quoting(delimiter != b'\t')
                 .from_reader(tracked),
             newlines,
             headers: None,
+            repeated: Vec::new(),
             file,
-            mapping,
+            shape,
             done: false,
             last_line: 1,
             binary_run: 0,
         }
-    }
-}
-
-/// A CSV cell typed: integer, float, boolean or string. Cells that only look numeric are
-/// kept as text: leading zeros (`00501`), a sign (`+1555…`), an exponent (`1e3`) or more
-/// digits than a float holds exactly (long ids).
-fn typed(cell: &str) -> Value {
-    let digits = cell.bytes().filter(u8::is_ascii_digit).count();
-    let unsigned = cell.strip_prefix('-').unwrap_or(cell);
-    let leading_zero =
-        unsigned.len() > 1 && unsigned.starts_with('0') && !unsigned.starts_with("0.");
-    let has_exponent = cell.bytes().any(|b| b == b'e' || b == b'E');
-    let numeric_looking = !cell.starts_with('+') && !has_exponent && !leading_zero && digits <= 15;
-    if numeric_looking {
-        if let Ok(i) = cell.parse::<i64>() {
-            return Value::Int(i);
-        }
-        if let Ok(f) = cell.parse::<f64>()
-            && f.is_finite()
-            && digits > 0
-        {
-            return Value::Float(f);
-        }
-    }
-    match cell {
-        "true" | "TRUE" | "True" => Value::Bool(true),
-        "false" | "FALSE" | "False" => Value::Bool(false),
-        _ => Value::String(cell.to_owned()),
     }
 }
 
@@ -128,7 +112,8 @@ impl Iterator for CsvRows {
                     if let Some(first) = names.first_mut() {
                         *first = first.trim_start_matches('\u{feff}').to_owned();
                     }
-                    if !names.contains(&self.mapping.id_column) {
+                    let id_fields = self.shape.id_fields();
+                    if !id_fields.iter().any(|f| names.iter().any(|n| n == f)) {
                         self.done = true;
                         return Some(Record {
                             file: self.file,
@@ -136,11 +121,25 @@ impl Iterator for CsvRows {
                             item: Item::Bad {
                                 original: names.join(","),
                                 reason: format!(
-                                    "the header has no column {:?}",
-                                    self.mapping.id_column
+                                    "the header has no id column ({}); name it with {}",
+                                    id_fields
+                                        .iter()
+                                        .map(|f| format!("{f:?}"))
+                                        .collect::<Vec<_>>()
+                                        .join(" or "),
+                                    if self.shape.groups {
+                                        "--group-id-field"
+                                    } else {
+                                        "--id-field"
+                                    }
                                 ),
                             },
                         });
+                    }
+                    for (i, n) in names.iter().enumerate() {
+                        if names[..i].contains(n) && !self.repeated.contains(n) {
+                            self.repeated.push(n.clone());
+                        }
                     }
                     self.headers = Some(names);
                 }
@@ -196,7 +195,15 @@ impl Iterator for CsvRows {
                         },
                     });
                 }
-                let item = row_update(headers, &row, &self.mapping, original);
+                // An empty cell is no value (CSV has no null): the property is left as
+                // it is, never overwritten with nothing.
+                let record = headers
+                    .iter()
+                    .zip(row.iter())
+                    .filter(|(_, cell)| !cell.trim().is_empty())
+                    .map(|(h, cell)| (h.clone(), typed_cell(cell.trim())))
+                    .collect();
+                let item = shaped(&self.shape, record, self.repeated.clone(), original);
                 Some(Record {
                     file: self.file,
                     line,
@@ -245,78 +252,4 @@ impl Iterator for CsvRows {
             }
         }
     }
-}
-
-fn row_update(
-    headers: &[String],
-    row: &csv::StringRecord,
-    m: &CsvMapping,
-    original: String,
-) -> Item {
-    let mut id = None;
-    let mut cells: Vec<(String, &str)> = Vec::new();
-    for (h, cell) in headers.iter().zip(row.iter()) {
-        if *h == m.id_column {
-            id = Some(cell.trim().to_owned());
-        } else if !cell.trim().is_empty() {
-            cells.push((h.clone(), cell.trim()));
-        }
-    }
-    let id = id.unwrap_or_default();
-    if id.is_empty() {
-        return Item::Bad {
-            original,
-            reason: format!(
-                "empty {} in column {:?}",
-                if m.group_key.is_some() {
-                    "group id"
-                } else {
-                    "distinct_id"
-                },
-                m.id_column
-            ),
-        };
-    }
-    let props = || -> Properties { cells.iter().map(|(k, v)| (k.clone(), typed(v))).collect() };
-    let op = match m.op {
-        CsvOp::Set => engage_core::model::Operation::Set(props()),
-        CsvOp::SetOnce => engage_core::model::Operation::SetOnce(props()),
-        CsvOp::Append => engage_core::model::Operation::Append(props()),
-        CsvOp::Remove => engage_core::model::Operation::Remove(props()),
-        CsvOp::Union => engage_core::model::Operation::Union(
-            cells
-                .iter()
-                .map(|(k, v)| (k.clone(), vec![typed(v)]))
-                .collect(),
-        ),
-        CsvOp::Unset => {
-            engage_core::model::Operation::Unset(cells.iter().map(|(k, _)| k.clone()).collect())
-        }
-        CsvOp::Add => {
-            let mut numbers = Vec::new();
-            for (k, v) in &cells {
-                match typed(v) {
-                    Value::Int(i) => numbers.push((k.clone(), engage_core::model::Number::Int(i))),
-                    Value::Float(f) => {
-                        numbers.push((k.clone(), engage_core::model::Number::Float(f)))
-                    }
-                    _ => {
-                        return Item::Bad {
-                            original,
-                            reason: format!("column {k:?}: $add needs a number, found {v:?}"),
-                        };
-                    }
-                }
-            }
-            engage_core::model::Operation::Add(numbers)
-        }
-    };
-    let profile = match &m.group_key {
-        Some(key) => engage_core::model::ProfileId::Group {
-            key: key.clone(),
-            id,
-        },
-        None => engage_core::model::ProfileId::User { distinct_id: id },
-    };
-    Item::Update(Update::new(profile, op), original)
 }

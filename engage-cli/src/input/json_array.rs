@@ -1,4 +1,4 @@
-//! A JSON array of update objects, streamed element by element.
+//! A JSON array of objects (updates or flat records), streamed element by element.
 
 use std::io::{self, BufRead};
 
@@ -12,16 +12,22 @@ pub(super) struct JsonArray {
     line: u64,
     started: bool,
     done: bool,
+    shape: std::sync::Arc<super::Shape>,
 }
 
 impl JsonArray {
-    pub(super) fn new(reader: Box<dyn BufRead>, file: usize) -> Self {
+    pub(super) fn new(
+        reader: Box<dyn BufRead>,
+        file: usize,
+        shape: std::sync::Arc<super::Shape>,
+    ) -> Self {
         JsonArray {
             reader,
             file,
             line: 1,
             started: false,
             done: false,
+            shape,
         }
     }
 
@@ -137,7 +143,7 @@ impl JsonArray {
         Ok(Some(Record {
             file: self.file,
             line,
-            item: parse_update(&element),
+            item: parse_update(&element, &self.shape),
         }))
     }
 }

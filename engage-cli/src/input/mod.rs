@@ -1,13 +1,19 @@
-//! Reading input files: NDJSON, JSON arrays and CSV, each optionally gzip-compressed, as a
-//! stream of records with their file and line, never the whole file in memory.
+//! Reading input files: NDJSON, JSON arrays, CSV, TSV (each optionally gzip-compressed),
+//! Parquet and lists of ids, as a stream of records with their file and line (row for
+//! Parquet), never the whole file in memory. Records that are already update objects go
+//! on as they are; flat records are shaped into updates ([`shape`]).
 
 mod csv;
+mod ids;
 mod json_array;
 mod ndjson;
+mod parquet;
+pub mod shape;
 
 use self::csv::CsvRows;
 use json_array::JsonArray;
 use ndjson::Ndjson;
+pub use shape::{Op, Shape};
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -17,46 +23,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use engage_core::Update;
 use serde_json::Value as Json;
+use shape::kind;
 
 /// Input formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// One update object per line.
+    /// One JSON object per line: an update, or a flat record.
     Ndjson,
-    /// A JSON array of update objects.
+    /// A JSON array of objects.
     Json,
-    /// CSV with a header row (needs --distinct-id-column, or --groups with --group-id-column).
+    /// CSV with a header row.
     Csv,
-}
-
-/// Operations a CSV row can become.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CsvOp {
-    /// `$set`
-    Set,
-    /// `$set_once`
-    SetOnce,
-    /// `$add` (numbers only)
-    Add,
-    /// `$union` (each cell a one-item list)
-    Union,
-    /// `$append`
-    Append,
-    /// `$remove`
-    Remove,
-    /// `$unset` (the columns whose cell is not empty)
-    Unset,
-}
-
-/// How CSV rows become updates.
-#[derive(Debug, Clone)]
-pub struct CsvMapping {
-    /// Column holding the distinct_id (users) or the group id (groups).
-    pub id_column: String,
-    /// The group key, for `/groups`.
-    pub group_key: Option<String>,
-    /// The operation.
-    pub op: CsvOp,
+    /// Tab-separated values with a header row (no quoting: a field holds no tab or newline).
+    Tsv,
+    /// Apache Parquet (a file, not standard input), read a row group at a time.
+    Parquet,
+    /// One id per line (engage delete).
+    Ids,
 }
 
 /// One record read, or why it could not be read.
@@ -109,10 +92,38 @@ pub struct Input {
     pub size: Option<u64>,
     reader: Box<dyn BufRead>,
     format: Format,
+    /// A Parquet file, read from its end rather than as a stream.
+    parquet: Option<(File, Arc<AtomicU64>)>,
 }
 
-/// Opens `path` (`-` for stdin), detecting the format from the extension unless given.
-pub fn open(path: &str, format: Option<Format>, counter: Arc<AtomicU64>) -> io::Result<Input> {
+/// Opens `path` (`-` for stdin), detecting the format from the extension unless given;
+/// `unknown` is the format of a file whose extension says nothing.
+pub fn open(
+    path: &str,
+    format: Option<Format>,
+    unknown: Format,
+    counter: Arc<AtomicU64>,
+) -> io::Result<Input> {
+    let lower = path.to_ascii_lowercase();
+    if format == Some(Format::Parquet) || (format.is_none() && lower.ends_with(".parquet")) {
+        if path == "-" || lower.ends_with(".gz") {
+            return Err(io::Error::other(
+                "Parquet is read from its end: give a file, not standard input or .gz",
+            ));
+        }
+        let f = File::open(path)?;
+        let meta = f.metadata()?;
+        if meta.is_dir() {
+            return Err(io::Error::other("it is a directory, not a file"));
+        }
+        return Ok(Input {
+            name: path.to_owned(),
+            size: Some(meta.len()),
+            reader: Box::new(io::empty()),
+            format: Format::Parquet,
+            parquet: Some((f, counter)),
+        });
+    }
     let (raw, size): (Box<dyn Read>, Option<u64>) = if path == "-" {
         (Box::new(io::stdin().lock()), None)
     } else {
@@ -127,7 +138,6 @@ pub fn open(path: &str, format: Option<Format>, counter: Arc<AtomicU64>) -> io::
         inner: raw,
         count: counter,
     };
-    let lower = path.to_ascii_lowercase();
     let gz = lower.ends_with(".gz");
     let stem = lower.strip_suffix(".gz").unwrap_or(&lower);
     let mut reader: Box<dyn BufRead> = if gz {
@@ -142,6 +152,8 @@ pub fn open(path: &str, format: Option<Format>, counter: Arc<AtomicU64>) -> io::
         Some(f) => f,
         None => match Path::new(stem).extension().and_then(|e| e.to_str()) {
             Some("csv") => Format::Csv,
+            Some("tsv" | "tab") => Format::Tsv,
+            Some("ndjson" | "jsonl") => Format::Ndjson,
             Some("json") => {
                 // `.json` holds an array, or NDJSON: look at the first byte that matters.
                 let buf = reader.fill_buf()?;
@@ -154,7 +166,7 @@ pub fn open(path: &str, format: Option<Format>, counter: Arc<AtomicU64>) -> io::
                     Format::Ndjson
                 }
             }
-            _ => Format::Ndjson,
+            _ => unknown,
         },
     };
     Ok(Input {
@@ -162,15 +174,13 @@ pub fn open(path: &str, format: Option<Format>, counter: Arc<AtomicU64>) -> io::
         size,
         reader,
         format,
+        parquet: None,
     })
 }
 
 /// The records of one input, lazily.
-pub fn records(
-    input: Input,
-    file: usize,
-    csv: Option<&CsvMapping>,
-) -> Box<dyn Iterator<Item = Record>> {
+pub fn records(input: Input, file: usize, shape: &Arc<Shape>) -> Box<dyn Iterator<Item = Record>> {
+    let shape = shape.clone();
     match input.format {
         Format::Ndjson => Box::new(Ndjson {
             reader: input.reader,
@@ -178,24 +188,40 @@ pub fn records(
             line: 0,
             done: false,
             binary_run: 0,
+            shape,
         }),
-        Format::Json => Box::new(JsonArray::new(input.reader, file)),
-        Format::Csv => match csv {
-            Some(mapping) => Box::new(CsvRows::new(input.reader, file, mapping.clone())),
-            None => Box::new(std::iter::once(Record {
-                file,
-                line: 1,
-                item: Item::Bad {
-                    original: String::new(),
-                    reason: "CSV input needs --distinct-id-column (or --groups with --group-key and --group-id-column)".into(),
-                },
-            })),
+        Format::Json => Box::new(JsonArray::new(input.reader, file, shape)),
+        Format::Csv => Box::new(CsvRows::new(input.reader, file, b',', shape)),
+        Format::Tsv => Box::new(CsvRows::new(input.reader, file, b'\t', shape)),
+        Format::Ids => Box::new(ids::Ids::new(input.reader, file, shape)),
+        Format::Parquet => match input.parquet {
+            Some((f, counter)) => Box::new(parquet::ParquetRows::new(f, file, counter, shape)),
+            None => Box::new(std::iter::empty()),
         },
     }
 }
 
-/// Parses one JSON update object.
-fn parse_update(bytes: &[u8]) -> Item {
+/// A flat record (a JSON object without an operation, a row) made into an update.
+fn shaped(
+    shape: &Shape,
+    record: serde_json::Map<String, Json>,
+    repeated: Vec<String>,
+    original: String,
+) -> Item {
+    match shape.update(record) {
+        Ok(value) => {
+            let mut parsed = engage_core::validate::parse_record(b"{}").expect("an empty object");
+            parsed.value = value;
+            parsed.repeated = repeated;
+            Item::Update(Update::raw_parsed(parsed), original)
+        }
+        Err(reason) => Item::Bad { original, reason },
+    }
+}
+
+/// Parses one JSON object: an update as it is, or a flat record to shape (always, for
+/// engage delete: every record names a profile to delete).
+fn parse_update(bytes: &[u8], shape: &Shape) -> Item {
     let original = String::from_utf8_lossy(bytes).into_owned();
     if let Err(e) = std::str::from_utf8(bytes) {
         return Item::Bad {
@@ -204,12 +230,18 @@ fn parse_update(bytes: &[u8]) -> Item {
         };
     }
     match engage_core::validate::parse_record(bytes) {
-        Ok(parsed) if parsed.value.is_object() => {
-            Item::Update(Update::raw_parsed(parsed), original)
-        }
-        Ok(other) => Item::Bad {
-            original,
-            reason: format!("expected an update object, found {}", kind(&other.value)),
+        Ok(mut parsed) => match &mut parsed.value {
+            Json::Object(object) if shape.delete.is_none() && Shape::is_update(object) => {
+                Item::Update(Update::raw_parsed(parsed), original)
+            }
+            Json::Object(object) => {
+                let record = std::mem::take(object);
+                shaped(shape, record, parsed.repeated, original)
+            }
+            other => Item::Bad {
+                original,
+                reason: format!("expected an object, found {}", kind(other)),
+            },
         },
         Err(e) => {
             let reason = if e.to_string().contains("number out of range") {
@@ -219,17 +251,6 @@ fn parse_update(bytes: &[u8]) -> Item {
             };
             Item::Bad { original, reason }
         }
-    }
-}
-
-fn kind(v: &Json) -> &'static str {
-    match v {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
     }
 }
 

@@ -1,4 +1,4 @@
-//! NDJSON: one update object per line.
+//! NDJSON: one JSON object per line, an update or a flat record.
 
 use std::io::{BufRead, Read};
 
@@ -10,6 +10,7 @@ pub(super) struct Ndjson {
     pub(super) line: u64,
     pub(super) done: bool,
     pub(super) binary_run: u32,
+    pub(super) shape: std::sync::Arc<super::Shape>,
 }
 
 impl Iterator for Ndjson {
@@ -85,7 +86,7 @@ impl Iterator for Ndjson {
                 let item = if bytes.is_empty() {
                     Item::Blank
                 } else {
-                    parse_update(bytes)
+                    parse_update(bytes, &self.shape)
                 };
                 Some(Record {
                     file: self.file,
