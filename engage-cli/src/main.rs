@@ -408,7 +408,7 @@ pub struct ImportArgs {
         help_heading = "Sending"
     )]
     pub max_retry_after: u64,
-    /// Send through this HTTP proxy, http://[user:password@]host:port, instead of the one
+    /// Send through this HTTP proxy, `http://[user:password@]host:port`, instead of the one
     /// HTTPS_PROXY/HTTP_PROXY/ALL_PROXY name (honoured by default, with NO_PROXY, the same
     /// way on every --transport). Its credentials are never printed.
     #[arg(

@@ -1,7 +1,7 @@
 //! The rustls side shared by engage's rustls transports (engage-hyper, engage-async-std):
 //! the client configuration (ring provider, safe default protocol versions, webpki roots,
 //! plus the system's with `native-roots`, plus the roots of the
-//! [`TransportOptions`](engage_core::delivery::TransportOptions)), and the one test of
+//! [`TransportOptions`]), and the one test of
 //! whether an error is a TLS failure.
 //!
 //! ```
