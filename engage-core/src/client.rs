@@ -247,6 +247,8 @@ enum Msg {
 
 struct Shared {
     totals: Mutex<ClientSummary>,
+    /// Updates queued (kept apart from `totals` so that senders never take its lock).
+    sent: std::sync::atomic::AtomicU64,
     next_id: std::sync::atomic::AtomicU64,
     /// The final summary, once the worker is done.
     done: Mutex<Option<ClientSummary>>,
@@ -254,6 +256,23 @@ struct Shared {
     done_rx: Receiver<()>,
     shutdown_asked: std::sync::atomic::AtomicBool,
 }
+
+impl Shared {
+    /// The running totals, `sent` included.
+    fn snapshot(&self) -> ClientSummary {
+        let mut s = lock(&self.totals).clone();
+        s.sent = self.sent.load(std::sync::atomic::Ordering::Relaxed);
+        s
+    }
+
+    /// An update counted sent did not make it into the queue.
+    fn unsend(&self) {
+        self.sent.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How long a worker with updates pending lets the queue fill before looking again.
+const COALESCE: Duration = Duration::from_millis(1);
 
 /// Drops with the last handle: a client dropped without a shutdown still delivers what is
 /// queued (the worker runs on until the queue is empty), but a program that exits right
@@ -298,6 +317,7 @@ impl Client {
         let (done_tx, done_rx) = async_channel::bounded(1);
         let shared = Arc::new(Shared {
             totals: Mutex::new(ClientSummary::default()),
+            sent: std::sync::atomic::AtomicU64::new(0),
             next_id: std::sync::atomic::AtomicU64::new(0),
             done: Mutex::new(None),
             done_tx,
@@ -308,6 +328,7 @@ impl Client {
             rx,
             stash: None,
             next_index: 0,
+            settled: 0,
             ids: HashMap::new(),
             flushes: VecDeque::new(),
             shutdown: None,
@@ -343,7 +364,9 @@ impl Client {
             .shared
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        lock(&self.shared.totals).sent += 1;
+        self.shared
+            .sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         id
     }
 
@@ -357,7 +380,7 @@ impl Client {
         match self.tx.send(Msg::Update(id, update)).await {
             Ok(()) => Ok(id),
             Err(async_channel::SendError(Msg::Update(_, u))) => {
-                lock(&self.shared.totals).sent -= 1;
+                self.shared.unsend();
                 Err(Closed(Box::new(u)))
             }
             Err(_) => unreachable!("an update was sent"),
@@ -373,7 +396,7 @@ impl Client {
         match self.tx.try_send(Msg::Update(id, update)) {
             Ok(()) => Ok(id),
             Err(e) => {
-                lock(&self.shared.totals).sent -= 1;
+                self.shared.unsend();
                 match e {
                     ChannelTrySendError::Full(Msg::Update(_, u)) => {
                         Err(TrySendError::Full(Box::new(u)))
@@ -397,7 +420,7 @@ impl Client {
         match self.tx.send_blocking(Msg::Update(id, update)) {
             Ok(()) => Ok(id),
             Err(async_channel::SendError(Msg::Update(_, u))) => {
-                lock(&self.shared.totals).sent -= 1;
+                self.shared.unsend();
                 Err(Closed(Box::new(u)))
             }
             Err(_) => unreachable!("an update was sent"),
@@ -459,12 +482,12 @@ impl Client {
     fn final_summary(&self) -> ClientSummary {
         lock(&self.shared.done)
             .clone()
-            .unwrap_or_else(|| lock(&self.shared.totals).clone())
+            .unwrap_or_else(|| self.shared.snapshot())
     }
 
     /// The running totals.
     pub fn totals(&self) -> ClientSummary {
-        lock(&self.shared.totals).clone()
+        self.shared.snapshot()
     }
 
     /// Updates in the queue now.
@@ -484,6 +507,8 @@ pub struct ChannelFeed {
     rx: Receiver<Msg>,
     stash: Option<Msg>,
     next_index: u64,
+    /// Updates settled so far (delivered or invalid): `next_index - settled` are pending.
+    settled: u64,
     /// Importer index → the handle's id.
     ids: HashMap<u64, u64>,
     flushes: VecDeque<Sender<()>>,
@@ -556,7 +581,7 @@ impl ChannelFeed {
                 });
             }
         }
-        let final_summary = lock(&self.shared.totals).clone();
+        let final_summary = self.shared.snapshot();
         *lock(&self.shared.done) = Some(final_summary.clone());
         let _ = self.shared.done_tx.try_send(());
         self.shared.done_tx.close();
@@ -590,7 +615,10 @@ impl Feed for ChannelFeed {
             Msg::Update(id, update) => {
                 let index = self.next_index;
                 self.next_index += 1;
-                self.ids.insert(index, id);
+                // Ids matter only to an outcome callback: without one, no map per update.
+                if self.on_outcome.is_some() {
+                    self.ids.insert(index, id);
+                }
                 Next::Item((index, update))
             }
             Msg::Flush(reply) => {
@@ -610,14 +638,36 @@ impl Feed for ChannelFeed {
     fn on_event(&mut self, event: ImportEvent) {
         match event {
             ImportEvent::Invalid(e) => {
+                self.settled += 1;
                 lock(&self.shared.totals).invalid += 1;
-                let profile = e.profile.clone();
-                self.outcome(e.index, profile, Outcome::Invalid(e));
+                if self.on_outcome.is_some() {
+                    let profile = e.profile.clone();
+                    self.outcome(e.index, profile, Outcome::Invalid(e));
+                }
             }
             ImportEvent::Delivered(report) => {
+                // Counted in one go; outcomes (a profile, an error) built only for a
+                // callback that wants them.
+                let mut counts = ClientSummary::default();
+                self.settled += report.records.len() as u64;
                 for r in &report.records {
+                    let uncertain = r.is_uncertain();
+                    match &r.outcome {
+                        RecordOutcome::Accepted => {
+                            counts.accepted += 1;
+                            counts.uncertain += u64::from(uncertain);
+                        }
+                        RecordOutcome::Rejected { .. } => counts.rejected += 1,
+                        RecordOutcome::NotDelivered(_) => {
+                            counts.not_delivered += 1;
+                            counts.maybe_applied += u64::from(r.maybe_applied);
+                        }
+                    }
+                    if self.on_outcome.is_none() {
+                        continue;
+                    }
                     let outcome = match &r.outcome {
-                        RecordOutcome::Accepted if r.is_uncertain() => Outcome::UncertainResend,
+                        RecordOutcome::Accepted if uncertain => Outcome::UncertainResend,
                         RecordOutcome::Accepted => Outcome::Accepted,
                         RecordOutcome::Rejected { field, message } => Outcome::Rejected {
                             field: field.clone(),
@@ -628,26 +678,15 @@ impl Feed for ChannelFeed {
                             maybe_applied: r.maybe_applied,
                         },
                     };
-                    {
-                        let mut t = lock(&self.shared.totals);
-                        match &outcome {
-                            Outcome::Accepted => t.accepted += 1,
-                            Outcome::UncertainResend => {
-                                t.accepted += 1;
-                                t.uncertain += 1;
-                            }
-                            Outcome::Rejected { .. } => t.rejected += 1,
-                            Outcome::NotDelivered { maybe_applied, .. } => {
-                                t.not_delivered += 1;
-                                t.maybe_applied += u64::from(*maybe_applied);
-                            }
-                            Outcome::Invalid(_) => t.invalid += 1,
-                        }
-                    }
                     let profile = report.profile(r.position);
                     self.outcome(r.index, profile, outcome);
                 }
                 let mut t = lock(&self.shared.totals);
+                t.accepted += counts.accepted;
+                t.uncertain += counts.uncertain;
+                t.rejected += counts.rejected;
+                t.not_delivered += counts.not_delivered;
+                t.maybe_applied += counts.maybe_applied;
                 t.requests += u64::from(report.requests);
                 t.retries += u64::from(report.retries);
                 t.throttled += u64::from(report.throttled);
@@ -726,11 +765,24 @@ impl Worker {
                 ImportAction::NeedInput => {}
                 ImportAction::Done => break,
                 ImportAction::Wait { until } => {
+                    // Updates waiting in a batch: look at the queue again shortly rather
+                    // than be woken by every message (senders would pay a wake-up each).
+                    // With nothing pending, the first message wakes the worker at once.
+                    let queue_empty = feed.idle && feed.stash.is_none() && !feed.ended;
+                    let accumulating = queue_empty
+                        && feed.next_index > feed.settled
+                        && feed.shutdown.is_none()
+                        && feed.flushes.is_empty();
+                    let until = if accumulating {
+                        let soon = clock.now() + COALESCE;
+                        Some(until.map_or(soon, |u| u.min(soon)))
+                    } else {
+                        until
+                    };
                     let mut timer =
                         until.map(|u| Box::pin(sleep(u.saturating_duration_since(clock.now()))));
-                    // Idle: a message on the queue wakes the worker too.
                     let rx = feed.rx.clone();
-                    let mut incoming = (feed.idle && feed.stash.is_none() && !feed.ended)
+                    let mut incoming = (queue_empty && !accumulating)
                         .then(|| Box::pin(async move { rx.recv().await }));
                     enum Woke<R> {
                         Answer(crate::delivery::RequestId, R),
