@@ -46,7 +46,10 @@ fn cpu_seconds() -> f64 {
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "client".into());
-    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let exe = std::env::current_exe().expect("own path");
     let emulator_bin = exe
         .parent()
@@ -79,7 +82,7 @@ fn main() {
     };
     let started = Instant::now();
     let cpu0 = cpu_seconds();
-    let accepted = match mode.as_str() {
+    let (accepted, requests) = match mode.as_str() {
         "client" => {
             let client = {
                 let _inside = runtime.enter();
@@ -101,13 +104,13 @@ fn main() {
                 p.join().expect("producer");
             }
             let summary = client.shutdown_blocking(Duration::from_secs(60));
-            summary.accepted
+            (summary.accepted, summary.requests)
         }
         _ => {
             let config = ImportConfig::new(BatchConfig::new(token, Endpoint::Engage), target);
             let summary =
                 runtime.block_on(transport.import(config, (0..n).map(update), |_event| {}));
-            summary.accepted
+            (summary.accepted, summary.requests)
         }
     };
     let wall = started.elapsed().as_secs_f64();
@@ -115,7 +118,7 @@ fn main() {
     let _ = emulator.kill();
     let _ = emulator.wait();
     println!(
-        "{mode:6} {n} updates: accepted {accepted}, wall {wall:.2} s, CPU {cpu:.2} s (user+sys), {:.0} updates/s, peak RSS {:.1} MiB",
+        "{mode:6} {n} updates: accepted {accepted} in {requests} requests, wall {wall:.2} s, CPU {cpu:.2} s (user+sys), {:.0} updates/s, peak RSS {:.1} MiB",
         n as f64 / wall,
         peak_rss_mib()
     );

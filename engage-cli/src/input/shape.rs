@@ -28,16 +28,21 @@ pub enum Op {
 }
 
 impl Op {
-    fn key(self) -> &'static str {
+    /// The operation, in engage-core's one table of them.
+    fn kind(self) -> OpKind {
         match self {
-            Op::Set => "$set",
-            Op::SetOnce => "$set_once",
-            Op::Add => "$add",
-            Op::Union => "$union",
-            Op::Append => "$append",
-            Op::Remove => "$remove",
-            Op::Unset => "$unset",
+            Op::Set => OpKind::Set,
+            Op::SetOnce => OpKind::SetOnce,
+            Op::Add => OpKind::Add,
+            Op::Union => OpKind::Union,
+            Op::Append => OpKind::Append,
+            Op::Remove => OpKind::Remove,
+            Op::Unset => OpKind::Unset,
         }
+    }
+
+    fn key(self) -> &'static str {
+        self.kind().key()
     }
 }
 
@@ -54,17 +59,6 @@ pub const RESERVED_NAMES: [(&str, &str); 10] = [
     ("city", "$city"),
     ("region", "$region"),
     ("country", "$country_code"),
-];
-
-/// Top-level keys of an update that are not properties.
-const MODIFIERS: [&str; 7] = [
-    "$token",
-    "$ip",
-    "$latitude",
-    "$longitude",
-    "$time",
-    "$ignore_time",
-    "$ignore_alias",
 ];
 
 /// How flat records become updates.
@@ -154,7 +148,8 @@ impl Shape {
             record.remove("$distinct_id");
             out.insert("$distinct_id".into(), Json::String(id));
         }
-        for m in MODIFIERS {
+        // Top-level keys that are not properties: the token and the modifiers.
+        for m in std::iter::once("$token").chain(engage_core::validate::rules::MODIFIERS) {
             if let Some(v) = record.remove(m) {
                 out.insert(m.into(), v);
             }
