@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use async_channel::{Receiver, Sender, TryRecvError, TrySendError as ChannelTrySendError};
+use async_channel::{Receiver, Sender, TryRecvError};
 use bytes::Bytes;
 use http::{Request, Response};
 
@@ -255,6 +255,54 @@ struct Shared {
     done_tx: Sender<()>,
     done_rx: Receiver<()>,
     shutdown_asked: std::sync::atomic::AtomicBool,
+    /// Room in the queue, counted apart from the channel (which is unbounded) so that a
+    /// full queue wakes its waiting senders once it is half empty, not once per update
+    /// taken: a wake-up per update costs the worker a system call each.
+    room: Room,
+}
+
+/// The queue's bound: updates queued, and senders waiting for room.
+struct Room {
+    capacity: usize,
+    queued: std::sync::atomic::AtomicUsize,
+    freed: event_listener::Event,
+}
+
+impl Room {
+    fn new(capacity: usize) -> Room {
+        Room {
+            capacity: capacity.max(1),
+            queued: std::sync::atomic::AtomicUsize::new(0),
+            freed: event_listener::Event::new(),
+        }
+    }
+
+    /// Takes a place in the queue if there is one.
+    fn take(&self) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        self.queued
+            .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |q| {
+                (q < self.capacity).then_some(q + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives a place back (an update left the queue, or never made it in); waiting
+    /// senders are woken once the queue is down to half.
+    fn give_back(&self) {
+        let before = self
+            .queued
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if before <= self.capacity / 2 + 1 {
+            // Cheap when nobody waits (an atomic load).
+            self.freed.notify(usize::MAX);
+        }
+    }
+
+    /// Wakes every waiting sender (the client is closing).
+    fn wake_all(&self) {
+        self.freed.notify(usize::MAX);
+    }
 }
 
 impl Shared {
@@ -313,7 +361,8 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client and its worker, which a transport runs in the background.
     pub fn new(config: ClientConfig) -> (Client, Worker) {
-        let (tx, rx) = async_channel::bounded(config.queue.max(1));
+        // Unbounded: the bound is kept by `Room`, and flushes or a shutdown never wait.
+        let (tx, rx) = async_channel::unbounded();
         let (done_tx, done_rx) = async_channel::bounded(1);
         let shared = Arc::new(Shared {
             totals: Mutex::new(ClientSummary::default()),
@@ -323,6 +372,7 @@ impl Client {
             done_tx,
             done_rx,
             shutdown_asked: std::sync::atomic::AtomicBool::new(false),
+            room: Room::new(config.queue),
         });
         let feed = ChannelFeed {
             rx,
@@ -370,60 +420,78 @@ impl Client {
         id
     }
 
-    /// Queues an update, waiting while the queue is full. Returns its id (as in
-    /// [`Delivered::id`]).
-    pub async fn send(&self, update: Update) -> Result<u64, Closed> {
-        if self.closing() {
-            return Err(Closed(Box::new(update)));
-        }
-        let id = self.take_id();
-        match self.tx.send(Msg::Update(id, update)).await {
-            Ok(()) => Ok(id),
-            Err(async_channel::SendError(Msg::Update(_, u))) => {
-                self.shared.unsend();
-                Err(Closed(Box::new(u)))
-            }
-            Err(_) => unreachable!("an update was sent"),
-        }
+    /// Whether the update cannot be taken: the client is closing or its worker is gone.
+    fn shut(&self) -> bool {
+        self.closing() || self.tx.is_closed()
     }
 
-    /// Queues an update if there is room now; a full queue hands it back.
-    pub fn try_send(&self, update: Update) -> Result<u64, TrySendError> {
-        if self.closing() {
-            return Err(TrySendError::Closed(Box::new(update)));
-        }
+    /// Puts an update that has its place into the channel.
+    fn enqueue(&self, update: Update) -> Result<u64, Closed> {
         let id = self.take_id();
         match self.tx.try_send(Msg::Update(id, update)) {
             Ok(()) => Ok(id),
             Err(e) => {
                 self.shared.unsend();
-                match e {
-                    ChannelTrySendError::Full(Msg::Update(_, u)) => {
-                        Err(TrySendError::Full(Box::new(u)))
-                    }
-                    ChannelTrySendError::Closed(Msg::Update(_, u)) => {
-                        Err(TrySendError::Closed(Box::new(u)))
-                    }
+                self.shared.room.give_back();
+                match e.into_inner() {
+                    Msg::Update(_, u) => Err(Closed(Box::new(u))),
                     _ => unreachable!("an update was sent"),
                 }
             }
         }
     }
 
+    /// Queues an update, waiting while the queue is full (a waiting sender goes on once
+    /// the queue is half empty). Returns its id (as in [`Delivered::id`]).
+    pub async fn send(&self, update: Update) -> Result<u64, Closed> {
+        loop {
+            if self.shut() {
+                return Err(Closed(Box::new(update)));
+            }
+            if self.shared.room.take() {
+                return self.enqueue(update);
+            }
+            let freed = self.shared.room.freed.listen();
+            if self.shut() {
+                return Err(Closed(Box::new(update)));
+            }
+            if self.shared.room.take() {
+                return self.enqueue(update);
+            }
+            freed.await;
+        }
+    }
+
+    /// Queues an update if there is room now; a full queue hands it back.
+    pub fn try_send(&self, update: Update) -> Result<u64, TrySendError> {
+        if self.shut() {
+            return Err(TrySendError::Closed(Box::new(update)));
+        }
+        if !self.shared.room.take() {
+            return Err(TrySendError::Full(Box::new(update)));
+        }
+        self.enqueue(update)
+            .map_err(|Closed(u)| TrySendError::Closed(u))
+    }
+
     /// Queues an update, blocking the thread while the queue is full (not from an async
     /// task: use [`send`](Self::send) there).
     pub fn send_blocking(&self, update: Update) -> Result<u64, Closed> {
-        if self.closing() {
-            return Err(Closed(Box::new(update)));
-        }
-        let id = self.take_id();
-        match self.tx.send_blocking(Msg::Update(id, update)) {
-            Ok(()) => Ok(id),
-            Err(async_channel::SendError(Msg::Update(_, u))) => {
-                self.shared.unsend();
-                Err(Closed(Box::new(u)))
+        loop {
+            if self.shut() {
+                return Err(Closed(Box::new(update)));
             }
-            Err(_) => unreachable!("an update was sent"),
+            if self.shared.room.take() {
+                return self.enqueue(update);
+            }
+            let freed = self.shared.room.freed.listen();
+            if self.shut() {
+                return Err(Closed(Box::new(update)));
+            }
+            if self.shared.room.take() {
+                return self.enqueue(update);
+            }
+            event_listener::Listener::wait(freed);
         }
     }
 
@@ -454,14 +522,10 @@ impl Client {
         self.shared
             .shutdown_asked
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        // The shutdown message goes behind everything queued; if the queue is full, the
-        // worker still finds it once it has room (closing refuses new updates now).
-        let tx = self.tx.clone();
-        if tx.try_send(Msg::Shutdown(timeout)).is_err() {
-            std::thread::spawn(move || {
-                let _ = tx.send_blocking(Msg::Shutdown(timeout));
-            });
-        }
+        // Senders waiting for room give up (closing refuses new updates now); the
+        // shutdown message goes behind everything queued (the channel has no bound).
+        self.shared.room.wake_all();
+        let _ = self.tx.try_send(Msg::Shutdown(timeout));
     }
 
     /// Shuts down (see [`begin_shutdown`](Self::begin_shutdown)) and waits for the final
@@ -552,6 +616,7 @@ impl ChannelFeed {
     /// summary is kept for the handles, and a waiting shutdown returns.
     pub fn finish(mut self, summary: &ImportSummary) -> ClientSummary {
         self.rx.close();
+        self.shared.room.wake_all();
         let mut left = Vec::new();
         if let Some(Msg::Update(id, u)) = self.stash.take() {
             left.push((id, u));
@@ -613,6 +678,7 @@ impl Feed for ChannelFeed {
         };
         match msg {
             Msg::Update(id, update) => {
+                self.shared.room.give_back();
                 let index = self.next_index;
                 self.next_index += 1;
                 // Ids matter only to an outcome callback: without one, no map per update.
@@ -779,8 +845,13 @@ impl Worker {
                     } else {
                         until
                     };
-                    let mut timer =
-                        until.map(|u| Box::pin(sleep(u.saturating_duration_since(clock.now()))));
+                    // Back at once (a burst was read): no timer, which a runtime may round
+                    // up to its tick.
+                    let now = clock.now();
+                    let at_once = until.is_some_and(|u| u <= now);
+                    let mut timer = until
+                        .filter(|_| !at_once)
+                        .map(|u| Box::pin(sleep(u.saturating_duration_since(now))));
                     let rx = feed.rx.clone();
                     let mut incoming = (queue_empty && !accumulating)
                         .then(|| Box::pin(async move { rx.recv().await }));
@@ -806,7 +877,9 @@ impl Worker {
                         {
                             return Poll::Ready(Woke::Timer);
                         }
-                        if in_flight.is_empty() && timer.is_none() && incoming.is_none() {
+                        if at_once
+                            || (in_flight.is_empty() && timer.is_none() && incoming.is_none())
+                        {
                             return Poll::Ready(Woke::Timer);
                         }
                         Poll::Pending

@@ -81,6 +81,64 @@ fn a_full_queue_hands_the_update_back() {
 }
 
 #[test]
+fn a_sender_waiting_on_a_full_queue_goes_on_once_the_worker_drains_it() {
+    let (client, worker) = Client::new(config().queue(4).linger(Duration::ZERO));
+    for i in 0..4 {
+        client
+            .try_send(Update::user(format!("u{i}")).set([("x", 1)]))
+            .unwrap();
+    }
+    // The fifth waits for room: the worker is not running yet.
+    let waiting = {
+        let client = client.clone();
+        std::thread::spawn(move || client.send_blocking(Update::user("u4").set([("x", 1)])))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!waiting.is_finished(), "a full queue makes the sender wait");
+    assert_eq!(client.totals().sent, 4);
+    let clock = Arc::new(ManualClock::new());
+    let c = clock.clone();
+    let running = std::thread::spawn(move || {
+        block_on(worker.run(
+            &*c,
+            |_req| std::future::ready(Ok(ok())),
+            |d| {
+                c.advance(d);
+                std::future::ready(())
+            },
+        ))
+    });
+    assert_eq!(
+        waiting.join().unwrap().unwrap(),
+        4,
+        "the fifth gets the next id"
+    );
+    let summary = client.shutdown_blocking(Duration::from_secs(5));
+    let _ = running.join().unwrap();
+    assert_eq!((summary.sent, summary.accepted), (5, 5));
+}
+
+#[test]
+fn a_sender_waiting_on_a_full_queue_gets_its_update_back_at_shutdown() {
+    let (client, _worker) = Client::new(config().queue(2));
+    client.try_send(Update::user("a").set([("x", 1)])).unwrap();
+    client.try_send(Update::user("b").set([("x", 1)])).unwrap();
+    let waiting = {
+        let client = client.clone();
+        std::thread::spawn(move || client.send_blocking(Update::user("c").set([("x", 1)])))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!waiting.is_finished(), "a full queue makes the sender wait");
+    // The worker never runs: the shutdown wakes the sender, which gets its update back.
+    client.begin_shutdown(Duration::from_secs(1));
+    let Err(closed) = waiting.join().unwrap() else {
+        panic!("a closing client takes nothing more");
+    };
+    assert_eq!(closed.0.profile().unwrap().to_string(), "distinct_id \"c\"");
+    assert_eq!(client.totals().sent, 2);
+}
+
+#[test]
 fn flush_waits_for_what_came_before_and_shutdown_accounts_for_everything() {
     let outcomes = Arc::new(Mutex::new(Vec::<Delivered>::new()));
     let seen = outcomes.clone();

@@ -97,14 +97,22 @@ where
             ImportAction::NeedInput => {}
             ImportAction::Done => break,
             ImportAction::Wait { until } => {
-                let mut timer =
-                    until.map(|u| Box::pin(sleep(u.saturating_duration_since(clock.now()))));
+                // Back at once (a burst of input was read): look at the answers, no timer
+                // (a runtime's timer may round a zero wait up to its tick).
+                let now = clock.now();
+                let at_once = until.is_some_and(|u| u <= now);
+                let mut timer = until
+                    .filter(|_| !at_once)
+                    .map(|u| Box::pin(sleep(u.saturating_duration_since(now))));
                 let done = std::future::poll_fn(|cx| {
                     for i in 0..in_flight.len() {
                         if let Poll::Ready(result) = in_flight[i].1.as_mut().poll(cx) {
                             let (id, _) = in_flight.swap_remove(i);
                             return Poll::Ready(Some((id, result)));
                         }
+                    }
+                    if at_once {
+                        return Poll::Ready(None);
                     }
                     if let Some(t) = timer.as_mut()
                         && t.as_mut().poll(cx).is_ready()
