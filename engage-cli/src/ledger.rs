@@ -241,7 +241,7 @@ impl Ledger {
     fn on_sending(&mut self, s: &Sending) {
         self.progress.in_flight += 1;
         if let Some(j) = self.journal.as_mut()
-            && let Err(e) = j.send(&s.indices)
+            && let Err(e) = j.send(&s.indices, !s.idempotent)
         {
             self.journal_failed(e);
         }

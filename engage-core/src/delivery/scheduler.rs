@@ -168,6 +168,10 @@ pub struct Sending {
     pub indices: Vec<u64>,
     /// Its body's size.
     pub bytes: usize,
+    /// Every update it carries may be applied twice without harm (no `$add` or
+    /// `$append`): a journal need not reach the disk before this batch goes out, since a
+    /// resume that finds no trace of it just sends it again.
+    pub idempotent: bool,
 }
 
 /// Something the caller should know about: each input update appears in exactly one
@@ -919,6 +923,7 @@ impl Importer {
                 endpoint: batch.endpoint(),
                 indices: batch.records().map(|r| r.index()).collect(),
                 bytes: batch.body().len(),
+                idempotent: batch.records().all(|r| r.is_idempotent()),
             }));
             let delivery = Delivery::new(batch, self.config.target.clone(), self.config.policy);
             self.lanes[lane].active = Some(Active {
