@@ -218,6 +218,34 @@ fn the_sending_event_comes_before_the_request_and_names_its_updates() {
     assert_eq!(sending.len(), 1);
     assert_eq!(sending[0].indices, [0, 1, 2]);
     assert_eq!(sending[0].bytes, request.body().len());
+    assert!(sending[0].idempotent, "$set only");
+}
+
+#[test]
+fn a_batch_with_one_add_is_not_idempotent() {
+    let mut imp = Importer::new(config(3, Concurrency::Fixed(1)));
+    let clock = ManualClock::new();
+    let mut events = Vec::new();
+    let mut feed = FeedFrom {
+        source: [
+            Update::user("a").set([("x", 1)]),
+            Update::user("b").add([("n", 1)]),
+            Update::user("c").set_once([("y", 1)]),
+        ]
+        .into_iter(),
+        on_event: |e| events.push(e),
+    };
+    let ImportAction::Send { .. } = imp.step(clock.now(), &mut feed) else {
+        panic!()
+    };
+    let idempotent: Vec<bool> = events
+        .iter()
+        .filter_map(|e| match e {
+            ImportEvent::Sending(s) => Some(s.idempotent),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(idempotent, [false]);
 }
 
 /// A server that admits `rate` bytes per second (a token bucket holding `burst` seconds'
