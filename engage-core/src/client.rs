@@ -239,6 +239,14 @@ impl TrySendError {
 #[error("the client is shut down")]
 pub struct Closed(pub Box<Update>);
 
+/// What became of an update offered to the queue.
+enum Offer {
+    /// Queued (its id), or refused for good (the client is closed).
+    Done(Result<u64, Closed>),
+    /// The queue is full: the update, to offer again once there is room.
+    Full(Update),
+}
+
 enum Msg {
     Update(u64, Update),
     Flush(Sender<()>),
@@ -441,56 +449,57 @@ impl Client {
         }
     }
 
+    /// Queues the update if the client is open and the queue has room; hands it back if
+    /// the queue is full.
+    fn offer(&self, update: Update) -> Offer {
+        if self.shut() {
+            Offer::Done(Err(Closed(Box::new(update))))
+        } else if self.shared.room.take() {
+            Offer::Done(self.enqueue(update))
+        } else {
+            Offer::Full(update)
+        }
+    }
+
     /// Queues an update, waiting while the queue is full (a waiting sender goes on once
     /// the queue is half empty). Returns its id (as in [`Delivered::id`]).
-    pub async fn send(&self, update: Update) -> Result<u64, Closed> {
+    pub async fn send(&self, mut update: Update) -> Result<u64, Closed> {
         loop {
-            if self.shut() {
-                return Err(Closed(Box::new(update)));
-            }
-            if self.shared.room.take() {
-                return self.enqueue(update);
-            }
+            update = match self.offer(update) {
+                Offer::Done(r) => return r,
+                Offer::Full(u) => u,
+            };
+            // Listen, then look again: room freed in between is not missed.
             let freed = self.shared.room.freed.listen();
-            if self.shut() {
-                return Err(Closed(Box::new(update)));
-            }
-            if self.shared.room.take() {
-                return self.enqueue(update);
-            }
+            update = match self.offer(update) {
+                Offer::Done(r) => return r,
+                Offer::Full(u) => u,
+            };
             freed.await;
         }
     }
 
     /// Queues an update if there is room now; a full queue hands it back.
     pub fn try_send(&self, update: Update) -> Result<u64, TrySendError> {
-        if self.shut() {
-            return Err(TrySendError::Closed(Box::new(update)));
+        match self.offer(update) {
+            Offer::Done(r) => r.map_err(|Closed(u)| TrySendError::Closed(u)),
+            Offer::Full(u) => Err(TrySendError::Full(Box::new(u))),
         }
-        if !self.shared.room.take() {
-            return Err(TrySendError::Full(Box::new(update)));
-        }
-        self.enqueue(update)
-            .map_err(|Closed(u)| TrySendError::Closed(u))
     }
 
     /// Queues an update, blocking the thread while the queue is full (not from an async
     /// task: use [`send`](Self::send) there).
-    pub fn send_blocking(&self, update: Update) -> Result<u64, Closed> {
+    pub fn send_blocking(&self, mut update: Update) -> Result<u64, Closed> {
         loop {
-            if self.shut() {
-                return Err(Closed(Box::new(update)));
-            }
-            if self.shared.room.take() {
-                return self.enqueue(update);
-            }
+            update = match self.offer(update) {
+                Offer::Done(r) => return r,
+                Offer::Full(u) => u,
+            };
             let freed = self.shared.room.freed.listen();
-            if self.shut() {
-                return Err(Closed(Box::new(update)));
-            }
-            if self.shared.room.take() {
-                return self.enqueue(update);
-            }
+            update = match self.offer(update) {
+                Offer::Done(r) => return r,
+                Offer::Full(u) => u,
+            };
             event_listener::Listener::wait(freed);
         }
     }
