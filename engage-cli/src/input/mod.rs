@@ -222,14 +222,25 @@ fn shaped(
 /// Parses one JSON object: an update as it is, or a flat record to shape (always, for
 /// engage delete: every record names a profile to delete).
 fn parse_update(bytes: &[u8], shape: &Shape) -> Item {
-    let original = String::from_utf8_lossy(bytes).into_owned();
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Item::Bad {
-            original,
-            reason: format!("invalid UTF-8: {e}"),
-        };
+    match String::from_utf8(bytes.to_vec()) {
+        Ok(text) => parse_text(text, shape),
+        Err(e) => not_utf8(e),
     }
-    match engage_core::validate::parse_record(bytes) {
+}
+
+/// A record that is not UTF-8: named, with a lossy copy of its text.
+fn not_utf8(e: std::string::FromUtf8Error) -> Item {
+    let reason = format!("invalid UTF-8: {}", e.utf8_error());
+    Item::Bad {
+        original: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        reason,
+    }
+}
+
+/// [`parse_update`] on text already checked to be UTF-8, which becomes the record's
+/// original text as it is (no copy).
+fn parse_text(original: String, shape: &Shape) -> Item {
+    match engage_core::validate::parse_record(original.as_bytes()) {
         Ok(mut parsed) => match &mut parsed.value {
             Json::Object(object) if shape.delete.is_none() && Shape::is_update(object) => {
                 Item::Update(Update::raw_parsed(parsed), original)
@@ -262,8 +273,3 @@ const MAX_LINE_BYTES: u64 = 8 * 1024 * 1024;
 /// taken for binary and skipped (saying so), rather than copied line by line into the
 /// failure file.
 const BINARY_LINES_IN_A_ROW: u32 = 32;
-
-/// Whether a line looks like binary data rather than text.
-fn looks_binary(bytes: &[u8]) -> bool {
-    bytes.contains(&0) || std::str::from_utf8(bytes).is_err()
-}

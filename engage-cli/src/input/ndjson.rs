@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, Read};
 
-use super::{BINARY_LINES_IN_A_ROW, Item, MAX_LINE_BYTES, Record, looks_binary, parse_update};
+use super::{BINARY_LINES_IN_A_ROW, Item, MAX_LINE_BYTES, Record, not_utf8, parse_text};
 
 pub(super) struct Ndjson {
     pub(super) reader: Box<dyn BufRead>,
@@ -59,12 +59,23 @@ impl Iterator for Ndjson {
             }
             Ok(_) => {
                 self.line += 1;
-                let mut bytes: &[u8] = &buf;
-                if self.line == 1 {
-                    bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+                // The line, trimmed, becomes the record's text in place: one UTF-8 check,
+                // no copy.
+                let mut start = 0;
+                if self.line == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
+                    start = 3;
                 }
-                let bytes = bytes.trim_ascii();
-                if looks_binary(bytes) {
+                let kept = buf[start..].trim_ascii();
+                let from = kept.as_ptr() as usize - buf.as_ptr() as usize;
+                let to = from + kept.len();
+                buf.truncate(to);
+                buf.drain(..from);
+                let text = String::from_utf8(buf);
+                let binary = match &text {
+                    Ok(t) => t.as_bytes().contains(&0),
+                    Err(_) => true,
+                };
+                if binary {
                     self.binary_run += 1;
                 } else {
                     self.binary_run = 0;
@@ -83,10 +94,10 @@ impl Iterator for Ndjson {
                         },
                     });
                 }
-                let item = if bytes.is_empty() {
-                    Item::Blank
-                } else {
-                    parse_update(bytes, &self.shape)
+                let item = match text {
+                    Ok(t) if t.is_empty() => Item::Blank,
+                    Ok(t) => parse_text(t, &self.shape),
+                    Err(e) => not_utf8(e),
                 };
                 Some(Record {
                     file: self.file,
