@@ -1,14 +1,14 @@
 //! engage's benchmarks, each beside its baseline in the same group and the same run.
 //!
-//! cargo bench -p engage-benches --bench engage -- encode   (or build_encode, parse, batch, import, client)
+//! cargo bench -p engage-benches --bench engage -- encode   (or build_encode, ingest, parse, batch, import, client)
 
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use engage_benches::paths::{
-    Build, ImportRig, Transport, derive_build, engage_build, engage_encode, serde_encode,
-    value_build,
+    Build, ImportRig, Transport, derive_build, engage_build, engage_encode, engage_ingest,
+    serde_encode, value_build, value_ingest,
 };
 use engage_benches::{customers, to_derived, to_update, to_value, workload};
 use engage_core::batch::Batcher;
@@ -68,6 +68,28 @@ fn build_encode(c: &mut Criterion) {
     });
     g.bench_function("serde_derive", |b| {
         b.iter(|| derive_build(TOKEN, black_box(&people)))
+    });
+    g.finish();
+}
+
+/// NDJSON text of update objects into request bodies: the CLI's path (parse, check, write)
+/// against parsing each line into a `serde_json::Value` and writing it back.
+fn ingest(c: &mut Criterion) {
+    let mut ndjson = Vec::new();
+    for r in workload(N, 42) {
+        serde_json::to_writer(&mut ndjson, &to_value(&r, TOKEN)).unwrap();
+        ndjson.push(b'\n');
+    }
+    let mut g = c.benchmark_group("ingest");
+    g.throughput(Throughput::ElementsAndBytes {
+        elements: N as u64,
+        bytes: ndjson.len() as u64,
+    });
+    g.bench_function("engage", |b| {
+        b.iter(|| engage_ingest(TOKEN, black_box(&ndjson)))
+    });
+    g.bench_function("serde_json_value", |b| {
+        b.iter(|| value_ingest(black_box(&ndjson)))
     });
     g.finish();
 }
@@ -200,5 +222,5 @@ fn client(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode, build_encode, parse, batch, import, client);
+criterion_group!(benches, encode, build_encode, ingest, parse, batch, import, client);
 criterion_main!(benches);

@@ -55,6 +55,52 @@ pub fn serde_encode<T: Serialize>(records: &[T]) -> usize {
     bytes
 }
 
+/// The lines of an NDJSON text, blank ones skipped.
+fn lines(ndjson: &[u8]) -> impl Iterator<Item = &[u8]> {
+    ndjson
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .filter(|l| !l.is_empty())
+}
+
+/// `ingest`: engage's path for update objects read from NDJSON (the CLI's): each line
+/// parsed (noting repeated keys), checked by the rules and written into 2000-update bodies.
+pub fn engage_ingest(token: &str, ndjson: &[u8]) -> usize {
+    push_all(
+        token,
+        lines(ndjson).map(|line| {
+            Update::raw_parsed(engage_core::validate::parse_record(line).expect("valid JSON"))
+        }),
+    )
+}
+
+/// `ingest`'s baseline: each line parsed into a `serde_json::Value` and written back with
+/// `serde_json::to_writer` into 2000-record bodies (no checks).
+pub fn value_ingest(ndjson: &[u8]) -> usize {
+    let mut bytes = 0;
+    let mut body = Vec::new();
+    let mut records = 0;
+    let mut close = |body: &mut Vec<u8>, bytes: &mut usize| {
+        body.push(b']');
+        *bytes += body.len();
+        black_box(std::mem::take(body));
+    };
+    for line in lines(ndjson) {
+        let value: serde_json::Value = serde_json::from_slice(line).expect("valid JSON");
+        body.push(if records == 0 { b'[' } else { b',' });
+        serde_json::to_writer(&mut body, &value).expect("serializable");
+        records += 1;
+        if records == 2000 {
+            close(&mut body, &mut bytes);
+            records = 0;
+        }
+    }
+    if records > 0 {
+        close(&mut body, &mut bytes);
+    }
+    bytes
+}
+
 /// How `build_encode` turns a customer into an engage update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Build {
