@@ -80,7 +80,7 @@ pub fn value_ingest(ndjson: &[u8]) -> usize {
     let mut bytes = 0;
     let mut body = Vec::new();
     let mut records = 0;
-    let mut close = |body: &mut Vec<u8>, bytes: &mut usize| {
+    let close = |body: &mut Vec<u8>, bytes: &mut usize| {
         body.push(b']');
         *bytes += body.len();
         black_box(std::mem::take(body));
