@@ -222,5 +222,14 @@ fn client(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode, build_encode, ingest, parse, batch, import, client);
+criterion_group!(
+    benches,
+    encode,
+    build_encode,
+    ingest,
+    parse,
+    batch,
+    import,
+    client
+);
 criterion_main!(benches);

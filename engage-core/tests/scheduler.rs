@@ -136,6 +136,43 @@ fn on_realistic_input_requests_overlap_and_each_profile_keeps_its_order() {
 }
 
 #[test]
+fn a_batch_whose_lane_is_busy_stays_open_past_its_linger_and_goes_when_the_lane_is_free() {
+    let linger = Duration::from_millis(500);
+    let mut imp = Importer::new(config(2000, Concurrency::Fixed(4)).linger(linger));
+    let clock = ManualClock::new();
+    let t0 = clock.now();
+    imp.push(Update::user("p").set([("seq", 1)]));
+    assert!(matches!(imp.poll(t0), ImportAction::Wait { .. }));
+    let ImportAction::Send { id, .. } = imp.poll(t0 + linger) else {
+        panic!("the first goes when its linger is over");
+    };
+    // The profile's lane has a request out: its next updates wait in one open batch, past
+    // their linger, rather than leave as a batch of one that could not go sooner anyway.
+    let t1 = t0 + linger;
+    imp.push(Update::user("p").set([("seq", 2)]));
+    assert!(matches!(imp.poll(t1), ImportAction::Wait { .. }));
+    let ImportAction::Wait { .. } = imp.poll(t1 + linger) else {
+        panic!("nothing to send while the lane is busy");
+    };
+    imp.push(Update::user("p").set([("seq", 3)]));
+    imp.push(Update::user("p").set([("seq", 4)]));
+    let t2 = t1 + 3 * linger;
+    assert!(matches!(imp.poll(t2), ImportAction::Wait { .. }));
+    imp.on_result(id, t2, clock.wall(), Ok(answer(200, "1")));
+    let ImportAction::Send { request, .. } = imp.poll(t2) else {
+        panic!("sent once the lane is free");
+    };
+    assert_eq!(
+        records(&request),
+        [
+            ("p".to_owned(), 2),
+            ("p".to_owned(), 3),
+            ("p".to_owned(), 4)
+        ]
+    );
+}
+
+#[test]
 fn a_lone_update_goes_out_when_its_linger_is_over_and_flush_closes_at_once() {
     let mut imp =
         Importer::new(config(2000, Concurrency::Fixed(4)).linger(Duration::from_millis(500)));

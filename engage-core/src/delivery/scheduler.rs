@@ -18,7 +18,9 @@
 //!   in flight hold at most the limit × the body cap. When the buffer is full, the largest
 //!   open batch of an idle lane is sent early.
 //! - **Time.** With a [`linger`](ImportConfig::linger), an open batch is closed once its
-//!   oldest update has waited that long; [`Importer::flush`] closes them all at once.
+//!   oldest update has waited that long, or, if its lane's previous batch is still out
+//!   then, once that one is answered (closing it sooner would not send it sooner, only
+//!   split it); [`Importer::flush`] closes them all at once.
 //! - **Accounting.** Every update pushed appears in exactly one [`ImportEvent::Invalid`]
 //!   or [`ImportEvent::Delivered`]; before the first attempt of a batch,
 //!   [`ImportEvent::Sending`] says which updates it carries (a crash-safe journal writes
@@ -125,7 +127,7 @@ impl ImportConfig {
     }
 
     /// Closes open batches once their oldest update has waited `linger` (zero: send at
-    /// once).
+    /// once), or once their lane's previous batch is answered if that comes later.
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = Some(linger);
         self
@@ -879,7 +881,12 @@ impl Importer {
                     .linger
                     .map(|l| since.checked_add(l).unwrap_or(since));
                 if due.is_some_and(|d| now >= d) {
-                    self.close(lane, slot);
+                    // A lane sends one batch at a time: while its previous one is out or
+                    // waiting, closing this one would not send it sooner, only split it. It
+                    // is closed when the lane is free (an answer brings the importer back).
+                    if self.lanes[lane].idle() {
+                        self.close(lane, slot);
+                    }
                 } else if let Some(d) = due {
                     next = Some(next.map_or(d, |n| n.min(d)));
                 }
