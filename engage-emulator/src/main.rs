@@ -2,12 +2,6 @@
 
 use clap::Parser;
 
-// glibc's malloc and free were a quarter of the emulator's CPU in perf (a tree per record):
-// mimalloc takes 5-17% off its CPU per import (benches/README.md).
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A local stand-in for Mixpanel's /engage and /groups ingestion endpoints: validates and
 /// answers as Mixpanel does, keeps profiles for inspection, injects faults on demand.
 #[derive(Debug, Parser)]
