@@ -1,22 +1,17 @@
 //! The built `engage` binary against the emulator.
 
 use std::io::Write;
-use std::path::Path;
 
 use assert_cmd::Command;
+mod common;
+use common::{emulator_for, engage, report, write};
 use engage_emulator::{EMULATOR_PROPERTIES, Emulator, EmulatorConfig, FaultConfig, FaultKind};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "cli-token";
 
 fn emulator() -> Emulator {
-    Emulator::start(EmulatorConfig::default().token(TOKEN)).unwrap()
-}
-
-fn engage() -> Command {
-    let mut c = Command::cargo_bin("engage").unwrap();
-    c.env_remove("MIXPANEL_TOKEN");
-    c
+    emulator_for(TOKEN)
 }
 
 fn import(e: &Emulator, args: &[&str]) -> Command {
@@ -47,17 +42,6 @@ fn stdout_of(cmd: &mut Command, code: i32) -> Vec<u8> {
     cmd.assert().code(code).get_output().stdout.clone()
 }
 
-fn report(out: &[u8]) -> Value {
-    let text = String::from_utf8_lossy(out);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path.to_string_lossy().into_owned()
-}
-
 const NDJSON: &str = r#"{"$distinct_id":"a","$set":{"plan":"pro","n":1}}
 {"$distinct_id":"a","$add":{"n":2}}
 {"$distinct_id":"b","$union":{"tags":["x","y"]}}
@@ -80,7 +64,7 @@ fn every_input_format_gives_the_expected_state() {
     let e = emulator();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(NDJSON.as_bytes()).unwrap();
-    let f = write(dir.path(), "in.ndjson.gz", &gz.finish().unwrap());
+    let f = write(dir.path(), "in.ndjson.gz", gz.finish().unwrap());
     import(&e, &[&f]).assert().code(0);
     expect_ndjson_state(&e);
     // A JSON array, pretty-printed, in a .json file.

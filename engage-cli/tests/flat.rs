@@ -4,26 +4,16 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use assert_cmd::Command;
-use engage_emulator::{Emulator, EmulatorConfig};
+mod common;
+use common::{emulator_for, engage, write};
+use engage_emulator::Emulator;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "flat-records-token-01";
 
-fn engage() -> Command {
-    let mut c = Command::cargo_bin("engage").unwrap();
-    c.env_remove("MIXPANEL_TOKEN")
-        .env_remove("MIXPANEL_TOKEN_FILE")
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .timeout(Duration::from_secs(60));
-    c
-}
-
 fn emulator() -> Emulator {
-    Emulator::start(EmulatorConfig::default().token(TOKEN)).unwrap()
+    emulator_for(TOKEN)
 }
 
 fn run(cmd: &str, e: &Emulator, files: &[&str], args: &[&str], code: i32) -> Value {
@@ -46,12 +36,6 @@ fn run(cmd: &str, e: &Emulator, files: &[&str], args: &[&str], code: i32) -> Val
         .clone();
     serde_json::from_slice(&out)
         .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&out)))
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_string_lossy().into_owned()
 }
 
 /// (line, reason) of every invalid record, from a failure file.
@@ -419,7 +403,7 @@ fn delete_removes_the_listed_profiles_with_ignore_alias() {
     let seed = write(
         dir.path(),
         "seed.ndjson",
-        &(1..=5)
+        (1..=5)
             .map(|i| format!("{{\"distinct_id\": \"u{i}\", \"plan\": \"x\"}}\n"))
             .collect::<String>(),
     );

@@ -7,44 +7,16 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use assert_cmd::Command;
+mod common;
+use common::{emulator_for, engage, import_with, report, write};
 use engage_conformance::servers::{Reply, ScriptedServer};
 use engage_emulator::{EMULATOR_PROPERTIES, Emulator, EmulatorConfig, FaultConfig, FaultKind};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "hostile-token-0123456789";
 
-fn engage() -> Command {
-    let mut c = Command::cargo_bin("engage").unwrap();
-    c.env_remove("MIXPANEL_TOKEN")
-        .env_remove("MIXPANEL_TOKEN_FILE")
-        .timeout(Duration::from_secs(60));
-    c
-}
-
 fn import_to(base_url: &str, args: &[&str]) -> Command {
-    let mut c = engage();
-    c.arg("import").args(args).args([
-        "--endpoint",
-        base_url,
-        "--token",
-        TOKEN,
-        "--backoff-base-ms",
-        "5",
-        "--backoff-max-ms",
-        "20",
-    ]);
-    c
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path.to_string_lossy().into_owned()
-}
-
-fn report(out: &[u8]) -> Value {
-    let text = String::from_utf8_lossy(out);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+    import_with(base_url, TOKEN, args)
 }
 
 fn entries(path: &Path) -> Vec<Value> {
@@ -56,7 +28,7 @@ fn entries(path: &Path) -> Vec<Value> {
 }
 
 fn emulator() -> Emulator {
-    Emulator::start(EmulatorConfig::default().token(TOKEN)).unwrap()
+    emulator_for(TOKEN)
 }
 
 const ONE: &str = "{\"$distinct_id\":\"a\",\"$set\":{\"x\":1}}\n";

@@ -2,37 +2,14 @@
 //! with NO_PROXY), `--proxy`, `--no-proxy`; a refusal reported as not delivered with its
 //! reason; credentials never printed.
 
-use std::time::Duration;
-
 use assert_cmd::Command;
+mod common;
+use common::{engage, report};
 use engage_conformance::servers::{ConnectProxy, ProxyMode};
 use engage_emulator::{Emulator, EmulatorConfig};
-use serde_json::Value;
 
 const TOKEN: &str = "proxy-test-token-0123";
 const TRANSPORTS: [&str; 3] = ["hyper", "curl", "async-std"];
-const PROXY_VARIABLES: [&str; 8] = [
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-];
-
-fn engage() -> Command {
-    let mut c = Command::cargo_bin("engage").unwrap();
-    c.env_remove("MIXPANEL_TOKEN")
-        .env_remove("MIXPANEL_TOKEN_FILE")
-        .env_remove("REQUEST_METHOD")
-        .timeout(Duration::from_secs(60));
-    for v in PROXY_VARIABLES {
-        c.env_remove(v);
-    }
-    c
-}
 
 fn input(dir: &std::path::Path) -> String {
     let path = dir.join("in.ndjson");
@@ -49,11 +26,6 @@ fn import(base_url: &str, file: &str, transport: &str) -> Command {
         .args(["--transport", transport, "--report", "json"])
         .args(["--backoff-base-ms", "5", "--backoff-max-ms", "20"]);
     c
-}
-
-fn report(out: &[u8]) -> Value {
-    let text = String::from_utf8_lossy(out);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 #[test]

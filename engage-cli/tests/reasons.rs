@@ -1,43 +1,17 @@
 //! Every count of the summary comes with its reasons, on screen and in the JSON report;
 //! the first systematic failure is said at once.
 
-use std::path::Path;
-use std::time::Duration;
-
 use assert_cmd::Command;
+mod common;
+use common::{import_with, write};
 use engage_conformance::servers::{Reply, ScriptedServer, TlsServer, refused_port};
 use engage_emulator::{Emulator, EmulatorConfig, FaultConfig, FaultKind};
 use serde_json::Value;
 
 const TOKEN: &str = "reasons-token-0123456789";
 
-fn engage() -> Command {
-    let mut c = Command::cargo_bin("engage").unwrap();
-    c.env_remove("MIXPANEL_TOKEN")
-        .env_remove("MIXPANEL_TOKEN_FILE")
-        .timeout(Duration::from_secs(60));
-    c
-}
-
 fn import(base_url: &str, args: &[&str]) -> Command {
-    let mut c = engage();
-    c.arg("import").args(args).args([
-        "--endpoint",
-        base_url,
-        "--token",
-        TOKEN,
-        "--backoff-base-ms",
-        "5",
-        "--backoff-max-ms",
-        "20",
-    ]);
-    c
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path.to_string_lossy().into_owned()
+    import_with(base_url, TOKEN, args)
 }
 
 /// Runs twice: text (stdout, stderr) and JSON (the report).
