@@ -15,7 +15,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use input::{Format, Op};
+use engage_core::model::OpKind;
+use input::Format;
 
 /// Send profile updates to Mixpanel's /engage and /groups endpoints, correctly and fast.
 #[derive(Debug, Parser)]
@@ -197,6 +198,14 @@ pub enum ReportFormat {
 }
 
 /// `NAME=VALUE` (the name not empty).
+/// `--op`'s help, naming the operations of engage-core's table.
+fn op_help() -> String {
+    format!(
+        "Flat records: the operation their properties go under ({}). Records that already carry an operation are sent as they are",
+        input::shape::op_names().join(", ")
+    )
+}
+
 fn parse_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -278,8 +287,15 @@ pub struct ImportArgs {
     pub id_field: Option<String>,
     /// Flat records: the operation their properties go under. Records that already carry
     /// an operation are sent as they are.
-    #[arg(long, value_enum, default_value = "set", help_heading = "Input")]
-    pub op: Op,
+    #[arg(
+        long,
+        value_name = "OP",
+        value_parser = input::shape::parse_op,
+        default_value = "set",
+        help = op_help(),
+        help_heading = "Input"
+    )]
+    pub op: OpKind,
     /// Group profiles: send to /groups (records carry $group_key and $group_id).
     #[arg(long, help_heading = "Input")]
     pub groups: bool,
@@ -530,7 +546,7 @@ fn main() {
                 yes,
                 follow_aliases,
             } = *args;
-            let shaping = import.op != Op::Set
+            let shaping = import.op != OpKind::Set
                 || !import.drop.is_empty()
                 || !import.rename.is_empty()
                 || !import.tag.is_empty()

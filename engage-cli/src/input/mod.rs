@@ -13,7 +13,7 @@ pub mod shape;
 use self::csv::CsvRows;
 use json_array::JsonArray;
 use ndjson::Ndjson;
-pub use shape::{Op, Shape};
+pub use shape::Shape;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};

@@ -8,42 +8,30 @@ use std::collections::HashSet;
 use engage_core::model::OpKind;
 use serde_json::{Map, Value as Json};
 
-/// The operation a flat record's properties go under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Op {
-    /// `$set`
-    Set,
-    /// `$set_once`
-    SetOnce,
-    /// `$add` (numbers only)
-    Add,
-    /// `$union` (a value that is not a list becomes a one-item list)
-    Union,
-    /// `$append`
-    Append,
-    /// `$remove`
-    Remove,
-    /// `$unset` (the properties whose value is not null)
-    Unset,
+/// `--op NAME`: an operation of engage-core's table, named without its `$` (`set`,
+/// `set-once` or `set_once`, `add`, …), for a flat record's properties; not `delete`, which
+/// is `engage delete`'s.
+pub fn parse_op(name: &str) -> Result<OpKind, String> {
+    let key = format!("${}", name.trim().to_ascii_lowercase().replace('-', "_"));
+    match OpKind::from_key(&key) {
+        Some(OpKind::Delete) => {
+            Err("delete is not for --op: `engage delete` deletes profiles".to_owned())
+        }
+        Some(op) => Ok(op),
+        None => Err(format!(
+            "not an operation; one of {}",
+            op_names().join(", ")
+        )),
+    }
 }
 
-impl Op {
-    /// The operation, in engage-core's one table of them.
-    fn kind(self) -> OpKind {
-        match self {
-            Op::Set => OpKind::Set,
-            Op::SetOnce => OpKind::SetOnce,
-            Op::Add => OpKind::Add,
-            Op::Union => OpKind::Union,
-            Op::Append => OpKind::Append,
-            Op::Remove => OpKind::Remove,
-            Op::Unset => OpKind::Unset,
-        }
-    }
-
-    fn key(self) -> &'static str {
-        self.kind().key()
-    }
+/// The names `--op` takes, from engage-core's table.
+pub fn op_names() -> Vec<String> {
+    OpKind::ALL
+        .iter()
+        .filter(|&&k| k != OpKind::Delete)
+        .map(|k| k.key().trim_start_matches('$').replace('_', "-"))
+        .collect()
 }
 
 /// Plain names `--reserved-names` maps to Mixpanel's reserved profile properties (matched
@@ -73,7 +61,7 @@ pub struct Shape {
     /// The field holding the group id (default `$group_id`, then `group_id`).
     pub group_id_field: Option<String>,
     /// The operation.
-    pub op: Op,
+    pub op: OpKind,
     /// `--rename OLD=NEW`, in order.
     pub renames: Vec<(String, String)>,
     /// `--drop NAME`.
@@ -198,8 +186,8 @@ impl Shape {
             ));
         }
         let payload = match self.op {
-            Op::Set | Op::SetOnce | Op::Append | Op::Remove => Json::Object(record),
-            Op::Add => {
+            OpKind::Set | OpKind::SetOnce | OpKind::Append | OpKind::Remove => Json::Object(record),
+            OpKind::Add => {
                 if let Some((k, v)) = record.iter().find(|(_, v)| !v.is_number()) {
                     return Err(format!(
                         "$add needs a number in property {k:?}, found {}",
@@ -208,7 +196,7 @@ impl Shape {
                 }
                 Json::Object(record)
             }
-            Op::Union => Json::Object(
+            OpKind::Union => Json::Object(
                 record
                     .into_iter()
                     .map(|(k, v)| match v {
@@ -217,13 +205,15 @@ impl Shape {
                     })
                     .collect(),
             ),
-            Op::Unset => Json::Array(
+            OpKind::Unset => Json::Array(
                 record
                     .into_iter()
                     .filter(|(_, v)| !v.is_null())
                     .map(|(k, _)| Json::String(k))
                     .collect(),
             ),
+            // `parse_op` refuses it; `$delete` takes an empty string.
+            OpKind::Delete => Json::String(String::new()),
         };
         out.insert(self.op.key().into(), payload);
         Ok(Json::Object(out))
@@ -298,7 +288,7 @@ mod tests {
             id_field: None,
             group_key: None,
             group_id_field: None,
-            op: Op::Set,
+            op: OpKind::Set,
             renames: Vec::new(),
             drops: HashSet::new(),
             tags: Vec::new(),
@@ -358,16 +348,34 @@ mod tests {
     }
 
     #[test]
+    fn op_names_come_from_the_operation_table() {
+        assert_eq!(
+            op_names(),
+            [
+                "set", "set-once", "add", "union", "append", "remove", "unset"
+            ]
+        );
+        assert_eq!(parse_op("set-once"), Ok(OpKind::SetOnce));
+        assert_eq!(parse_op("SET_ONCE"), Ok(OpKind::SetOnce));
+        assert!(parse_op("delete").unwrap_err().contains("engage delete"));
+        assert!(
+            parse_op("increment")
+                .unwrap_err()
+                .contains("one of set, set-once")
+        );
+    }
+
+    #[test]
     fn each_operation_gets_the_shape_it_needs() {
         let r = || obj(json!({"$distinct_id": "u", "n": 2, "tags": ["a"], "x": null}));
         let with = |op| Shape { op, ..shape() }.update(r());
         assert_eq!(
-            with(Op::Union).unwrap()["$union"],
+            with(OpKind::Union).unwrap()["$union"],
             json!({"n": [2], "tags": ["a"], "x": [null]})
         );
-        assert_eq!(with(Op::Unset).unwrap()["$unset"], json!(["n", "tags"]));
+        assert_eq!(with(OpKind::Unset).unwrap()["$unset"], json!(["n", "tags"]));
         assert!(
-            with(Op::Add)
+            with(OpKind::Add)
                 .unwrap_err()
                 .contains("$add needs a number in property \"tags\"")
         );
