@@ -5,6 +5,7 @@
 //! cargo build --release -p engage-emulator -p engage-benches --examples
 //! target/release/examples/client_rss client 1000000
 //! target/release/examples/client_rss bulk 1000000
+//! target/release/examples/client_rss client 300000 100   # the emulator answers after 100 ms
 //! ```
 //!
 //! Updates are built as they are sent (4 producer threads for the client; a lazy iterator
@@ -50,6 +51,8 @@ fn main() {
         .next()
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    // A simulated round trip: the emulator's `--latency-ms` (loopback hides latency).
+    let latency_ms: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
     let exe = std::env::current_exe().expect("own path");
     let emulator_bin = exe
         .parent()
@@ -57,7 +60,7 @@ fn main() {
         .map(|release| release.join("engage-emulator"))
         .expect("target/release");
     let mut emulator = Command::new(&emulator_bin)
-        .args(["--token", TOKEN])
+        .args(["--token", TOKEN, "--latency-ms", &latency_ms.to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{}: {e} (build it first)", emulator_bin.display()));
@@ -118,7 +121,7 @@ fn main() {
     let _ = emulator.kill();
     let _ = emulator.wait();
     println!(
-        "{mode:6} {n} updates: accepted {accepted} in {requests} requests, wall {wall:.2} s, CPU {cpu:.2} s (user+sys), {:.0} updates/s, peak RSS {:.1} MiB",
+        "{mode:6} {n} updates, {latency_ms} ms per request: accepted {accepted} in {requests} requests, wall {wall:.2} s, CPU {cpu:.2} s (user+sys), {:.0} updates/s, peak RSS {:.1} MiB",
         n as f64 / wall,
         peak_rss_mib()
     );
