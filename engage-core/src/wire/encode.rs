@@ -13,6 +13,7 @@ use crate::validate::{Problem, RecordProblem, WarningKind};
 use crate::wire::json::{write_f64, write_int, write_number, write_str};
 use crate::wire::raw::encode_raw;
 use crate::wire::ser_json;
+use crate::wire::text::TextRecord;
 use crate::wire::update::{Update, UpdateKind};
 
 fn write_value(
@@ -152,7 +153,51 @@ pub(crate) fn encode_update(
             }
             Ok(ids)
         }
+        UpdateKind::Text(text) => encode_text(out, text, ctx, warnings),
     }
+}
+
+/// Appends an update the one-pass reader took: its text behind the batch's token, its own
+/// `$token` member cut out. One it cannot send as it is (another endpoint's, a different
+/// token) goes through the full path, which names the problem as for any raw record.
+fn encode_text(
+    out: &mut Vec<u8>,
+    text: &TextRecord,
+    ctx: &Context<'_>,
+    warnings: &mut Warnings,
+) -> Result<EncodedIds, RecordProblem> {
+    let token_ok = text
+        .token
+        .is_none_or(|t| ctx.override_token || text.span(t.value) == ctx.token.as_bytes());
+    if text.endpoint != ctx.endpoint || !token_ok {
+        let parsed = crate::validate::parse_record(&text.json)
+            .map_err(|_| RecordProblem::whole(Problem::NotAnObject))?;
+        return encode_raw(out, &parsed.value, ctx, warnings);
+    }
+    let json = &text.json;
+    let last = json.len() - 1;
+    let (cut_from, cut_to) = text.token.map_or((1, 1), |t| t.member);
+    out.reserve(ctx.token_field.len() + json.len() + 2);
+    out.push(b'{');
+    out.extend_from_slice(ctx.token_field);
+    out.push(b',');
+    let base = out.len();
+    out.extend_from_slice(&json[1..cut_from]);
+    out.extend_from_slice(&json[cut_to..last]);
+    out.push(b'}');
+    // Where a byte of the record's text lands in `out`.
+    let at = |p: usize| {
+        if p >= cut_to {
+            base + p - 1 - (cut_to - cut_from)
+        } else {
+            base + p - 1
+        }
+    };
+    Ok(EncodedIds {
+        id: (at(text.id.0), at(text.id.1)),
+        key: text.key.map(|(a, b)| (at(a), at(b))),
+        idempotent: text.kind.is_idempotent(),
+    })
 }
 
 /// A typed update as it goes on the wire, minus the batch's token: validated and encoded

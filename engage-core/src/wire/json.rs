@@ -32,7 +32,7 @@ const HI: u64 = 0x8080_8080_8080_8080;
 /// Bit tricks on a whole word ("has less than" / "has zero byte"): exact for the
 /// existence test, which is all the fast path needs.
 #[inline(always)]
-fn any_to_escape(chunk: u64) -> bool {
+pub(crate) fn any_to_escape(chunk: u64) -> bool {
     let control = chunk.wrapping_sub(LO * 0x20) & !chunk & HI;
     let q = chunk ^ (LO * u64::from(b'"'));
     let quote = q.wrapping_sub(LO) & !q & HI;

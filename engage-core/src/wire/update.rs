@@ -10,6 +10,7 @@ use crate::model::{
     SerializeError, Value,
 };
 use crate::wire::encode::EncodedRecord;
+use crate::wire::text::TextRecord;
 
 /// One profile update: a typed one built with [`Update::user`] / [`Update::group`], or a
 /// raw JSON object from [`Update::raw`].
@@ -39,6 +40,8 @@ pub(crate) enum UpdateKind {
     },
     /// The object, and the top-level properties where its text repeated a key.
     Raw(serde_json::Value, Box<[String]>),
+    /// JSON text the one-pass reader took: valid, without warnings, minified.
+    Text(TextRecord),
 }
 
 /// Builds updates of one user profile. Made by [`Update::user`].
@@ -303,6 +306,65 @@ impl Update {
         }
     }
 
+    /// An update object given as JSON text (a line of an export, a message from a queue):
+    /// read in one pass that checks it and keeps it as it came, minified, without building
+    /// a `serde_json::Value`, when it is a valid record that draws no warning (the common
+    /// case). Anything else goes through [`parse_record`](crate::validate::parse_record)
+    /// and is then treated like [`Update::raw_parsed`]: the same checks, errors and
+    /// warnings either way, reported when the update is batched.
+    ///
+    /// The error is for text that is not JSON at all.
+    ///
+    /// ```
+    /// use engage_core::batch::Batcher;
+    /// use engage_core::{BatchConfig, Endpoint, Token, Update};
+    /// let update = Update::from_json(r#"{"$distinct_id": "u1", "$add": {"logins": 1}}"#)?;
+    /// assert!(!update.is_idempotent());
+    /// let mut batcher = Batcher::new(BatchConfig::new(Token::new("tok")?, Endpoint::Engage));
+    /// batcher.push(&update)?;
+    /// let batch = batcher.finish().expect("one record");
+    /// assert_eq!(
+    ///     batch.body().as_ref(),
+    ///     br#"[{"$token":"tok","$distinct_id":"u1","$add":{"logins":1}}]"#
+    /// );
+    /// // Not JSON: an error now. JSON but not a valid update: an error when batched.
+    /// assert!(Update::from_json("{").is_err());
+    /// assert!(batcher.push(&Update::from_json(r#"{"$distinct_id": "u1"}"#)?).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_json(text: &str) -> Result<Update, serde_json::Error> {
+        match Update::from_json_fast(text) {
+            Some(update) => Ok(update),
+            None => crate::validate::parse_record(text.as_bytes()).map(Update::raw_parsed),
+        }
+    }
+
+    /// The one-pass reader of [`Update::from_json`] alone: `Some` when it takes the text
+    /// (a valid update object that draws no warning), `None` when the text needs the full
+    /// parser: not JSON, not an update object (no operation: a flat record a caller may
+    /// want to shape), invalid, or unusual (repeated keys, escapes in keys or ids,
+    /// exponents, strings Mixpanel would truncate, deep nesting).
+    ///
+    /// ```
+    /// use engage_core::Update;
+    /// assert!(Update::from_json_fast(r#"{"$distinct_id":"u1","$set":{"plan":"pro"}}"#).is_some());
+    /// assert!(Update::from_json_fast(r#"{"distinct_id":"u1","plan":"pro"}"#).is_none());
+    /// ```
+    pub fn from_json_fast(text: &str) -> Option<Update> {
+        crate::wire::text::read(text).map(|record| Update {
+            kind: UpdateKind::Text(record),
+        })
+    }
+
+    /// The JSON text of an update [`Update::from_json`] read in one pass: the object as it
+    /// came, minified. A cheap clone (the bytes are shared); `None` for other updates.
+    pub fn json_text(&self) -> Option<&bytes::Bytes> {
+        match &self.kind {
+            UpdateKind::Text(record) => Some(&record.json),
+            _ => None,
+        }
+    }
+
     /// Changes a typed update's modifiers and re-encodes them.
     fn modify(mut self, change: impl FnOnce(&mut Modifiers)) -> Self {
         if let UpdateKind::Typed {
@@ -361,6 +423,15 @@ impl Update {
         match &self.kind {
             UpdateKind::Typed { record, .. } => record.profile(),
             UpdateKind::Raw(v, _) => crate::validate::raw_profile(v),
+            UpdateKind::Text(t) => Some(match t.key {
+                Some(key) => ProfileId::Group {
+                    key: t.id_text(key).to_owned(),
+                    id: t.id_text(t.id).to_owned(),
+                },
+                None => ProfileId::User {
+                    distinct_id: t.id_text(t.id).to_owned(),
+                },
+            }),
         }
     }
 
@@ -380,7 +451,7 @@ impl Update {
     pub fn operation(&self) -> Option<Operation> {
         match &self.kind {
             UpdateKind::Typed { record, .. } => record.decode(),
-            UpdateKind::Raw(_, _) => None,
+            UpdateKind::Raw(_, _) | UpdateKind::Text(_) => None,
         }
     }
 
@@ -388,7 +459,7 @@ impl Update {
     pub fn modifiers(&self) -> Option<&Modifiers> {
         match &self.kind {
             UpdateKind::Typed { modifiers, .. } => Some(modifiers),
-            UpdateKind::Raw(_, _) => None,
+            UpdateKind::Raw(_, _) | UpdateKind::Text(_) => None,
         }
     }
 
@@ -404,6 +475,7 @@ impl Update {
                     Endpoint::Engage
                 }
             }
+            UpdateKind::Text(t) => t.endpoint,
         }
     }
 
@@ -435,6 +507,11 @@ impl Update {
                 };
                 Some(hash)
             }
+            UpdateKind::Text(t) => Some(crate::model::profile_hash(
+                t.endpoint,
+                t.key.map_or(&[][..], |k| t.span(k)),
+                t.span(t.id),
+            )),
         }
     }
 
@@ -447,6 +524,7 @@ impl Update {
                 .into_iter()
                 .filter(|k| !k.is_idempotent())
                 .all(|k| v.get(k.key()).is_none()),
+            UpdateKind::Text(t) => t.kind.is_idempotent(),
         }
     }
 }

@@ -1,0 +1,614 @@
+//! Updates given as JSON text ([`Update::from_json`](crate::Update::from_json)): read in
+//! one borrowed pass that checks the record by the rules of [`rules`] and copies it,
+//! minified, into a shared arena. No `serde_json::Value`, no allocation per record once
+//! warm.
+//!
+//! The pass takes on only what it can judge exactly the way the full path does
+//! ([`parse_record`](crate::validate::parse_record) then
+//! [`check_record`](crate::validate::check_record)): a valid record that draws no warning.
+//! Anything else (any error, a repeated key, a string Mixpanel would truncate, an escape in
+//! a key or an id, a number with an exponent, deep nesting) is handed to the full path, so
+//! every error and warning comes from one place. A property test holds the two paths to
+//! the same verdicts and the same bodies (`tests/one_definition.rs`).
+
+use std::cell::RefCell;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::model::{Endpoint, OpKind};
+use crate::validate::rules::{MAX_STRING_BYTES, modifier_type};
+use crate::wire::json::any_to_escape;
+
+/// Deepest nesting the pass follows inside a property's value; deeper goes to the full
+/// path (which knows [`MAX_DEPTH`](crate::validate::rules::MAX_DEPTH)).
+const MAX_FAST_DEPTH: u32 = 16;
+/// Most keys in one object the pass compares pairwise for repeats; more go to the full
+/// path (which keeps them in a map), so hostile records cannot make the pass quadratic.
+const MAX_FAST_KEYS: usize = 64;
+/// Longest number the pass copies; longer ones (which may overflow) go to the full path.
+const MAX_NUMBER_BYTES: usize = 40;
+/// Size of the arena chunks records are copied into.
+const ARENA_BYTES: usize = 64 * 1024;
+
+/// An update read from JSON text: its object minified, and where its parts are.
+#[derive(Clone, PartialEq)]
+pub(crate) struct TextRecord {
+    /// The whole object, `{` to `}`, without whitespace between tokens.
+    pub(crate) json: Bytes,
+    pub(crate) kind: OpKind,
+    pub(crate) endpoint: Endpoint,
+    /// Span of the id's JSON string, quotes included (`$distinct_id` or `$group_id`).
+    pub(crate) id: (usize, usize),
+    /// Span of `$group_key`'s JSON string, for `/groups`.
+    pub(crate) key: Option<(usize, usize)>,
+    /// The `$token` member, if any.
+    pub(crate) token: Option<TokenMember>,
+}
+
+/// Where a record's `$token` is.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) struct TokenMember {
+    /// The member with one adjacent comma (the one before it, or after it when it comes
+    /// first): cut out, the rest is still a well-formed list of members.
+    pub(crate) member: (usize, usize),
+    /// The token's text between the quotes (it holds no escape).
+    pub(crate) value: (usize, usize),
+}
+
+impl std::fmt::Debug for TextRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The text holds the token: show what identifies the record only.
+        f.debug_struct("TextRecord")
+            .field("kind", &self.kind)
+            .field("endpoint", &self.endpoint)
+            .field(
+                "id",
+                &String::from_utf8_lossy(&self.json[self.id.0..self.id.1]),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl TextRecord {
+    /// The text of a span of `json`.
+    pub(crate) fn span(&self, (a, b): (usize, usize)) -> &[u8] {
+        &self.json[a..b]
+    }
+
+    /// An id's string, quotes stripped (ids the pass takes hold no escape).
+    pub(crate) fn id_text(&self, span: (usize, usize)) -> &str {
+        std::str::from_utf8(&self.json[span.0 + 1..span.1 - 1]).unwrap_or_default()
+    }
+}
+
+/// The pass gave up: the full path decides.
+struct Decline;
+
+type Step<T = ()> = Result<T, Decline>;
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        arena: BytesMut::new(),
+        keys: Vec::new(),
+    });
+}
+
+/// Per-thread buffers: the arena records are written into (split off as [`Bytes`] that
+/// share a chunk), and the stack of keys seen in the objects being read.
+struct Scratch {
+    arena: BytesMut,
+    keys: Vec<(usize, usize)>,
+}
+
+/// Reads `text` as an update object; `None` when the full path must decide.
+pub(crate) fn read(text: &str) -> Option<TextRecord> {
+    SCRATCH.with(|scratch| {
+        let Scratch { arena, keys } = &mut *scratch.borrow_mut();
+        if arena.capacity() - arena.len() < text.len() {
+            // Earlier records share the old chunk; it is freed when the last one goes.
+            *arena = BytesMut::with_capacity(ARENA_BYTES.max(text.len()));
+        }
+        keys.clear();
+        let mut pass = Pass {
+            src: text.as_bytes(),
+            pos: 0,
+            copied: 0,
+            out: arena,
+            keys,
+        };
+        match pass.record() {
+            Ok(mut record) => {
+                pass.flush();
+                record.json = pass.out.split().freeze();
+                Some(record)
+            }
+            Err(Decline) => {
+                pass.out.clear();
+                None
+            }
+        }
+    })
+}
+
+/// Keys of the top level, each a bit: a key seen twice goes to the full path.
+mod seen {
+    pub(super) const TOKEN: u16 = 1;
+    pub(super) const DISTINCT_ID: u16 = 1 << 1;
+    pub(super) const GROUP_KEY: u16 = 1 << 2;
+    pub(super) const GROUP_ID: u16 = 1 << 3;
+    pub(super) const OPERATION: u16 = 1 << 4;
+    /// The modifiers, from this bit on, in the order of `rules::MODIFIERS`.
+    pub(super) const MODIFIER: u16 = 1 << 5;
+}
+
+/// What a value must be.
+#[derive(Clone, Copy, PartialEq)]
+enum Want {
+    /// Anything (`$delete`'s value).
+    Any,
+    /// Anything, strings at most 255 bytes, nesting limited (a property's value).
+    Checked,
+    /// A number.
+    Number,
+    /// A string or a number (a `$union` item), strings at most 255 bytes.
+    UnionItem,
+}
+
+/// One pass over `src`, copying to `out` all but whitespace between tokens.
+struct Pass<'a> {
+    src: &'a [u8],
+    pos: usize,
+    /// `src[..copied]` is in `out` (less the whitespace skipped).
+    copied: usize,
+    out: &'a mut BytesMut,
+    keys: &'a mut Vec<(usize, usize)>,
+}
+
+impl<'a> Pass<'a> {
+    /// Where `src[at]` lands in `out` (`at` past the last whitespace skipped).
+    fn out_pos(&self, at: usize) -> usize {
+        self.out.len() + (at - self.copied)
+    }
+
+    fn flush(&mut self) {
+        self.out.extend_from_slice(&self.src[self.copied..self.pos]);
+        self.copied = self.pos;
+    }
+
+    fn peek(&self) -> Step<u8> {
+        self.src.get(self.pos).copied().ok_or(Decline)
+    }
+
+    /// Skips whitespace (copying what came before it).
+    #[inline]
+    fn ws(&mut self) {
+        if matches!(self.src.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.flush();
+            while matches!(self.src.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.pos += 1;
+            }
+            self.copied = self.pos;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Step {
+        if self.peek()? == byte {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(Decline)
+        }
+    }
+
+    fn record(&mut self) -> Step<TextRecord> {
+        self.ws();
+        self.expect(b'{')?;
+        let mut seen = 0u16;
+        let mut kind = None;
+        let mut first = true;
+        let (mut distinct, mut group_key, mut group_id, mut token) = (None, None, None, None);
+        loop {
+            self.ws();
+            let key_at = self.out_pos(self.pos);
+            let (key, escaped) = self.string()?;
+            if escaped {
+                return Err(Decline);
+            }
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            let bit = match key {
+                "$token" => {
+                    let (a, b) = self.id_string()?;
+                    let value =
+                        std::str::from_utf8(&self.src[a + 1..b - 1]).map_err(|_| Decline)?;
+                    if value.trim().is_empty() {
+                        return Err(Decline);
+                    }
+                    let value_at = self.out_pos(a) + 1;
+                    token = Some((key_at, value_at, value_at + value.len(), first));
+                    seen::TOKEN
+                }
+                "$distinct_id" => {
+                    distinct = Some(self.id_span()?);
+                    seen::DISTINCT_ID
+                }
+                "$group_key" => {
+                    group_key = Some(self.id_span()?);
+                    seen::GROUP_KEY
+                }
+                "$group_id" => {
+                    group_id = Some(self.id_span()?);
+                    seen::GROUP_ID
+                }
+                _ => {
+                    if let Some(op) = OpKind::from_key(key) {
+                        self.payload(op)?;
+                        kind = Some(op);
+                        seen::OPERATION
+                    } else {
+                        let i = crate::validate::rules::MODIFIERS
+                            .iter()
+                            .position(|m| *m == key)
+                            .ok_or(Decline)?;
+                        self.modifier(key)?;
+                        seen::MODIFIER << i
+                    }
+                }
+            };
+            if seen & bit != 0 {
+                return Err(Decline);
+            }
+            seen |= bit;
+            first = false;
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    break;
+                }
+                _ => return Err(Decline),
+            }
+        }
+        self.ws();
+        if self.pos != self.src.len() {
+            return Err(Decline);
+        }
+        let kind = kind.ok_or(Decline)?;
+        let (endpoint, id, key) = match (distinct, group_key, group_id) {
+            (Some(d), None, None) => (Endpoint::Engage, d, None),
+            (None, Some(k), Some(i)) => (Endpoint::Groups, i, Some(k)),
+            _ => return Err(Decline),
+        };
+        // Out positions are final once the last whitespace is flushed: nothing before
+        // them moves. The member's comma is next to it in the minified text.
+        let token = token.map(|(key_at, a, b, first)| TokenMember {
+            member: if first {
+                (key_at, b + 2)
+            } else {
+                (key_at - 1, b + 1)
+            },
+            value: (a, b),
+        });
+        Ok(TextRecord {
+            json: Bytes::new(),
+            kind,
+            endpoint,
+            id,
+            key,
+            token,
+        })
+    }
+
+    /// An id: a non-empty string without escapes (so its text is the canonical JSON
+    /// string profiles are told apart by). Returns its span in `out`, quotes included.
+    fn id_span(&mut self) -> Step<(usize, usize)> {
+        let (a, b) = self.id_string()?;
+        if b - a <= 2 {
+            return Err(Decline);
+        }
+        Ok((self.out_pos(a), self.out_pos(a) + (b - a)))
+    }
+
+    /// A string without escapes; its span in `src`, quotes included.
+    fn id_string(&mut self) -> Step<(usize, usize)> {
+        let start = self.pos;
+        let (_, escaped) = self.string()?;
+        if escaped {
+            return Err(Decline);
+        }
+        Ok((start, self.pos))
+    }
+
+    fn modifier(&mut self, key: &str) -> Step {
+        match modifier_type(key) {
+            Some("a string") => self.string().map(drop),
+            Some("a number") => self.number(),
+            Some("a boolean") => match self.peek()? {
+                b't' => self.literal(b"true"),
+                b'f' => self.literal(b"false"),
+                _ => Err(Decline),
+            },
+            _ => Err(Decline),
+        }
+    }
+
+    fn payload(&mut self, op: OpKind) -> Step {
+        match op {
+            OpKind::Delete => self.value(Want::Any, 0),
+            OpKind::Unset => {
+                self.expect(b'[')?;
+                self.ws();
+                if self.peek()? == b']' {
+                    return Err(Decline);
+                }
+                loop {
+                    self.ws();
+                    self.short_string()?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => self.pos += 1,
+                        b']' => {
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(Decline),
+                    }
+                }
+            }
+            _ => {
+                self.expect(b'{')?;
+                let base = self.keys.len();
+                self.ws();
+                if self.peek()? == b'}' {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.ws();
+                    self.key(base)?;
+                    self.ws();
+                    self.expect(b':')?;
+                    self.ws();
+                    match op {
+                        OpKind::Add => self.value(Want::Number, 0)?,
+                        OpKind::Union => self.list(Want::UnionItem, 0, false)?,
+                        _ => self.value(Want::Checked, 0)?,
+                    }
+                    self.ws();
+                    match self.peek()? {
+                        b',' => self.pos += 1,
+                        b'}' => {
+                            self.pos += 1;
+                            self.keys.truncate(base);
+                            return Ok(());
+                        }
+                        _ => return Err(Decline),
+                    }
+                }
+            }
+        }
+    }
+
+    /// A key of an object whose keys start at `keys[base]`: no escape (so equal keys
+    /// have equal text), at most 255 bytes (Mixpanel's name limit, in characters, is never
+    /// passed then), not seen before in the object.
+    fn key(&mut self, base: usize) -> Step {
+        let start = self.pos;
+        let (_, escaped) = self.string()?;
+        let end = self.pos;
+        if escaped || end - start - 2 > MAX_STRING_BYTES || self.keys.len() - base >= MAX_FAST_KEYS
+        {
+            return Err(Decline);
+        }
+        let text = &self.src[start..end];
+        if self.keys[base..]
+            .iter()
+            .any(|&(a, b)| &self.src[a..b] == text)
+        {
+            return Err(Decline);
+        }
+        self.keys.push((start, end));
+        Ok(())
+    }
+
+    /// A value at `depth` inside a property's value (0: the value itself).
+    fn value(&mut self, want: Want, depth: u32) -> Step {
+        match (self.peek()?, want) {
+            (b'"', Want::Any) => self.string().map(drop),
+            (b'"', Want::Checked | Want::UnionItem) => self.short_string(),
+            (b'-' | b'0'..=b'9', _) => self.number(),
+            (_, Want::Number | Want::UnionItem) => Err(Decline),
+            (b'{', _) => self.object(want, depth),
+            (b'[', _) => self.list(want, depth, true),
+            (b't', _) => self.literal(b"true"),
+            (b'f', _) => self.literal(b"false"),
+            (b'n', _) => self.literal(b"null"),
+            _ => Err(Decline),
+        }
+    }
+
+    /// A list; an empty one only if `may_be_empty` (not a `$union`'s).
+    fn list(&mut self, want: Want, depth: u32, may_be_empty: bool) -> Step {
+        if depth >= MAX_FAST_DEPTH {
+            return Err(Decline);
+        }
+        self.expect(b'[')?;
+        self.ws();
+        if self.peek()? == b']' {
+            if !may_be_empty {
+                return Err(Decline);
+            }
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            self.value(want, depth + 1)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(Decline),
+            }
+        }
+    }
+
+    fn object(&mut self, want: Want, depth: u32) -> Step {
+        if depth >= MAX_FAST_DEPTH {
+            return Err(Decline);
+        }
+        self.expect(b'{')?;
+        let base = self.keys.len();
+        self.ws();
+        if self.peek()? == b'}' {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            self.key(base)?;
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            self.value(want, depth + 1)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    self.keys.truncate(base);
+                    return Ok(());
+                }
+                _ => return Err(Decline),
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Step {
+        if self.src[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(Decline)
+        }
+    }
+
+    /// A number in the forms that need no conversion to judge: `-?(0|[1-9][0-9]*)(\.[0-9]+)?`.
+    fn number(&mut self) -> Step {
+        let start = self.pos;
+        let digits = |s: &Self, mut at: usize| {
+            while s.src.get(at).is_some_and(u8::is_ascii_digit) {
+                at += 1;
+            }
+            at
+        };
+        let mut at = start;
+        if self.src.get(at) == Some(&b'-') {
+            at += 1;
+        }
+        match self.src.get(at) {
+            Some(b'0') => at += 1,
+            Some(b'1'..=b'9') => at = digits(self, at + 1),
+            _ => return Err(Decline),
+        }
+        if self.src.get(at) == Some(&b'.') {
+            let end = digits(self, at + 1);
+            if end == at + 1 {
+                return Err(Decline);
+            }
+            at = end;
+        }
+        if matches!(self.src.get(at), Some(b'e' | b'E' | b'0'..=b'9'))
+            || at - start > MAX_NUMBER_BYTES
+        {
+            return Err(Decline);
+        }
+        self.pos = at;
+        Ok(())
+    }
+
+    /// A string Mixpanel keeps whole: at most 255 bytes as written (so as decoded).
+    fn short_string(&mut self) -> Step {
+        let start = self.pos;
+        self.string()?;
+        if self.pos - start - 2 > MAX_STRING_BYTES {
+            return Err(Decline);
+        }
+        Ok(())
+    }
+
+    /// A JSON string; returns its text between the quotes, and whether it holds an
+    /// escape. Checks every escape (a surrogate must come in a pair) and refuses control
+    /// characters, as the JSON grammar does.
+    fn string(&mut self) -> Step<(&'a str, bool)> {
+        if self.peek()? != b'"' {
+            return Err(Decline);
+        }
+        let start = self.pos + 1;
+        let mut at = start;
+        let mut escaped = false;
+        loop {
+            // Eight bytes at a time while none is a quote, a backslash or a control byte.
+            while let Some(word) = self.src.get(at..at + 8) {
+                if any_to_escape(u64::from_le_bytes(word.try_into().map_err(|_| Decline)?)) {
+                    break;
+                }
+                at += 8;
+            }
+            match self.src.get(at).copied().ok_or(Decline)? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    at = self.escape(at + 1)?;
+                }
+                0..0x20 => return Err(Decline),
+                _ => at += 1,
+            }
+        }
+        self.pos = at + 1;
+        // `src` came from a `&str` and the span is cut at ASCII quotes: it is UTF-8.
+        let src: &'a [u8] = self.src;
+        let text = std::str::from_utf8(&src[start..at]).map_err(|_| Decline)?;
+        Ok((text, escaped))
+    }
+
+    /// The escape whose letter is at `at`; returns where the string goes on.
+    fn escape(&self, at: usize) -> Step<usize> {
+        match self.src.get(at).copied().ok_or(Decline)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(at + 1),
+            b'u' => {
+                let unit = self.hex4(at + 1)?;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        // A leading surrogate: a trailing one must follow.
+                        if self.src.get(at + 5..at + 7) != Some(b"\\u") {
+                            return Err(Decline);
+                        }
+                        match self.hex4(at + 7)? {
+                            0xDC00..=0xDFFF => Ok(at + 11),
+                            _ => Err(Decline),
+                        }
+                    }
+                    0xDC00..=0xDFFF => Err(Decline),
+                    _ => Ok(at + 5),
+                }
+            }
+            _ => Err(Decline),
+        }
+    }
+
+    fn hex4(&self, at: usize) -> Step<u32> {
+        let digits = self.src.get(at..at + 4).ok_or(Decline)?;
+        let mut unit = 0;
+        for &d in digits {
+            let v = (d as char).to_digit(16).ok_or(Decline)?;
+            unit = unit * 16 + v;
+        }
+        Ok(unit)
+    }
+}
