@@ -13,6 +13,8 @@ use engage_core::delivery::{
 };
 use engage_core::{ImportEvent, Update};
 
+use bytes::Bytes;
+
 use crate::failures::FailureFile;
 use crate::input::{Item, Record};
 use crate::journal::{Journal, Resume, Status};
@@ -20,11 +22,12 @@ use crate::progress::Progress;
 use crate::reasons::{self, Category, Reasons};
 use crate::term::clean;
 
-/// A record waiting for its fate: where it came from and its original text.
+/// A record waiting for its fate: where it came from and its original text (UTF-8;
+/// shared with the update that holds it).
 struct Pending {
     file: usize,
     line: u64,
-    original: String,
+    original: Bytes,
 }
 
 /// What a resumed import does with records a crash left in doubt.
@@ -187,7 +190,8 @@ impl Ledger {
     fn settle(&mut self, index: u64, kind: &str, reason: &str, category: Category, short: String) {
         if let Some(p) = self.pending.remove(&index) {
             self.reasons.add(category, short, p.file, p.line);
-            self.fail(p.file, p.line, &p.original, kind, reason);
+            let original = std::str::from_utf8(&p.original).unwrap_or_default();
+            self.fail(p.file, p.line, original, kind, reason);
         }
     }
 
@@ -419,7 +423,7 @@ impl Feed for Ledger {
                                     self.fail(
                                         record.file,
                                         record.line,
-                                        &original,
+                                        std::str::from_utf8(&original).unwrap_or_default(),
                                         "maybe_applied_before_crash",
                                         "withheld (--at-most-once): a send before the crash may have applied this $add/$append; check the profile before sending it again",
                                     );

@@ -21,6 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use engage_core::Update;
 use serde_json::Value as Json;
 use shape::kind;
@@ -45,8 +46,9 @@ pub enum Format {
 /// One record read, or why it could not be read.
 #[derive(Debug)]
 pub enum Item {
-    /// An update, with its original text.
-    Update(Update, String),
+    /// An update, with its original text (shared with the update where it holds its
+    /// text; minified then).
+    Update(Update, Bytes),
     /// A line that could not become an update.
     Bad {
         /// The original text (lossy UTF-8).
@@ -189,6 +191,7 @@ pub fn records(input: Input, file: usize, shape: &Arc<Shape>) -> Box<dyn Iterato
             done: false,
             binary_run: 0,
             shape,
+            buf: Vec::new(),
         }),
         Format::Json => Box::new(JsonArray::new(input.reader, file, shape)),
         Format::Csv => Box::new(CsvRows::new(input.reader, file, b',', shape)),
@@ -213,7 +216,7 @@ fn shaped(
             let mut parsed = engage_core::validate::parse_record(b"{}").expect("an empty object");
             parsed.value = value;
             parsed.repeated = repeated;
-            Item::Update(Update::raw_parsed(parsed), original)
+            Item::Update(Update::raw_parsed(parsed), Bytes::from(original))
         }
         Err(reason) => Item::Bad { original, reason },
     }
@@ -222,28 +225,39 @@ fn shaped(
 /// Parses one JSON object: an update as it is, or a flat record to shape (always, for
 /// engage delete: every record names a profile to delete).
 fn parse_update(bytes: &[u8], shape: &Shape) -> Item {
-    match String::from_utf8(bytes.to_vec()) {
-        Ok(text) => parse_text(text, shape),
-        Err(e) => not_utf8(e),
+    match std::str::from_utf8(bytes) {
+        Ok(text) => item_from_text(text, shape),
+        Err(e) => not_utf8(bytes, e),
     }
 }
 
 /// A record that is not UTF-8: named, with a lossy copy of its text.
-fn not_utf8(e: std::string::FromUtf8Error) -> Item {
-    let reason = format!("invalid UTF-8: {}", e.utf8_error());
+fn not_utf8(bytes: &[u8], e: std::str::Utf8Error) -> Item {
     Item::Bad {
-        original: String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        reason,
+        original: String::from_utf8_lossy(bytes).into_owned(),
+        reason: format!("invalid UTF-8: {e}"),
     }
 }
 
-/// [`parse_update`] on text already checked to be UTF-8, which becomes the record's
-/// original text as it is (no copy).
+/// [`parse_update`] on text already checked to be UTF-8, borrowed (a reused line buffer):
+/// an update object engage-core's one-pass reader takes is copied once, minified, and
+/// that copy is also the record's original text; anything else is copied and parsed.
+fn item_from_text(text: &str, shape: &Shape) -> Item {
+    if shape.delete.is_none()
+        && let Some(update) = Update::from_json_fast(text)
+    {
+        let original = update.json_text().cloned().unwrap_or_default();
+        return Item::Update(update, original);
+    }
+    parse_text(text.to_owned(), shape)
+}
+
+/// The full parser on one record's text, which becomes its original text as it is.
 fn parse_text(original: String, shape: &Shape) -> Item {
     match engage_core::validate::parse_record(original.as_bytes()) {
         Ok(mut parsed) => match &mut parsed.value {
             Json::Object(object) if shape.delete.is_none() && Shape::is_update(object) => {
-                Item::Update(Update::raw_parsed(parsed), original)
+                Item::Update(Update::raw_parsed(parsed), Bytes::from(original))
             }
             Json::Object(object) => {
                 let record = std::mem::take(object);

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, Read};
 
-use super::{BINARY_LINES_IN_A_ROW, Item, MAX_LINE_BYTES, Record, not_utf8, parse_text};
+use super::{BINARY_LINES_IN_A_ROW, Item, MAX_LINE_BYTES, Record, item_from_text, not_utf8};
 
 pub(super) struct Ndjson {
     pub(super) reader: Box<dyn BufRead>,
@@ -11,7 +11,12 @@ pub(super) struct Ndjson {
     pub(super) done: bool,
     pub(super) binary_run: u32,
     pub(super) shape: std::sync::Arc<super::Shape>,
+    /// The line being read, reused from line to line.
+    pub(super) buf: Vec<u8>,
 }
+
+/// A line buffer grown past this by a long line is given back afterwards.
+const KEPT_BUFFER_BYTES: usize = 1 << 20;
 
 impl Iterator for Ndjson {
     type Item = Record;
@@ -20,10 +25,14 @@ impl Iterator for Ndjson {
         if self.done {
             return None;
         }
-        let mut buf = Vec::new();
+        if self.buf.capacity() > KEPT_BUFFER_BYTES {
+            self.buf = Vec::new();
+        }
+        self.buf.clear();
+        let buf = &mut self.buf;
         match (&mut self.reader)
             .take(MAX_LINE_BYTES)
-            .read_until(b'\n', &mut buf)
+            .read_until(b'\n', buf)
         {
             Ok(0) => {
                 self.done = true;
@@ -50,7 +59,7 @@ impl Iterator for Ndjson {
                     file: self.file,
                     line: self.line,
                     item: Item::Bad {
-                        original: String::from_utf8_lossy(&buf).into_owned(),
+                        original: String::from_utf8_lossy(buf).into_owned(),
                         reason: format!(
                             "line longer than {MAX_LINE_BYTES} bytes (an update is at most 1 MB)"
                         ),
@@ -59,18 +68,14 @@ impl Iterator for Ndjson {
             }
             Ok(_) => {
                 self.line += 1;
-                // The line, trimmed, becomes the record's text in place: one UTF-8 check,
-                // no copy.
+                // The line, trimmed, is read where it lies: one UTF-8 check, and copied
+                // once (by the reader of updates, or as the text to parse).
                 let mut start = 0;
                 if self.line == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
                     start = 3;
                 }
                 let kept = buf[start..].trim_ascii();
-                let from = kept.as_ptr() as usize - buf.as_ptr() as usize;
-                let to = from + kept.len();
-                buf.truncate(to);
-                buf.drain(..from);
-                let text = String::from_utf8(buf);
+                let text = std::str::from_utf8(kept);
                 let binary = match &text {
                     Ok(t) => t.as_bytes().contains(&0),
                     Err(_) => true,
@@ -95,9 +100,9 @@ impl Iterator for Ndjson {
                     });
                 }
                 let item = match text {
-                    Ok(t) if t.is_empty() => Item::Blank,
-                    Ok(t) => parse_text(t, &self.shape),
-                    Err(e) => not_utf8(e),
+                    Ok("") => Item::Blank,
+                    Ok(t) => item_from_text(t, &self.shape),
+                    Err(e) => not_utf8(kept, e),
                 };
                 Some(Record {
                     file: self.file,

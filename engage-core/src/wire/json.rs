@@ -32,13 +32,21 @@ const HI: u64 = 0x8080_8080_8080_8080;
 /// Bit tricks on a whole word ("has less than" / "has zero byte"): exact for the
 /// existence test, which is all the fast path needs.
 #[inline(always)]
-pub(crate) fn any_to_escape(chunk: u64) -> bool {
+fn any_to_escape(chunk: u64) -> bool {
+    escape_mask(chunk) != 0
+}
+
+/// The high bit of each byte of `chunk` (little-endian) that may need escaping. The lowest
+/// bit set is exact (a borrow only runs upwards from a byte that does), so
+/// `trailing_zeros() / 8` is the index of the first byte to look at.
+#[inline(always)]
+pub(crate) fn escape_mask(chunk: u64) -> u64 {
     let control = chunk.wrapping_sub(LO * 0x20) & !chunk & HI;
     let q = chunk ^ (LO * u64::from(b'"'));
     let quote = q.wrapping_sub(LO) & !q & HI;
     let b = chunk ^ (LO * u64::from(b'\\'));
     let backslash = b.wrapping_sub(LO) & !b & HI;
-    (control | quote | backslash) != 0
+    control | quote | backslash
 }
 
 /// Escapes `bytes[from..to]` byte by byte, copying runs; `start` is the first byte not

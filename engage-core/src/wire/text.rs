@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::model::{Endpoint, OpKind};
 use crate::validate::rules::{MAX_STRING_BYTES, modifier_type};
-use crate::wire::json::any_to_escape;
+use crate::wire::json::escape_mask;
 
 /// Deepest nesting the pass follows inside a property's value; deeper goes to the full
 /// path (which knows [`MAX_DEPTH`](crate::validate::rules::MAX_DEPTH)).
@@ -110,6 +110,7 @@ pub(crate) fn read(text: &str) -> Option<TextRecord> {
         }
         keys.clear();
         let mut pass = Pass {
+            text,
             src: text.as_bytes(),
             pos: 0,
             copied: 0,
@@ -156,6 +157,7 @@ enum Want {
 
 /// One pass over `src`, copying to `out` all but whitespace between tokens.
 struct Pass<'a> {
+    text: &'a str,
     src: &'a [u8],
     pos: usize,
     /// `src[..copied]` is in `out` (less the whitespace skipped).
@@ -220,8 +222,7 @@ impl<'a> Pass<'a> {
             let bit = match key {
                 "$token" => {
                     let (a, b) = self.id_string()?;
-                    let value =
-                        std::str::from_utf8(&self.src[a + 1..b - 1]).map_err(|_| Decline)?;
+                    let value = self.text.get(a + 1..b - 1).ok_or(Decline)?;
                     if value.trim().is_empty() {
                         return Err(Decline);
                     }
@@ -553,9 +554,11 @@ impl<'a> Pass<'a> {
         let mut at = start;
         let mut escaped = false;
         loop {
-            // Eight bytes at a time while none is a quote, a backslash or a control byte.
+            // Eight bytes at a time to the next quote, backslash or control byte.
             while let Some(word) = self.src.get(at..at + 8) {
-                if any_to_escape(u64::from_le_bytes(word.try_into().map_err(|_| Decline)?)) {
+                let mask = escape_mask(u64::from_le_bytes(word.try_into().map_err(|_| Decline)?));
+                if mask != 0 {
+                    at += (mask.trailing_zeros() / 8) as usize;
                     break;
                 }
                 at += 8;
@@ -571,9 +574,8 @@ impl<'a> Pass<'a> {
             }
         }
         self.pos = at + 1;
-        // `src` came from a `&str` and the span is cut at ASCII quotes: it is UTF-8.
-        let src: &'a [u8] = self.src;
-        let text = std::str::from_utf8(&src[start..at]).map_err(|_| Decline)?;
+        // Cut at ASCII quotes, so at character boundaries: no second UTF-8 check.
+        let text = self.text.get(start..at).ok_or(Decline)?;
         Ok((text, escaped))
     }
 
