@@ -14,6 +14,7 @@ use engage_core::delivery::{
 use engage_core::{ImportEvent, Update};
 
 use bytes::Bytes;
+use foldhash::fast::FixedState;
 
 use crate::failures::FailureFile;
 use crate::input::{Item, Record};
@@ -63,7 +64,7 @@ pub struct Counts {
 pub struct Ledger {
     reader: Box<dyn Iterator<Item = Record>>,
     files: Vec<String>,
-    pending: HashMap<u64, Pending>,
+    pending: HashMap<u64, Pending, FixedState>,
     next_index: u64,
     /// The counts.
     pub counts: Counts,
@@ -76,7 +77,7 @@ pub struct Ledger {
     journal: Option<Journal>,
     resume: Option<Resuming>,
     /// Records resent after a crash left them in doubt (non-idempotent ones).
-    in_doubt: HashSet<u64>,
+    in_doubt: HashSet<u64, FixedState>,
     /// Set by the first SIGINT or SIGTERM.
     interrupt: Arc<AtomicBool>,
     /// Problems that make the exit status 1, named in the report.
@@ -103,7 +104,7 @@ impl Ledger {
         Ledger {
             reader,
             files,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             next_index: 0,
             counts: Counts::default(),
             failures,
@@ -113,7 +114,7 @@ impl Ledger {
             long_wait_said: false,
             journal: None,
             resume: None,
-            in_doubt: HashSet::new(),
+            in_doubt: HashSet::default(),
             interrupt,
             errors: Vec::new(),
             reasons: Reasons::default(),

@@ -27,6 +27,8 @@
 //!   that down before the request goes out: drivers hand events over before sending).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use foldhash::fast::FixedState;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -507,7 +509,7 @@ pub struct Importer {
     limiter: Limiter,
     lanes: Vec<Lane>,
     /// Profile hash → (lane, updates pending there).
-    owners: HashMap<u64, (usize, u32)>,
+    owners: HashMap<u64, (usize, u32), FixedState>,
     /// The lane new profiles go to, per endpoint.
     filling: [Option<usize>; 2],
     /// Lanes with a closed batch waiting and no delivery: first come, first served.
@@ -552,7 +554,7 @@ impl Importer {
             limiter: Limiter::new(config.concurrency),
             config,
             lanes: Vec::new(),
-            owners: HashMap::new(),
+            owners: HashMap::default(),
             filling: [None, None],
             ready: VecDeque::new(),
             buffered: 0,
