@@ -72,8 +72,30 @@ fn same_verdicts(text: &str) -> Result<(), TestCaseError> {
     };
     prop_assert_eq!(fast.endpoint(), full.endpoint());
     prop_assert_eq!(fast.is_idempotent(), full.is_idempotent());
-    if fast.json_text().is_some() {
+    if let Some(parts) = fast.json_parts() {
         prop_assert_eq!(fast.profile(), full.profile());
+        // Its parts are what the full parser finds.
+        let value = parse_record(text.as_bytes()).unwrap().value;
+        let payload: Json = serde_json::from_slice(parts.payload()).unwrap();
+        prop_assert_eq!(&payload, &value[parts.operation().key()]);
+        for m in engage_core::validate::rules::MODIFIERS {
+            let found = parts
+                .modifier(m)
+                .map(|v| serde_json::from_slice::<Json>(v).unwrap());
+            prop_assert_eq!(found.as_ref(), value.get(m));
+        }
+        prop_assert_eq!(parts.token(), value.get("$token").and_then(Json::as_str));
+        prop_assert_eq!(
+            parts.distinct_id(),
+            value.get("$distinct_id").and_then(Json::as_str)
+        );
+        let group = value
+            .get("$group_key")
+            .and_then(Json::as_str)
+            .zip(value.get("$group_id").and_then(Json::as_str));
+        prop_assert_eq!(parts.group(), group);
+        let whole: Json = serde_json::from_slice(parts.json()).unwrap();
+        prop_assert_eq!(&whole, &value);
     }
     for endpoint in [Endpoint::Engage, Endpoint::Groups] {
         for override_token in [false, true] {

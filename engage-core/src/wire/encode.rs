@@ -176,7 +176,9 @@ fn encode_text(
     }
     let json = &text.json;
     let last = json.len() - 1;
-    let (cut_from, cut_to) = text.token.map_or((1, 1), |t| t.member);
+    let (cut_from, cut_to) = text
+        .token
+        .map_or((1, 1), |t| (t.member.0 as usize, t.member.1 as usize));
     out.reserve(ctx.token_field.len() + json.len() + 2);
     out.push(b'{');
     out.extend_from_slice(ctx.token_field);
@@ -186,7 +188,8 @@ fn encode_text(
     out.extend_from_slice(&json[cut_to..last]);
     out.push(b'}');
     // Where a byte of the record's text lands in `out`.
-    let at = |p: usize| {
+    let at = |p: u32| {
+        let p = p as usize;
         if p >= cut_to {
             base + p - 1 - (cut_to - cut_from)
         } else {

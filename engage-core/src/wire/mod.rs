@@ -9,4 +9,5 @@ pub(crate) mod ser_json;
 pub(crate) mod text;
 mod update;
 
+pub use text::JsonParts;
 pub use update::{GroupUpdate, Update, UserUpdate};

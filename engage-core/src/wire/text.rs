@@ -30,6 +30,10 @@ const MAX_NUMBER_BYTES: usize = 40;
 /// Size of the arena chunks records are copied into.
 const ARENA_BYTES: usize = 64 * 1024;
 
+/// A span of a record's text: start and end. `u32` keeps an update small (the reader
+/// declines longer texts; Mixpanel takes 1 MB per update).
+pub(crate) type Span = (u32, u32);
+
 /// An update read from JSON text: its object minified, and where its parts are.
 #[derive(Clone, PartialEq)]
 pub(crate) struct TextRecord {
@@ -38,11 +42,15 @@ pub(crate) struct TextRecord {
     pub(crate) kind: OpKind,
     pub(crate) endpoint: Endpoint,
     /// Span of the id's JSON string, quotes included (`$distinct_id` or `$group_id`).
-    pub(crate) id: (usize, usize),
+    pub(crate) id: Span,
     /// Span of `$group_key`'s JSON string, for `/groups`.
-    pub(crate) key: Option<(usize, usize)>,
+    pub(crate) key: Option<Span>,
     /// The `$token` member, if any.
     pub(crate) token: Option<TokenMember>,
+    /// The operation's value.
+    pub(crate) payload: Span,
+    /// Each modifier's value, in the order of `rules::MODIFIERS`; `(0, 0)` when absent.
+    pub(crate) modifiers: [Span; 6],
 }
 
 /// Where a record's `$token` is.
@@ -50,9 +58,9 @@ pub(crate) struct TextRecord {
 pub(crate) struct TokenMember {
     /// The member with one adjacent comma (the one before it, or after it when it comes
     /// first): cut out, the rest is still a well-formed list of members.
-    pub(crate) member: (usize, usize),
+    pub(crate) member: Span,
     /// The token's text between the quotes (it holds no escape).
-    pub(crate) value: (usize, usize),
+    pub(crate) value: Span,
 }
 
 impl std::fmt::Debug for TextRecord {
@@ -61,23 +69,114 @@ impl std::fmt::Debug for TextRecord {
         f.debug_struct("TextRecord")
             .field("kind", &self.kind)
             .field("endpoint", &self.endpoint)
-            .field(
-                "id",
-                &String::from_utf8_lossy(&self.json[self.id.0..self.id.1]),
-            )
+            .field("id", &String::from_utf8_lossy(self.span(self.id)))
             .finish_non_exhaustive()
     }
 }
 
 impl TextRecord {
     /// The text of a span of `json`.
-    pub(crate) fn span(&self, (a, b): (usize, usize)) -> &[u8] {
-        &self.json[a..b]
+    pub(crate) fn span(&self, (a, b): Span) -> &[u8] {
+        &self.json[a as usize..b as usize]
     }
 
     /// An id's string, quotes stripped (ids the pass takes hold no escape).
-    pub(crate) fn id_text(&self, span: (usize, usize)) -> &str {
-        std::str::from_utf8(&self.json[span.0 + 1..span.1 - 1]).unwrap_or_default()
+    pub(crate) fn id_text(&self, (a, b): Span) -> &str {
+        std::str::from_utf8(self.span((a + 1, b - 1))).unwrap_or_default()
+    }
+
+    /// The value of modifier `name` (one of `rules::MODIFIERS`), if the record has it.
+    pub(crate) fn modifier(&self, name: &str) -> Option<&[u8]> {
+        let i = crate::validate::rules::MODIFIERS
+            .iter()
+            .position(|m| *m == name)?;
+        let span = self.modifiers[i];
+        (span.1 > 0).then(|| self.span(span))
+    }
+}
+
+/// The parts of an update [`Update::from_json`](crate::Update::from_json) read in one
+/// pass, borrowed from its minified text ([`Update::json_parts`](crate::Update::json_parts)).
+/// The record is valid for [`endpoint`](Self::endpoint) by the rules of
+/// [`check_record`](crate::validate::check_record) with
+/// [`GroupOperations::Any`](crate::validate::GroupOperations::Any), and draws no warning.
+///
+/// A server (the emulator) takes what it needs from here without parsing the record again.
+///
+/// ```
+/// use engage_core::model::{Endpoint, OpKind};
+/// use engage_core::Update;
+/// let update = Update::from_json(
+///     r#"{"$token": "tok", "$distinct_id": "u1", "$add": {"n": 2}, "$time": 1700000000000}"#,
+/// )?;
+/// let parts = update.json_parts().expect("read in one pass");
+/// assert_eq!(parts.endpoint(), Endpoint::Engage);
+/// assert_eq!(parts.operation(), OpKind::Add);
+/// assert_eq!(parts.token(), Some("tok"));
+/// assert_eq!(parts.distinct_id(), Some("u1"));
+/// assert_eq!(parts.payload(), br#"{"n":2}"#);
+/// assert_eq!(parts.modifier("$time"), Some(&b"1700000000000"[..]));
+/// assert_eq!(parts.modifier("$ip"), None);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct JsonParts<'a> {
+    pub(crate) record: &'a TextRecord,
+}
+
+impl<'a> JsonParts<'a> {
+    /// The endpoint its ids are for.
+    pub fn endpoint(&self) -> Endpoint {
+        self.record.endpoint
+    }
+
+    /// Its operation.
+    pub fn operation(&self) -> OpKind {
+        self.record.kind
+    }
+
+    /// Its own `$token`, if it has one (never blank; never holding an escape).
+    pub fn token(&self) -> Option<&'a str> {
+        let t = self.record.token?;
+        std::str::from_utf8(self.record.span(t.value)).ok()
+    }
+
+    /// `$distinct_id`, for `/engage` (never empty; never holding an escape).
+    pub fn distinct_id(&self) -> Option<&'a str> {
+        match self.record.key {
+            None => Some(self.record.id_text(self.record.id)),
+            Some(_) => None,
+        }
+    }
+
+    /// `$group_key` and `$group_id`, for `/groups` (never empty; never holding an escape).
+    pub fn group(&self) -> Option<(&'a str, &'a str)> {
+        let key = self.record.key?;
+        Some((
+            self.record.id_text(key),
+            self.record.id_text(self.record.id),
+        ))
+    }
+
+    /// The operation's value as minified JSON.
+    pub fn payload(&self) -> &'a [u8] {
+        self.record.span(self.record.payload)
+    }
+
+    /// The JSON value of modifier `name` (`$ip`, `$time`, …), if the record has it.
+    pub fn modifier(&self, name: &str) -> Option<&'a [u8]> {
+        self.record.modifier(name)
+    }
+
+    /// The whole object as minified JSON, its own `$token` included.
+    pub fn json(&self) -> &'a [u8] {
+        &self.record.json
+    }
+}
+
+impl std::fmt::Debug for JsonParts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.record.fmt(f)
     }
 }
 
@@ -102,6 +201,9 @@ struct Scratch {
 
 /// Reads `text` as an update object; `None` when the full path must decide.
 pub(crate) fn read(text: &str) -> Option<TextRecord> {
+    if u32::try_from(text.len()).is_err() {
+        return None;
+    }
     SCRATCH.with(|scratch| {
         let Scratch { arena, keys } = &mut *scratch.borrow_mut();
         if arena.capacity() - arena.len() < text.len() {
@@ -209,6 +311,8 @@ impl<'a> Pass<'a> {
         let mut kind = None;
         let mut first = true;
         let (mut distinct, mut group_key, mut group_id, mut token) = (None, None, None, None);
+        let mut payload = (0, 0);
+        let mut modifiers = [(0, 0); 6];
         loop {
             self.ws();
             let key_at = self.out_pos(self.pos);
@@ -243,9 +347,11 @@ impl<'a> Pass<'a> {
                     seen::GROUP_ID
                 }
                 _ => {
+                    let start = self.out_pos(self.pos);
                     if let Some(op) = OpKind::from_key(key) {
                         self.payload(op)?;
                         kind = Some(op);
+                        payload = (start, self.out_pos(self.pos));
                         seen::OPERATION
                     } else {
                         let i = crate::validate::rules::MODIFIERS
@@ -253,6 +359,7 @@ impl<'a> Pass<'a> {
                             .position(|m| *m == key)
                             .ok_or(Decline)?;
                         self.modifier(key)?;
+                        modifiers[i] = (start, self.out_pos(self.pos));
                         seen::MODIFIER << i
                     }
                 }
@@ -283,22 +390,26 @@ impl<'a> Pass<'a> {
             _ => return Err(Decline),
         };
         // Out positions are final once the last whitespace is flushed: nothing before
-        // them moves. The member's comma is next to it in the minified text.
+        // them moves. The member's comma is next to it in the minified text. They fit a
+        // u32: the text does.
+        let span = |(a, b): (usize, usize)| (a as u32, b as u32);
         let token = token.map(|(key_at, a, b, first)| TokenMember {
-            member: if first {
+            member: span(if first {
                 (key_at, b + 2)
             } else {
                 (key_at - 1, b + 1)
-            },
-            value: (a, b),
+            }),
+            value: span((a, b)),
         });
         Ok(TextRecord {
             json: Bytes::new(),
             kind,
             endpoint,
-            id,
-            key,
+            id: span(id),
+            key: key.map(span),
             token,
+            payload: span(payload),
+            modifiers: modifiers.map(span),
         })
     }
 

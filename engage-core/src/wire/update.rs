@@ -10,7 +10,7 @@ use crate::model::{
     SerializeError, Value,
 };
 use crate::wire::encode::EncodedRecord;
-use crate::wire::text::TextRecord;
+use crate::wire::text::{JsonParts, TextRecord};
 
 /// One profile update: a typed one built with [`Update::user`] / [`Update::group`], or a
 /// raw JSON object from [`Update::raw`].
@@ -361,6 +361,15 @@ impl Update {
     pub fn json_text(&self) -> Option<&bytes::Bytes> {
         match &self.kind {
             UpdateKind::Text(record) => Some(&record.json),
+            _ => None,
+        }
+    }
+
+    /// The parts of an update [`Update::from_json`] read in one pass (see [`JsonParts`]);
+    /// `None` for other updates.
+    pub fn json_parts(&self) -> Option<JsonParts<'_>> {
+        match &self.kind {
+            UpdateKind::Text(record) => Some(JsonParts { record }),
             _ => None,
         }
     }
