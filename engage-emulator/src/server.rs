@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use engage_core::Endpoint;
 use engage_core::validate::{GroupOperations, ParsedRecord, check_record};
+use engage_core::{Endpoint, Update};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -565,18 +565,39 @@ fn decode_data(data: &str) -> Result<Vec<u8>, String> {
     Err("data is neither JSON nor base64 of JSON".into())
 }
 
+/// One record of a request.
+enum Record {
+    /// Read in one pass by engage-core's reader: valid for this endpoint (by the rules
+    /// this server enforces), carrying a token, drawing no note. Nothing to parse again.
+    Read(Update),
+    /// Everything else, parsed whole (or why it could not be).
+    Parsed(Result<ParsedRecord, String>),
+}
+
+impl Record {
+    /// The record's own `$token`, if it has one.
+    fn token(&self) -> Option<&str> {
+        match self {
+            Record::Read(update) => update.json_parts().and_then(|p| p.token()),
+            Record::Parsed(Ok(parsed)) => parsed.value.get("$token").and_then(Json::as_str),
+            Record::Parsed(Err(_)) => None,
+        }
+    }
+}
+
 /// Splits the JSON data into records: an array, or one object standing for one.
-fn split_records(data: &[u8]) -> Result<Vec<Result<ParsedRecord, String>>, String> {
+fn split_records(data: &[u8], endpoint: Endpoint) -> Result<Vec<Record>, String> {
     let text = std::str::from_utf8(data).map_err(|e| format!("the body is not UTF-8: {e}"))?;
     let trimmed = text.trim_start_matches('\u{feff}').trim();
     if trimmed.starts_with('{') {
-        return Ok(vec![parse_record(trimmed)]);
+        return Ok(vec![read_record(trimmed, endpoint)]);
     }
     if !trimmed.starts_with('[') {
         return Err("the body is not a JSON array or object".into());
     }
-    // Raw values first, so one bad record (1e999) fails alone rather than the batch.
-    let raws: Vec<Box<serde_json::value::RawValue>> =
+    // Raw values first (borrowed: no copy), so one bad record (1e999) fails alone rather
+    // than the batch.
+    let raws: Vec<&serde_json::value::RawValue> =
         serde_json::from_str(trimmed).map_err(|e| format!("invalid JSON: {e}"))?;
     if raws.len() > MAX_RECORDS {
         return Err(format!(
@@ -584,7 +605,37 @@ fn split_records(data: &[u8]) -> Result<Vec<Result<ParsedRecord, String>>, Strin
             raws.len()
         ));
     }
-    Ok(raws.iter().map(|r| parse_record(r.get())).collect())
+    Ok(raws
+        .iter()
+        .map(|r| read_record(r.get(), endpoint))
+        .collect())
+}
+
+/// One record: engage-core's one-pass reader takes the ordinary valid ones; the rest
+/// (invalid, for the other endpoint, `$add`/`$append` on groups, without a token,
+/// repeating a key, anything unusual) go through the full parser and `check_record`, so
+/// every error and note comes from one place.
+fn read_record(text: &str, endpoint: Endpoint) -> Record {
+    if let Some(update) = Update::from_json_fast(text)
+        && let Some(parts) = update.json_parts()
+        && parts.endpoint() == endpoint
+        && (endpoint == Endpoint::Engage || parts.operation().on_groups())
+        && parts.token().is_some()
+    {
+        return Record::Read(update);
+    }
+    Record::Parsed(parse_record(text))
+}
+
+/// A JSON string's text (`$ip`'s value), decoded only if it holds an escape.
+fn json_str(value: &[u8]) -> Option<Box<str>> {
+    if value.contains(&b'\\') {
+        serde_json::from_slice::<String>(value).ok().map(Into::into)
+    } else {
+        std::str::from_utf8(value.get(1..value.len().checked_sub(1)?)?)
+            .ok()
+            .map(Into::into)
+    }
 }
 
 /// One record, noting the keys its text repeats (only the last of each is applied).
@@ -781,16 +832,12 @@ async fn ingest_records(
             ),
         ));
     };
-    let records = match split_records(&data) {
+    let records = match split_records(&data, endpoint) {
         Ok(r) => r,
         Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, e)),
     };
     // The project's rate limit, by the token of its first record that names one.
-    let project = records
-        .iter()
-        .flatten()
-        .find_map(|r| r.value.get("$token").and_then(Json::as_str))
-        .unwrap_or_default();
+    let project = records.iter().find_map(Record::token).unwrap_or_default();
     if !shared.within_rate(project, data.len()) {
         lock(&shared.store.stats).rate_limited += 1;
         // Mixpanel's documented answer; it carries no Retry-After.
@@ -828,6 +875,51 @@ async fn ingest_records(
     let n = records.len();
     note.records = Some(n);
     for (index, record) in records.iter().enumerate() {
+        let record = match record {
+            Record::Read(update) => {
+                let Some(parts) = update.json_parts() else {
+                    // A read record always has its parts; were that ever not so, say it.
+                    failed.push(json!({"index": index, "field": Json::Null, "message": "emulator: record lost its parts"}));
+                    continue;
+                };
+                let token = parts.token().unwrap_or_default();
+                if let Some(expected) = &shared.settings.token
+                    && token != expected
+                {
+                    return Ok(json_response(
+                        StatusCode::UNAUTHORIZED,
+                        &json!({"error": format!("Invalid token in record {index}: this project's token does not match"), "status": "error"}),
+                    ));
+                }
+                let geo = match parts.modifier("$ip").and_then(json_str).as_deref() {
+                    Some("0") => Geo::None,
+                    Some(ip) => Geo::Record(ip.into()),
+                    None if geolocate => Geo::Request(remote.ip()),
+                    None => Geo::None,
+                };
+                let op = parts.operation();
+                non_idempotent |= matches!(op, Op::Add | Op::Append);
+                let target = match (parts.group(), parts.distinct_id()) {
+                    (Some((k, i)), _) => Target::Group(k, i),
+                    (None, Some(d)) => Target::User(d),
+                    (None, None) => continue,
+                };
+                valid.push(Valid {
+                    index,
+                    target,
+                    op,
+                    payload: parts.payload().to_vec(),
+                    time_ms: parts
+                        .modifier("$time")
+                        .and_then(|v| serde_json::from_slice::<Json>(v).ok())
+                        .and_then(|v| time_ms(&v)),
+                    ignore_time: parts.modifier("$ignore_time") == Some(b"true"),
+                    geo,
+                });
+                continue;
+            }
+            Record::Parsed(record) => record,
+        };
         let value = match record {
             Ok(parsed) => &parsed.value,
             Err(message) => {
@@ -898,19 +990,18 @@ async fn ingest_records(
     lock(&shared.store.stats).rejected += failed.len() as u64;
     // The decoded data, not the raw body: GET requests have none, and a form body and a
     // JSON body with the same records are the same batch.
-    let ids_of: Vec<Json> = valid
-        .iter()
-        .map(|v| match v.target {
-            Target::User(d) => json!({"$distinct_id": d}),
-            Target::Group(k, i) => json!({"$group_key": k, "$group_id": i}),
-        })
-        .collect();
-    let positions: Vec<usize> = valid.iter().map(|v| v.index).collect();
+    let targets: Vec<(usize, Target<'_>)> = valid.iter().map(|v| (v.index, v.target)).collect();
     let refused = shared.store.apply(&data, valid, non_idempotent);
     for (index, field, message) in refused {
         let mut f = json!({"index": index, "field": field, "message": message});
-        if let Some(at) = positions.iter().position(|&p| p == index) {
-            merge(&mut f, ids_of[at].clone());
+        if let Some((_, target)) = targets.iter().find(|(p, _)| *p == index) {
+            merge(
+                &mut f,
+                match *target {
+                    Target::User(d) => json!({"$distinct_id": d}),
+                    Target::Group(k, i) => json!({"$group_key": k, "$group_id": i}),
+                },
+            );
         }
         failed.push(f);
     }
