@@ -418,6 +418,65 @@ proptest! {
             same_verdicts(&text)?;
         }
     }
+
+    #[test]
+    fn arrays_split_as_serde_json_splits_them(
+        records in prop::collection::vec((record(), any::<u64>()), 0..5),
+        extra in prop::option::of(prop::sample::select(&["1", "\"s\"", "[]", "null", "1e999", "01", "{", ""][..])),
+        seed in any::<u64>(),
+        cut in prop::option::of(any::<prop::sample::Index>()),
+        tail in prop::sample::select(&["", "", " ", "x", "]", ",", "{}"][..]),
+    ) {
+        let mut elements: Vec<String> = records.iter().map(|(m, s)| write(m, *s)).collect();
+        if let Some(e) = extra {
+            let at = (seed % (elements.len() as u64 + 1)) as usize;
+            elements.insert(at, e.to_owned());
+        }
+        let sep = [",", " , ", ",\n", "\t,"][(seed % 4) as usize];
+        let mut text = format!("{}[{}]{}", " ".repeat((seed % 2) as usize), elements.join(sep), "\n".repeat((seed % 3) as usize));
+        if let Some(cut) = cut {
+            let at = cut.index(text.len());
+            if text.is_char_boundary(at) && seed % 3 == 0 {
+                text.truncate(at);
+            }
+        }
+        text.push_str(tail);
+        same_split(&text)?;
+    }
+}
+
+/// An array's elements, split by `Update::from_json_array`, are what serde_json's own
+/// split finds, each read as `Update::from_json_fast` reads it alone; an array serde_json
+/// refuses is refused.
+fn same_split(text: &str) -> Result<(), TestCaseError> {
+    let ours = Update::from_json_array(text);
+    let theirs = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text);
+    let (Some(ours), Ok(theirs)) = (&ours, &theirs) else {
+        prop_assert_eq!(
+            ours.is_some(),
+            theirs.is_ok(),
+            "verdicts differ on {}",
+            text
+        );
+        return Ok(());
+    };
+    prop_assert_eq!(ours.len(), theirs.len());
+    for (item, raw) in ours.iter().zip(theirs) {
+        let alone = Update::from_json_fast(raw.get());
+        match item {
+            Ok(update) => {
+                prop_assert_eq!(
+                    update.json_text(),
+                    alone.as_ref().and_then(Update::json_text)
+                );
+            }
+            Err(element) => {
+                prop_assert_eq!(*element, raw.get());
+                prop_assert!(alone.is_none());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The one-pass reader takes the records of a realistic export, written by Python's

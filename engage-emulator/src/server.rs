@@ -595,20 +595,45 @@ fn split_records(data: &[u8], endpoint: Endpoint) -> Result<Vec<Record>, String>
     if !trimmed.starts_with('[') {
         return Err("the body is not a JSON array or object".into());
     }
-    // Raw values first (borrowed: no copy), so one bad record (1e999) fails alone rather
-    // than the batch.
+    let too_many = |n: usize| format!("{n} records in one request; the limit is {MAX_RECORDS}");
+    // engage-core splits the array and reads the ordinary records in the same pass.
+    if let Some(items) = Update::from_json_array(trimmed) {
+        if items.len() > MAX_RECORDS {
+            return Err(too_many(items.len()));
+        }
+        return Ok(items
+            .into_iter()
+            .map(|item| match item {
+                Ok(update) if readable(&update, endpoint) => Record::Read(update),
+                Ok(update) => {
+                    let text = update.json_text().map(|t| t.as_ref()).unwrap_or_default();
+                    Record::Parsed(parse_record(std::str::from_utf8(text).unwrap_or_default()))
+                }
+                Err(text) => Record::Parsed(parse_record(text)),
+            })
+            .collect());
+    }
+    // Not a well-formed array: serde_json names the problem. Raw values first (borrowed:
+    // no copy), so one bad record (1e999) fails alone rather than the batch.
     let raws: Vec<&serde_json::value::RawValue> =
         serde_json::from_str(trimmed).map_err(|e| format!("invalid JSON: {e}"))?;
     if raws.len() > MAX_RECORDS {
-        return Err(format!(
-            "{} records in one request; the limit is {MAX_RECORDS}",
-            raws.len()
-        ));
+        return Err(too_many(raws.len()));
     }
     Ok(raws
         .iter()
         .map(|r| read_record(r.get(), endpoint))
         .collect())
+}
+
+/// Whether a record engage-core read in one pass is valid here as it is: for this
+/// endpoint, an operation `/groups` documents, a token of its own.
+fn readable(update: &Update, endpoint: Endpoint) -> bool {
+    update.json_parts().is_some_and(|parts| {
+        parts.endpoint() == endpoint
+            && (endpoint == Endpoint::Engage || parts.operation().on_groups())
+            && parts.token().is_some()
+    })
 }
 
 /// One record: engage-core's one-pass reader takes the ordinary valid ones; the rest
@@ -617,10 +642,7 @@ fn split_records(data: &[u8], endpoint: Endpoint) -> Result<Vec<Record>, String>
 /// every error and note comes from one place.
 fn read_record(text: &str, endpoint: Endpoint) -> Record {
     if let Some(update) = Update::from_json_fast(text)
-        && let Some(parts) = update.json_parts()
-        && parts.endpoint() == endpoint
-        && (endpoint == Endpoint::Engage || parts.operation().on_groups())
-        && parts.token().is_some()
+        && readable(&update, endpoint)
     {
         return Record::Read(update);
     }

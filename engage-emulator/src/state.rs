@@ -353,7 +353,10 @@ pub(crate) struct Store {
     /// Two independent keys: the pair of hashes tells bodies apart as well as 128 bits do.
     /// foldhash, not SipHash: it hashes every body received (SipHash took 3.5% of the
     /// emulator's CPU per import).
-    body_keys: (foldhash::quality::RandomState, foldhash::quality::RandomState),
+    body_keys: (
+        foldhash::quality::RandomState,
+        foldhash::quality::RandomState,
+    ),
 }
 
 impl Default for Store {

@@ -201,29 +201,49 @@ struct Scratch {
 
 /// Reads `text` as an update object; `None` when the full path must decide.
 pub(crate) fn read(text: &str) -> Option<TextRecord> {
-    if u32::try_from(text.len()).is_err() {
+    read_at(text, 0, true).map(|(record, _)| record)
+}
+
+/// Reads the update object at `text[start..]`: to the end of `text` if `whole`, else to
+/// its closing brace. Returns it and where it ended.
+fn read_at(text: &str, start: usize, whole: bool) -> Option<(TextRecord, usize)> {
+    let len = text.len() - start;
+    if u32::try_from(len).is_err() {
         return None;
     }
+    // A record in an array is seldom longer than this; a longer one grows the arena as
+    // it is written.
+    let room = if whole { len } else { len.min(4096) };
     SCRATCH.with(|scratch| {
         let Scratch { arena, keys } = &mut *scratch.borrow_mut();
-        if arena.capacity() - arena.len() < text.len() {
+        if arena.capacity() - arena.len() < room {
             // Earlier records share the old chunk; it is freed when the last one goes.
-            *arena = BytesMut::with_capacity(ARENA_BYTES.max(text.len()));
+            *arena = BytesMut::with_capacity(ARENA_BYTES.max(room));
         }
         keys.clear();
         let mut pass = Pass {
             text,
             src: text.as_bytes(),
-            pos: 0,
-            copied: 0,
+            pos: start,
+            copied: start,
             out: arena,
             keys,
         };
-        match pass.record() {
+        let read = pass.record().and_then(|record| {
+            pass.flush();
+            if whole {
+                pass.ws();
+                if pass.pos != pass.src.len() {
+                    return Err(Decline);
+                }
+            }
+            Ok(record)
+        });
+        match read {
             Ok(mut record) => {
-                pass.flush();
+                let end = pass.pos;
                 record.json = pass.out.split().freeze();
-                Some(record)
+                Some((record, end))
             }
             Err(Decline) => {
                 pass.out.clear();
@@ -231,6 +251,61 @@ pub(crate) fn read(text: &str) -> Option<TextRecord> {
             }
         }
     })
+}
+
+/// One element of a JSON array read by [`read_array`]: an update object the one-pass
+/// reader took, or the element's text for the full parser.
+pub(crate) type ArrayItem<'a> = Result<TextRecord, &'a str>;
+
+/// Splits a JSON array (a request body) into its elements, reading each update object in
+/// one pass and leaving the text of any other element to the full parser. `None` when
+/// `text` is not a well-formed JSON array: the full parser names the problem then.
+pub(crate) fn read_array(text: &str) -> Option<Vec<ArrayItem<'_>>> {
+    let src = text.as_bytes();
+    let ws = |mut at: usize| {
+        while matches!(src.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            at += 1;
+        }
+        at
+    };
+    let mut at = ws(0);
+    if src.get(at) != Some(&b'[') {
+        return None;
+    }
+    at = ws(at + 1);
+    let mut items = Vec::new();
+    if src.get(at) == Some(&b']') {
+        return (ws(at + 1) == src.len()).then_some(items);
+    }
+    loop {
+        let read = if src.get(at) == Some(&b'{') {
+            read_at(text, at, false)
+        } else {
+            None
+        };
+        match read {
+            Some((record, end)) => {
+                items.push(Ok(record));
+                at = end;
+            }
+            None => {
+                // The full parser finds where the element ends, and checks its syntax as
+                // it would in the whole array.
+                let mut de = serde_json::Deserializer::from_str(&text[at..]);
+                let raw: &serde_json::value::RawValue =
+                    serde::Deserialize::deserialize(&mut de).ok()?;
+                items.push(Err(raw.get()));
+                at += raw.get().len();
+            }
+        }
+        at = ws(at);
+        match src.get(at) {
+            Some(b',') => at = ws(at + 1),
+            Some(b']') => break,
+            _ => return None,
+        }
+    }
+    (ws(at + 1) == src.len()).then_some(items)
 }
 
 /// Keys of the top level, each a bit: a key seen twice goes to the full path.
@@ -378,10 +453,6 @@ impl<'a> Pass<'a> {
                 }
                 _ => return Err(Decline),
             }
-        }
-        self.ws();
-        if self.pos != self.src.len() {
-            return Err(Decline);
         }
         let kind = kind.ok_or(Decline)?;
         let (endpoint, id, key) = match (distinct, group_key, group_id) {

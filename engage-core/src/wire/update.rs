@@ -356,6 +356,34 @@ impl Update {
         })
     }
 
+    /// Reads a JSON array of update objects (a request body, an export written as one
+    /// array) in one pass: each element is an update [`Update::from_json_fast`] would
+    /// take (`Ok`), or, for anything else, the element's text (`Err`) for the full parser
+    /// ([`Update::from_json`], or a caller's own handling). `None` when `text` is not a
+    /// well-formed JSON array.
+    ///
+    /// ```
+    /// use engage_core::Update;
+    /// let body = r#"[{"$distinct_id":"u1","$set":{"a":1}}, {"distinct_id":"u2"}]"#;
+    /// let items = Update::from_json_array(body).expect("an array");
+    /// assert!(items[0].is_ok());
+    /// assert_eq!(items[1].as_ref().err(), Some(&r#"{"distinct_id":"u2"}"#));
+    /// assert!(Update::from_json_array("[1,").is_none());
+    /// ```
+    pub fn from_json_array(text: &str) -> Option<Vec<Result<Update, &str>>> {
+        let items = crate::wire::text::read_array(text)?;
+        Some(
+            items
+                .into_iter()
+                .map(|item| {
+                    item.map(|record| Update {
+                        kind: UpdateKind::Text(record),
+                    })
+                })
+                .collect(),
+        )
+    }
+
     /// The JSON text of an update [`Update::from_json`] read in one pass: the object as it
     /// came, minified. A cheap clone (the bytes are shared); `None` for other updates.
     pub fn json_text(&self) -> Option<&bytes::Bytes> {
