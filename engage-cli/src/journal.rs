@@ -8,17 +8,23 @@
 //! - `header`: the input's identity (each file's name, size and a checksum of its first
 //!   64 KiB) and a digest of the options that decide how records are numbered; a resume
 //!   with other inputs or options is refused.
-//! - `send`: a batch's record numbers, written and `fsync`ed *before* its first attempt.
+//! - `send`: a batch's record numbers (as runs of consecutive numbers: a few bytes per
+//!   batch), written *before* its first attempt, and `fsync`ed first when the batch holds
+//!   `$add` or `$append`.
 //! - `done`: the batch is settled; the numbers listed as `unsent` never reached the server
 //!   (the import stopped first) and those listed as `unknown` may or may not have.
 //!
-//! One small write per batch, one `fsync` per batch sent.
+//! One small write per batch, one `fsync` per batch sent that holds `$add` or `$append`.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 use serde_json::{Value as Json, json};
+
+/// The journal format this build writes and reads (2: record numbers sorted, as
+/// distances and runs).
+const VERSION: u64 = 2;
 
 /// What a journal says of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,33 +145,65 @@ fn parse(raw: &[u8]) -> Option<Json> {
     serde_json::from_slice(text).ok()
 }
 
-/// Record numbers as JSON text, the first, then differences (small numbers: a compact
-/// line). Written straight as text: a batch's numbers are written twice per batch.
-fn deltas_text(indices: &[u64]) -> String {
-    let mut out = String::with_capacity(indices.len() * 3 + 2);
+/// Record numbers as JSON text, a set (their order in the batch does not matter): sorted,
+/// the first, then for each next number its distance from the one before (a positive
+/// number), a run of `k` consecutive numbers written once as `-k`. A batch of records
+/// read in order is two numbers, whatever its size; one of records held back for a busy
+/// profile is about one small number per record. Written straight as text, twice per batch.
+fn runs_text(indices: &[u64]) -> String {
+    let mut sorted = indices.to_vec();
+    sorted.sort_unstable();
+    let mut out = String::with_capacity(16 + sorted.len().min(64) * 4);
     let mut buf = itoa::Buffer::new();
     out.push('[');
-    let mut prev = 0u64;
-    for (i, &x) in indices.iter().enumerate() {
+    let mut i = 0;
+    while i < sorted.len() {
         if i == 0 {
-            out.push_str(buf.format(x));
-        } else {
-            out.push(',');
-            out.push_str(buf.format(x as i64 - prev as i64));
+            out.push_str(buf.format(sorted[0]));
+            i = 1;
+            continue;
         }
-        prev = x;
+        out.push(',');
+        let mut run = 0;
+        while sorted
+            .get(i + run)
+            .is_some_and(|&x| x == sorted[i + run - 1] + 1)
+        {
+            run += 1;
+        }
+        if run > 0 {
+            out.push('-');
+            out.push_str(buf.format(run));
+            i += run;
+        } else {
+            out.push_str(buf.format(sorted[i] - sorted[i - 1]));
+            i += 1;
+        }
     }
     out.push(']');
     out
 }
 
-fn undelta(v: &Json) -> Vec<u64> {
+/// The record numbers of a [`runs_text`] list.
+fn unruns(v: &Json) -> Vec<u64> {
     let mut out = Vec::new();
-    let mut cur: i64 = 0;
-    for (i, d) in v.as_array().into_iter().flatten().enumerate() {
-        let d = d.as_i64().unwrap_or(0);
-        cur = if i == 0 { d } else { cur + d };
-        out.push(cur.max(0) as u64);
+    let mut cur: u64 = 0;
+    for (i, n) in v.as_array().into_iter().flatten().enumerate() {
+        let n = n.as_i64().unwrap_or(0);
+        if i == 0 {
+            cur = n.max(0) as u64;
+            out.push(cur);
+        } else if n >= 0 {
+            cur = cur.saturating_add(n as u64);
+            out.push(cur);
+        } else {
+            // A run longer than any input (a corrupt number that passed the checksum) is
+            // cut short.
+            for _ in 0..n.unsigned_abs().min(1 << 32) {
+                cur = cur.saturating_add(1);
+                out.push(cur);
+            }
+        }
     }
     out
 }
@@ -192,7 +230,8 @@ impl Journal {
                 format!("cannot create the journal {}: {e}", path.display())
             }
         })?;
-        let header = json!({"t": "header", "v": 1, "inputs": id.inputs, "options": id.options});
+        let header =
+            json!({"t": "header", "v": VERSION, "inputs": id.inputs, "options": id.options});
         file.write_all(&line(&header))
             .and_then(|()| file.sync_all())
             .map_err(|e| format!("cannot write the journal {}: {e}", path.display()))?;
@@ -230,18 +269,18 @@ impl Journal {
             match entry["t"].as_str() {
                 Some("header") if header.is_none() => header = Some(entry),
                 Some("send") => {
-                    for i in undelta(&entry["i"]) {
+                    for i in unruns(&entry["r"]) {
                         resume.set(i, Status::Unknown);
                     }
                 }
                 Some("done") => {
-                    for i in undelta(&entry["i"]) {
+                    for i in unruns(&entry["r"]) {
                         resume.set(i, Status::Settled);
                     }
-                    for i in undelta(&entry["unsent"]) {
+                    for i in unruns(&entry["unsent"]) {
                         resume.set(i, Status::Unsent);
                     }
-                    for i in undelta(&entry["unknown"]) {
+                    for i in unruns(&entry["unknown"]) {
                         resume.set(i, Status::Unknown);
                     }
                 }
@@ -255,6 +294,13 @@ impl Journal {
                 path.display()
             ));
         };
+        if header["v"].as_u64() != Some(VERSION) {
+            return Err(format!(
+                "the journal {} was written by another version of engage (journal format {}, this one reads {VERSION}); finish that import with the engage that began it",
+                path.display(),
+                header["v"]
+            ));
+        }
         if header["inputs"] != id.inputs {
             return Err(format!(
                 "the journal {} was written for other input ({}); resume with the same files, unchanged",
@@ -284,7 +330,7 @@ impl Journal {
     /// must not apply twice; a batch of idempotent updates that a power cut loses from the
     /// journal is only sent again: an fsync per batch is the journal's main cost).
     pub fn send(&mut self, indices: &[u64], durable: bool) -> io::Result<()> {
-        let text = format!(r#"{{"t":"send","i":{}}}"#, deltas_text(indices));
+        let text = format!(r#"{{"t":"send","r":{}}}"#, runs_text(indices));
         self.file.write_all(&line_text(&text))?;
         if durable {
             self.file.sync_data()?;
@@ -295,12 +341,12 @@ impl Journal {
     /// A batch is settled, but for `unsent` (never reached the server) and `unknown`
     /// (may have). Not synced: losing it only makes a resume more careful.
     pub fn done(&mut self, settled: &[u64], unsent: &[u64], unknown: &[u64]) -> io::Result<()> {
-        let mut text = format!(r#"{{"t":"done","i":{}"#, deltas_text(settled));
+        let mut text = format!(r#"{{"t":"done","r":{}"#, runs_text(settled));
         if !unsent.is_empty() {
-            text.push_str(&format!(r#","unsent":{}"#, deltas_text(unsent)));
+            text.push_str(&format!(r#","unsent":{}"#, runs_text(unsent)));
         }
         if !unknown.is_empty() {
-            text.push_str(&format!(r#","unknown":{}"#, deltas_text(unknown)));
+            text.push_str(&format!(r#","unknown":{}"#, runs_text(unknown)));
         }
         text.push('}');
         self.file.write_all(&line_text(&text))
@@ -316,16 +362,23 @@ impl Journal {
 mod tests {
     use super::*;
 
-    fn deltas(indices: &[u64]) -> Json {
-        serde_json::from_str(&deltas_text(indices)).unwrap()
+    fn runs(indices: &[u64]) -> Json {
+        serde_json::from_str(&runs_text(indices)).unwrap()
     }
 
     #[test]
-    fn record_numbers_round_trip_through_deltas() {
-        let v = [5u64, 6, 9, 7, 1000, 3];
-        assert_eq!(undelta(&deltas(&v)), v);
-        assert!(undelta(&deltas(&[])).is_empty());
-        assert_eq!(deltas_text(&v), "[5,1,3,-2,993,-997]");
+    fn record_numbers_round_trip_through_runs() {
+        let v = [5u64, 6, 9, 7, 8, 1000, 3];
+        let mut sorted = v.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(unruns(&runs(&v)), sorted);
+        assert!(unruns(&runs(&[])).is_empty());
+        assert_eq!(runs_text(&v), "[3,2,-4,991]");
+        // A batch read in order is two numbers, whatever its size.
+        let batch: Vec<u64> = (4000..6000).collect();
+        assert_eq!(runs_text(&batch), "[4000,-1999]");
+        assert_eq!(unruns(&runs(&batch)), batch);
+        assert_eq!(unruns(&runs(&[7])), [7]);
     }
 
     #[test]
