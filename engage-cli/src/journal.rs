@@ -77,7 +77,17 @@ impl Resume {
 /// An open journal, written as the import goes.
 pub struct Journal {
     file: File,
+    /// Where the entries end.
+    written: u64,
+    /// How far the file is written with zeros ahead of the entries, and synced.
+    allocated: u64,
 }
+
+/// The zeros written ahead of the entries at a time. An `fdatasync` after an append that
+/// grows the file must also write its inode; one after a write into space already on disk
+/// writes the data only. Reading stops at the zeros as at a torn line; a journal closed
+/// normally is cut to its entries.
+const PREALLOCATE: u64 = 1 << 20;
 
 /// The identity a journal is tied to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,7 +229,7 @@ impl Journal {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut file = options.open(path).map_err(|e| {
+        let file = options.open(path).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 format!(
                     "the journal {} exists: resume it with --resume {}, or remove it to start over",
@@ -232,10 +242,16 @@ impl Journal {
         })?;
         let header =
             json!({"t": "header", "v": VERSION, "inputs": id.inputs, "options": id.options});
-        file.write_all(&line(&header))
-            .and_then(|()| file.sync_all())
+        let mut journal = Journal {
+            file,
+            written: 0,
+            allocated: 0,
+        };
+        journal
+            .append(&line(&header))
+            .and_then(|()| journal.file.sync_all())
             .map_err(|e| format!("cannot write the journal {}: {e}", path.display()))?;
-        Ok(Journal { file })
+        Ok(journal)
     }
 
     /// Opens a journal to resume: checks it belongs to these inputs and options, and reads
@@ -320,9 +336,16 @@ impl Journal {
         }
         let mut file = file;
         use std::io::Seek;
-        file.seek(io::SeekFrom::End(0))
+        file.seek(io::SeekFrom::Start(good))
             .map_err(|e| format!("cannot append to the journal: {e}"))?;
-        Ok((Journal { file }, resume))
+        Ok((
+            Journal {
+                file,
+                written: good,
+                allocated: good,
+            },
+            resume,
+        ))
     }
 
     /// A batch is about to go out: its record numbers, written before the request, and
@@ -331,7 +354,7 @@ impl Journal {
     /// journal is only sent again: an fsync per batch is the journal's main cost).
     pub fn send(&mut self, indices: &[u64], durable: bool) -> io::Result<()> {
         let text = format!(r#"{{"t":"send","r":{}}}"#, runs_text(indices));
-        self.file.write_all(&line_text(&text))?;
+        self.append(&line_text(&text))?;
         if durable {
             self.file.sync_data()?;
         }
@@ -349,12 +372,46 @@ impl Journal {
             text.push_str(&format!(r#","unknown":{}"#, runs_text(unknown)));
         }
         text.push('}');
-        self.file.write_all(&line_text(&text))
+        self.append(&line_text(&text))
+    }
+
+    /// Writes an entry after the last, first writing zeros ahead (and syncing them) when
+    /// the file has no room written for it.
+    fn append(&mut self, entry: &[u8]) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let end = self.written + entry.len() as u64;
+        if end > self.allocated {
+            let target = end + PREALLOCATE;
+            self.file.seek(SeekFrom::Start(self.allocated))?;
+            let zeros = [0u8; 64 * 1024];
+            let mut at = self.allocated;
+            while at < target {
+                let n = (target - at).min(zeros.len() as u64) as usize;
+                self.file.write_all(&zeros[..n])?;
+                at += n as u64;
+            }
+            self.file.sync_data()?;
+            self.allocated = target;
+            self.file.seek(SeekFrom::Start(self.written))?;
+        }
+        self.file.write_all(entry)?;
+        self.written = end;
+        Ok(())
     }
 
     /// Syncs what was written.
     pub fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()
+    }
+}
+
+impl Drop for Journal {
+    /// Cuts the zeros written ahead: a journal closed normally ends at its last entry.
+    fn drop(&mut self) {
+        if self.allocated > self.written {
+            let _ = self.file.set_len(self.written);
+            let _ = self.file.sync_data();
+        }
     }
 }
 
@@ -379,6 +436,38 @@ mod tests {
         assert_eq!(runs_text(&batch), "[4000,-1999]");
         assert_eq!(unruns(&runs(&batch)), batch);
         assert_eq!(unruns(&runs(&[7])), [7]);
+    }
+
+    #[test]
+    fn zeros_written_ahead_are_read_as_the_end_and_cut_when_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.ndjson");
+        std::fs::write(&input, "{}\n").unwrap();
+        let id = identity(&[input.display().to_string()], "o").unwrap();
+        let path = dir.path().join("j");
+        let mut journal = Journal::create(&path, &id).unwrap();
+        journal.send(&[0, 1, 2], true).unwrap();
+        journal.done(&[0, 1], &[], &[2]).unwrap();
+        let open_len = std::fs::metadata(&path).unwrap().len();
+        assert!(open_len > PREALLOCATE, "zeros are written ahead");
+        // As after a kill: the zeros are still there.
+        let copy = dir.path().join("copy");
+        std::fs::copy(&path, &copy).unwrap();
+        drop(journal);
+        let entries_len = std::fs::metadata(&path).unwrap().len();
+        assert!(entries_len < 1000, "cut to its entries when closed: {entries_len}");
+        let (mut resumed, resume) = Journal::resume(&copy, &id).unwrap();
+        assert!(resume.torn);
+        assert_eq!(resume.entries, 3);
+        assert_eq!(resume.status(0), Status::Settled);
+        assert_eq!(resume.status(2), Status::Unknown);
+        assert_eq!(resume.status(3), Status::Unsent);
+        resumed.send(&[3], true).unwrap();
+        drop(resumed);
+        let (_, again) = Journal::resume(&copy, &id).unwrap();
+        assert!(!again.torn);
+        assert_eq!(again.entries, 4);
+        assert_eq!(again.status(3), Status::Unknown);
     }
 
     #[test]
