@@ -455,7 +455,10 @@ mod tests {
         std::fs::copy(&path, &copy).unwrap();
         drop(journal);
         let entries_len = std::fs::metadata(&path).unwrap().len();
-        assert!(entries_len < 1000, "cut to its entries when closed: {entries_len}");
+        assert!(
+            entries_len < 1000,
+            "cut to its entries when closed: {entries_len}"
+        );
         let (mut resumed, resume) = Journal::resume(&copy, &id).unwrap();
         assert!(resume.torn);
         assert_eq!(resume.entries, 3);

@@ -62,7 +62,7 @@ pub struct Counts {
 
 /// The import's account.
 pub struct Ledger {
-    reader: Box<dyn Iterator<Item = Record>>,
+    reader: Box<dyn Iterator<Item = Record> + Send>,
     files: Vec<String>,
     pending: HashMap<u64, Pending, FixedState>,
     next_index: u64,
@@ -95,7 +95,7 @@ pub struct Ledger {
 impl Ledger {
     /// A ledger reading `reader` (records of the inputs named `files`).
     pub fn new(
-        reader: Box<dyn Iterator<Item = Record>>,
+        reader: Box<dyn Iterator<Item = Record> + Send>,
         files: Vec<String>,
         failures: Option<FailureFile>,
         progress: Progress,

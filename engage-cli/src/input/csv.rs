@@ -34,13 +34,17 @@ impl Newlines {
 
 struct LineTracking<R> {
     inner: R,
-    newlines: std::rc::Rc<std::cell::RefCell<Newlines>>,
+    newlines: std::sync::Arc<std::sync::Mutex<Newlines>>,
 }
 
 impl<R: Read> Read for LineTracking<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let mut nl = self.newlines.borrow_mut();
+        // Shared with the CSV reader on the same thread: never contended.
+        let mut nl = self
+            .newlines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let base = nl.read;
         for (i, &b) in buf[..n].iter().enumerate() {
             if b == b'\n' {
@@ -53,8 +57,8 @@ impl<R: Read> Read for LineTracking<R> {
 }
 
 pub(super) struct CsvRows {
-    reader: csv::Reader<LineTracking<Box<dyn BufRead>>>,
-    newlines: std::rc::Rc<std::cell::RefCell<Newlines>>,
+    reader: csv::Reader<LineTracking<Box<dyn BufRead + Send>>>,
+    newlines: std::sync::Arc<std::sync::Mutex<Newlines>>,
     headers: Option<Vec<String>>,
     /// Column names the header repeats: a row keeps the last cell of each, and says so.
     repeated: Vec<String>,
@@ -69,12 +73,12 @@ pub(super) struct CsvRows {
 
 impl CsvRows {
     pub(super) fn new(
-        reader: Box<dyn BufRead>,
+        reader: Box<dyn BufRead + Send>,
         file: usize,
         delimiter: u8,
         shape: Arc<Shape>,
     ) -> Self {
-        let newlines = std::rc::Rc::new(std::cell::RefCell::new(Newlines::default()));
+        let newlines = std::sync::Arc::new(std::sync::Mutex::new(Newlines::default()));
         let tracked = LineTracking {
             inner: reader,
             newlines: newlines.clone(),
@@ -166,7 +170,10 @@ impl Iterator for CsvRows {
             Ok(true) => {
                 self.binary_run = 0;
                 let line = row.position().map_or(self.last_line + 1, |p| {
-                    self.newlines.borrow_mut().line_of(p.byte())
+                    self.newlines
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .line_of(p.byte())
                 });
                 self.last_line = line;
                 let mut original = serde_json::Map::new();
@@ -212,7 +219,10 @@ impl Iterator for CsvRows {
             }
             Err(e) => {
                 let line = e.position().map_or(self.last_line + 1, |p| {
-                    self.newlines.borrow_mut().line_of(p.byte())
+                    self.newlines
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .line_of(p.byte())
                 });
                 self.last_line = line;
                 if e.is_io_error() {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value as Json};
 use super::{Item, MAX_LINE_BYTES, Record, Shape, shaped};
 
 pub(super) struct Ids {
-    reader: Box<dyn BufRead>,
+    reader: Box<dyn BufRead + Send>,
     file: usize,
     line: u64,
     done: bool,
@@ -16,7 +16,7 @@ pub(super) struct Ids {
 }
 
 impl Ids {
-    pub(super) fn new(reader: Box<dyn BufRead>, file: usize, shape: Arc<Shape>) -> Self {
+    pub(super) fn new(reader: Box<dyn BufRead + Send>, file: usize, shape: Arc<Shape>) -> Self {
         Ids {
             reader,
             file,

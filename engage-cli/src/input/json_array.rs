@@ -7,7 +7,7 @@ use super::{Item, MAX_LINE_BYTES, Record, parse_update};
 /// Splits a top-level JSON array into its elements as bytes, tracking strings and depth,
 /// so a huge array streams and one bad element fails alone.
 pub(super) struct JsonArray {
-    reader: Box<dyn BufRead>,
+    reader: Box<dyn BufRead + Send>,
     file: usize,
     line: u64,
     started: bool,
@@ -17,7 +17,7 @@ pub(super) struct JsonArray {
 
 impl JsonArray {
     pub(super) fn new(
-        reader: Box<dyn BufRead>,
+        reader: Box<dyn BufRead + Send>,
         file: usize,
         shape: std::sync::Arc<super::Shape>,
     ) -> Self {

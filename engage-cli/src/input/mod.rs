@@ -3,12 +3,15 @@
 //! Parquet), never the whole file in memory. Records that are already update objects go
 //! on as they are; flat records are shaped into updates ([`shape`]).
 
+mod ahead;
 mod csv;
 mod ids;
 mod json_array;
 mod ndjson;
 mod parquet;
 pub mod shape;
+
+pub use ahead::ReadAhead;
 
 use self::csv::CsvRows;
 use json_array::JsonArray;
@@ -92,7 +95,7 @@ pub struct Input {
     pub name: String,
     /// Its size on disk, if known.
     pub size: Option<u64>,
-    reader: Box<dyn BufRead>,
+    reader: Box<dyn BufRead + Send>,
     format: Format,
     /// A Parquet file, read from its end rather than as a stream.
     parquet: Option<(File, Arc<AtomicU64>)>,
@@ -126,8 +129,9 @@ pub fn open(
             parquet: Some((f, counter)),
         });
     }
-    let (raw, size): (Box<dyn Read>, Option<u64>) = if path == "-" {
-        (Box::new(io::stdin().lock()), None)
+    let (raw, size): (Box<dyn Read + Send>, Option<u64>) = if path == "-" {
+        // Not locked: the reader may run on a thread of its own.
+        (Box::new(io::stdin()), None)
     } else {
         let f = File::open(path)?;
         let meta = f.metadata()?;
@@ -142,7 +146,7 @@ pub fn open(
     };
     let gz = lower.ends_with(".gz");
     let stem = lower.strip_suffix(".gz").unwrap_or(&lower);
-    let mut reader: Box<dyn BufRead> = if gz {
+    let mut reader: Box<dyn BufRead + Send> = if gz {
         Box::new(BufReader::with_capacity(
             64 * 1024,
             flate2::read::MultiGzDecoder::new(BufReader::new(counted)),
@@ -181,7 +185,11 @@ pub fn open(
 }
 
 /// The records of one input, lazily.
-pub fn records(input: Input, file: usize, shape: &Arc<Shape>) -> Box<dyn Iterator<Item = Record>> {
+pub fn records(
+    input: Input,
+    file: usize,
+    shape: &Arc<Shape>,
+) -> Box<dyn Iterator<Item = Record> + Send> {
     let shape = shape.clone();
     match input.format {
         Format::Ndjson => Box::new(Ndjson {

@@ -5,7 +5,7 @@ use std::io::{BufRead, Read};
 use super::{BINARY_LINES_IN_A_ROW, Item, MAX_LINE_BYTES, Record, item_from_text, not_utf8};
 
 pub(super) struct Ndjson {
-    pub(super) reader: Box<dyn BufRead>,
+    pub(super) reader: Box<dyn BufRead + Send>,
     pub(super) file: usize,
     pub(super) line: u64,
     pub(super) done: bool,
