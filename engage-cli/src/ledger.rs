@@ -3,7 +3,7 @@
 //! each record's origin until the record is settled, writes the failure file and the
 //! journal, and counts what the summary says.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -64,7 +64,10 @@ pub struct Counts {
 pub struct Ledger {
     reader: Box<dyn Iterator<Item = Record> + Send>,
     files: Vec<String>,
-    pending: HashMap<u64, Pending, FixedState>,
+    /// By index: records are read in index order and mostly settle in it, so a B-tree's
+    /// hot nodes are at its two ends (a hash map's table, spread over megabytes, missed
+    /// the cache on every insert and remove).
+    pending: BTreeMap<u64, Pending>,
     next_index: u64,
     /// The counts.
     pub counts: Counts,
@@ -104,7 +107,7 @@ impl Ledger {
         Ledger {
             reader,
             files,
-            pending: HashMap::default(),
+            pending: BTreeMap::new(),
             next_index: 0,
             counts: Counts::default(),
             failures,
@@ -403,6 +406,13 @@ impl Feed for Ledger {
                     self.fail(record.file, record.line, &original, "invalid", &reason);
                 }
                 Item::Update(update, original) => {
+                    // A copy of its own, made here (where it is freed), not a share of the
+                    // update's text: the update goes as soon as it is batched, while this
+                    // waits for the record's fate, and a share would keep the reader's
+                    // whole arena chunk (a hundred records) alive with it.
+                    let original = original.unwrap_or_else(|| {
+                        Bytes::copy_from_slice(update.json_text().map_or(&[][..], |t| t))
+                    });
                     self.counts.read += 1;
                     let index = self.next_index;
                     self.next_index += 1;

@@ -49,9 +49,9 @@ pub enum Format {
 /// One record read, or why it could not be read.
 #[derive(Debug)]
 pub enum Item {
-    /// An update, with its original text (shared with the update where it holds its
-    /// text; minified then).
-    Update(Update, Bytes),
+    /// An update, with its original text; `None` for an update that holds its text (see
+    /// [`Update::json_text`]: minified then), which the ledger copies when it keeps it.
+    Update(Update, Option<Bytes>),
     /// A line that could not become an update.
     Bad {
         /// The original text (lossy UTF-8).
@@ -224,7 +224,7 @@ fn shaped(
             let mut parsed = engage_core::validate::parse_record(b"{}").expect("an empty object");
             parsed.value = value;
             parsed.repeated = repeated;
-            Item::Update(Update::raw_parsed(parsed), Bytes::from(original))
+            Item::Update(Update::raw_parsed(parsed), Some(Bytes::from(original)))
         }
         Err(reason) => Item::Bad { original, reason },
     }
@@ -248,14 +248,14 @@ fn not_utf8(bytes: &[u8], e: std::str::Utf8Error) -> Item {
 }
 
 /// [`parse_update`] on text already checked to be UTF-8, borrowed (a reused line buffer):
-/// an update object engage-core's one-pass reader takes is copied once, minified, and
-/// that copy is also the record's original text; anything else is copied and parsed.
+/// an update object engage-core's one-pass reader takes is copied, minified, into the
+/// update, and once more as the record's original text; anything else is copied and
+/// parsed.
 fn item_from_text(text: &str, shape: &Shape) -> Item {
     if shape.delete.is_none()
         && let Some(update) = Update::from_json_fast(text)
     {
-        let original = update.json_text().cloned().unwrap_or_default();
-        return Item::Update(update, original);
+        return Item::Update(update, None);
     }
     parse_text(text.to_owned(), shape)
 }
@@ -265,7 +265,7 @@ fn parse_text(original: String, shape: &Shape) -> Item {
     match engage_core::validate::parse_record(original.as_bytes()) {
         Ok(mut parsed) => match &mut parsed.value {
             Json::Object(object) if shape.delete.is_none() && Shape::is_update(object) => {
-                Item::Update(Update::raw_parsed(parsed), Bytes::from(original))
+                Item::Update(Update::raw_parsed(parsed), Some(Bytes::from(original)))
             }
             Json::Object(object) => {
                 let record = std::mem::take(object);

@@ -27,8 +27,9 @@ const MAX_FAST_DEPTH: u32 = 16;
 const MAX_FAST_KEYS: usize = 64;
 /// Longest number the pass copies; longer ones (which may overflow) go to the full path.
 const MAX_NUMBER_BYTES: usize = 40;
-/// Size of the arena chunks records are copied into.
-const ARENA_BYTES: usize = 64 * 1024;
+/// Size of the arena chunks records are copied into: one record kept (held back for a
+/// busy profile, waiting for its fate) keeps its whole chunk, so not large.
+const ARENA_BYTES: usize = 16 * 1024;
 
 /// A span of a record's text: start and end. `u32` keeps an update small (the reader
 /// declines longer texts; Mixpanel takes 1 MB per update).
