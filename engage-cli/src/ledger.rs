@@ -3,17 +3,20 @@
 //! each record's origin until the record is settled, writes the failure file and the
 //! journal, and counts what the summary says.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use engage_core::delivery::{
-    Decision, DeliveryError, Feed, Next, RecordOutcome, Sending, TransportErrorKind,
+    Decision, DeliveryError, Feed, Next, READ_BURST, RecordOutcome, Sending, TransportErrorKind,
 };
 use engage_core::{ImportEvent, Update};
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
+use engage_core::batch::RecordRef;
 use foldhash::fast::FixedState;
 
 use crate::failures::FailureFile;
@@ -23,12 +26,45 @@ use crate::progress::Progress;
 use crate::reasons::{self, Category, Reasons};
 use crate::term::clean;
 
-/// A record waiting for its fate: where it came from and its original text (UTF-8;
-/// shared with the update that holds it).
+/// A record waiting for its fate: where it came from and its original text (UTF-8), or
+/// `None` for an update that held its text: that is read back from its batch's body
+/// (see [`without_token`]) or, for one found invalid as it was batched, from
+/// [`Ledger::recent`].
 struct Pending {
     file: usize,
     line: u64,
-    original: Bytes,
+    original: Option<Bytes>,
+}
+
+/// A record's JSON as its batch holds it, less the `"$token":"…",` the batcher puts first:
+/// the failure file must not hold the configured token.
+fn without_token(json: &[u8]) -> Cow<'_, str> {
+    let text = std::str::from_utf8(json).unwrap_or_default();
+    if let Some(rest) = text.strip_prefix(r#"{"$token":""#) {
+        // The token is a JSON string: its end is the first quote not escaped.
+        let mut escaped = false;
+        for (i, c) in rest.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    if let Some(members) = rest[i + 1..].strip_prefix(',') {
+                        return Cow::Owned(format!("{{{members}"));
+                    }
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    // Not the batcher's shape (never expected): drop the token by parsing.
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(mut o)) => {
+            o.remove("$token");
+            Cow::Owned(serde_json::Value::Object(o).to_string())
+        }
+        _ => Cow::Borrowed(""),
+    }
 }
 
 /// What a resumed import does with records a crash left in doubt.
@@ -81,6 +117,12 @@ pub struct Ledger {
     resume: Option<Resuming>,
     /// Records resent after a crash left them in doubt (non-idempotent ones).
     in_doubt: HashSet<u64, FixedState>,
+    /// The texts of the updates read since the importer last handed over its events, at
+    /// most the last [`READ_BURST`] (shares, not copies): one found invalid as it is
+    /// batched is reported in that hand-over, and its text is taken from here.
+    recent: VecDeque<(u64, Bytes)>,
+    /// Whether events came since the last read (`recent` is then cleared).
+    events_seen: bool,
     /// Set by the first SIGINT or SIGTERM.
     interrupt: Arc<AtomicBool>,
     /// Problems that make the exit status 1, named in the report.
@@ -118,6 +160,8 @@ impl Ledger {
             journal: None,
             resume: None,
             in_doubt: HashSet::default(),
+            recent: VecDeque::new(),
+            events_seen: false,
             interrupt,
             errors: Vec::new(),
             reasons: Reasons::default(),
@@ -191,11 +235,28 @@ impl Ledger {
 
     /// A record's fate: the failure file's entry (`kind`, `reason`) and the summary's
     /// reason (`category`, `short`).
-    fn settle(&mut self, index: u64, kind: &str, reason: &str, category: Category, short: String) {
+    fn settle(
+        &mut self,
+        index: u64,
+        batched: Option<RecordRef<'_>>,
+        kind: &str,
+        reason: &str,
+        category: Category,
+        short: String,
+    ) {
         if let Some(p) = self.pending.remove(&index) {
             self.reasons.add(category, short, p.file, p.line);
-            let original = std::str::from_utf8(&p.original).unwrap_or_default();
-            self.fail(p.file, p.line, original, kind, reason);
+            let original = match (&p.original, batched) {
+                (Some(text), _) => Cow::Borrowed(std::str::from_utf8(text).unwrap_or_default()),
+                (None, Some(record)) => without_token(record.json()),
+                (None, None) => match self.recent.iter().find(|(i, _)| *i == index) {
+                    Some((_, text)) => {
+                        Cow::Owned(std::str::from_utf8(text).unwrap_or_default().to_owned())
+                    }
+                    None => Cow::Borrowed(""),
+                },
+            };
+            self.fail(p.file, p.line, &original, kind, reason);
         }
     }
 
@@ -300,6 +361,7 @@ impl Ledger {
                     self.counts.uncertain_after_crash += 1;
                     self.settle(
                         r.index,
+                        report.batch.record(r.position),
                         "uncertain_resend",
                         "accepted, but resent after a crash left its first send in doubt: an $add/$append may have been applied twice",
                         Category::Uncertain,
@@ -315,6 +377,7 @@ impl Ledger {
                     );
                     self.settle(
                         r.index,
+                        report.batch.record(r.position),
                         "uncertain_resend",
                         &reason,
                         Category::Uncertain,
@@ -331,7 +394,14 @@ impl Ledger {
                         None => format!("rejected by Mixpanel: {message}"),
                     };
                     let short = reasons::rejected(field.as_deref(), message);
-                    self.settle(r.index, "rejected", &reason, Category::Rejected, short);
+                    self.settle(
+                        r.index,
+                        report.batch.record(r.position),
+                        "rejected",
+                        &reason,
+                        Category::Rejected,
+                        short,
+                    );
                 }
                 RecordOutcome::NotDelivered(e) => {
                     let caveat = if r.maybe_applied {
@@ -342,6 +412,7 @@ impl Ledger {
                     let short = reasons::not_delivered(e, r.maybe_applied, &self.server);
                     self.settle(
                         r.index,
+                        report.batch.record(r.position),
                         "not_delivered",
                         &format!("not delivered: {e}{caveat}"),
                         Category::NotDelivered,
@@ -350,6 +421,7 @@ impl Ledger {
                 }
                 _ => self.settle(
                     r.index,
+                    report.batch.record(r.position),
                     "not_delivered",
                     "unknown outcome",
                     Category::NotDelivered,
@@ -406,13 +478,10 @@ impl Feed for Ledger {
                     self.fail(record.file, record.line, &original, "invalid", &reason);
                 }
                 Item::Update(update, original) => {
-                    // A copy of its own, made here (where it is freed), not a share of the
-                    // update's text: the update goes as soon as it is batched, while this
-                    // waits for the record's fate, and a share would keep the reader's
-                    // whole arena chunk (a hundred records) alive with it.
-                    let original = original.unwrap_or_else(|| {
-                        Bytes::copy_from_slice(update.json_text().map_or(&[][..], |t| t))
-                    });
+                    if self.events_seen {
+                        self.recent.clear();
+                        self.events_seen = false;
+                    }
                     self.counts.read += 1;
                     let index = self.next_index;
                     self.next_index += 1;
@@ -431,10 +500,12 @@ impl Feed for Ledger {
                                         record.file,
                                         record.line,
                                     );
+                                    let text = original.as_ref().or(update.json_text());
                                     self.fail(
                                         record.file,
                                         record.line,
-                                        std::str::from_utf8(&original).unwrap_or_default(),
+                                        std::str::from_utf8(text.map_or(&[][..], |t| t))
+                                            .unwrap_or_default(),
                                         "maybe_applied_before_crash",
                                         "withheld (--at-most-once): a send before the crash may have applied this $add/$append; check the profile before sending it again",
                                     );
@@ -445,6 +516,17 @@ impl Feed for Ledger {
                             }
                             Status::Unknown | Status::Unsent => {}
                         }
+                    }
+                    // An update holding its text is not copied (nor kept: a share would
+                    // keep the reader's whole arena chunk alive while it waits): its text
+                    // is read back from its batch, or from `recent` if found invalid.
+                    if original.is_none()
+                        && let Some(text) = update.json_text()
+                    {
+                        if self.recent.len() == READ_BURST {
+                            self.recent.pop_front();
+                        }
+                        self.recent.push_back((index, text.clone()));
                     }
                     self.pending.insert(
                         index,
@@ -463,11 +545,12 @@ impl Feed for Ledger {
     }
 
     fn on_event(&mut self, event: ImportEvent) {
+        self.events_seen = true;
         match event {
             ImportEvent::Invalid(e) => {
                 let reason = e.to_string();
                 let short = reasons::invalid(&e);
-                self.settle(e.index, "invalid", &reason, Category::Invalid, short);
+                self.settle(e.index, None, "invalid", &reason, Category::Invalid, short);
             }
             ImportEvent::Attempt(a) => self.on_attempt(&a),
             ImportEvent::Sending(s) => self.on_sending(&s),

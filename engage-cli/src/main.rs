@@ -463,7 +463,8 @@ pub struct ImportArgs {
     )]
     pub out: Option<PathBuf>,
     /// Write every rejected, invalid or undelivered record here as NDJSON: the original
-    /// record, its file and line, and the reason.
+    /// record (an update object sent: as it was sent, minified, without its `$token`),
+    /// its file and line, and the reason.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub failed: Option<PathBuf>,
     /// Keep a journal of the import in FILE: each batch's records, on disk before the

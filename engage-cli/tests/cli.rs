@@ -272,6 +272,12 @@ fn rejected_and_undelivered_records_are_in_the_failure_file() {
     assert_eq!(entries.len(), 1, "{text}");
     assert_eq!(entries[0]["line"], 2);
     assert_eq!(entries[0]["kind"], "rejected");
+    // The record as it was sent, read back from its batch: never the project token.
+    assert_eq!(
+        entries[0]["record"],
+        json!({"$group_key": "c", "$group_id": "a", "$add": {"n": 1}})
+    );
+    assert!(!text.contains(TOKEN), "{text}");
     // Nothing listening: every record not delivered.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -303,6 +309,15 @@ fn rejected_and_undelivered_records_are_in_the_failure_file() {
         text.contains("not_delivered") && text.contains("connect"),
         "{text}"
     );
+    assert!(!text.contains(TOKEN), "{text}");
+    for entry in text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    {
+        let line = entry["line"].as_u64().unwrap() as usize;
+        let input: Value = serde_json::from_str(NDJSON.lines().nth(line - 1).unwrap()).unwrap();
+        assert_eq!(entry["record"], input, "line {line}");
+    }
 }
 
 #[test]

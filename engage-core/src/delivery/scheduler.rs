@@ -43,8 +43,10 @@ use crate::model::Endpoint;
 use crate::validate::ValidationError;
 use crate::wire::Update;
 
-/// Updates [`Importer::step`] reads before it returns to its driver.
-const READ_BURST: usize = 1024;
+/// Updates [`Importer::step`] reads before it hands its events to the feed (and sees to
+/// its requests): an [`ImportEvent::Invalid`] comes before more than this many further
+/// updates are read, so a feed keeping the last `READ_BURST` updates' texts can name it.
+pub const READ_BURST: usize = 1024;
 
 /// Default bound on the bytes of batches formed and not yet sent (32 MiB).
 pub const DEFAULT_BUFFER_BYTES: usize = 32 * 1024 * 1024;
