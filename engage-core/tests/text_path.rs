@@ -211,16 +211,13 @@ fn payload(op: &'static str) -> BoxedStrategy<G> {
     prop_oneof![6 => right, 1 => value()].boxed()
 }
 
-const OPERATIONS: [&str; 8] = [
-    "$set",
-    "$set_once",
-    "$add",
-    "$union",
-    "$append",
-    "$remove",
-    "$unset",
-    "$delete",
-];
+/// Every operation's key, from engage-core's table.
+fn operations() -> Vec<&'static str> {
+    engage_core::model::OpKind::ALL
+        .iter()
+        .map(|k| k.key())
+        .collect()
+}
 
 /// A top-level member: ids, token, operations, modifiers, or something unknown.
 fn member() -> impl Strategy<Value = (String, G)> {
@@ -243,7 +240,7 @@ fn member() -> impl Strategy<Value = (String, G)> {
             1 => scalar(),
         ]
         .prop_map(|v| ("$token".to_owned(), G::Scalar(v))),
-        4 => prop::sample::select(&OPERATIONS[..])
+        4 => prop::sample::select(operations())
             .prop_flat_map(|op| (Just(op.to_owned()), payload(op))),
         1 => (
             prop::sample::select(&["$ip", "$time", "$latitude", "$ignore_time", "$ignore_alias"][..]),
@@ -258,7 +255,7 @@ fn member() -> impl Strategy<Value = (String, G)> {
 fn record() -> impl Strategy<Value = Vec<(String, G)>> {
     let user = (
         "[a-z0-9]{1,6}",
-        prop::sample::select(&OPERATIONS[..]).prop_flat_map(|op| (Just(op), payload(op))),
+        prop::sample::select(operations()).prop_flat_map(|op| (Just(op), payload(op))),
         prop::collection::vec(member(), 0..2),
         any::<bool>(),
     )

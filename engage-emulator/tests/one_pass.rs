@@ -9,6 +9,7 @@ mod common;
 
 use common::*;
 use engage_core::Update;
+use engage_core::model::OpKind;
 use engage_emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 
@@ -68,29 +69,13 @@ impl Draw {
     }
 
     fn record(&mut self, time: u64, groups: bool) -> Value {
-        let ops: &[&str] = if groups {
-            &[
-                "$set",
-                "$set_once",
-                "$union",
-                "$remove",
-                "$unset",
-                "$delete",
-                "$add",
-            ]
-        } else {
-            &[
-                "$set",
-                "$set_once",
-                "$add",
-                "$union",
-                "$append",
-                "$remove",
-                "$unset",
-                "$delete",
-            ]
-        };
-        let op = self.pick(ops);
+        // Groups: the six operations /groups documents, and $add, which it refuses.
+        let ops: Vec<&str> = OpKind::ALL
+            .iter()
+            .filter(|k| !groups || k.on_groups() || **k == OpKind::Add)
+            .map(|k| k.key())
+            .collect();
+        let op = self.pick(&ops);
         let mut r = serde_json::Map::new();
         if self.next(30) > 0 {
             r.insert("$token".into(), json!("tok"));

@@ -521,56 +521,64 @@ impl<'a> Pass<'a> {
     fn payload(&mut self, op: OpKind) -> Step {
         match op {
             OpKind::Delete => self.value(Want::Any, 0),
-            OpKind::Unset => {
-                self.expect(b'[')?;
-                self.ws();
-                if self.peek()? == b']' {
-                    return Err(Decline);
+            OpKind::Unset => self.elements(false, Self::short_string),
+            OpKind::Add => self.members(|p| p.value(Want::Number, 0)),
+            OpKind::Union => self.members(|p| p.list(Want::UnionItem, 0, false)),
+            _ => self.members(|p| p.value(Want::Checked, 0)),
+        }
+    }
+
+    /// An object: its keys checked by [`key`](Self::key), each value read by `value`.
+    fn members(&mut self, mut value: impl FnMut(&mut Self) -> Step) -> Step {
+        self.expect(b'{')?;
+        let base = self.keys.len();
+        self.ws();
+        if self.peek()? == b'}' {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            self.key(base)?;
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            value(self)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    self.keys.truncate(base);
+                    return Ok(());
                 }
-                loop {
-                    self.ws();
-                    self.short_string()?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.pos += 1,
-                        b']' => {
-                            self.pos += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(Decline),
-                    }
-                }
+                _ => return Err(Decline),
             }
-            _ => {
-                self.expect(b'{')?;
-                let base = self.keys.len();
-                self.ws();
-                if self.peek()? == b'}' {
+        }
+    }
+
+    /// A list, each element read by `element`; an empty one only if `may_be_empty`.
+    fn elements(&mut self, may_be_empty: bool, mut element: impl FnMut(&mut Self) -> Step) -> Step {
+        self.expect(b'[')?;
+        self.ws();
+        if self.peek()? == b']' {
+            if !may_be_empty {
+                return Err(Decline);
+            }
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            element(self)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' => {
                     self.pos += 1;
                     return Ok(());
                 }
-                loop {
-                    self.ws();
-                    self.key(base)?;
-                    self.ws();
-                    self.expect(b':')?;
-                    self.ws();
-                    match op {
-                        OpKind::Add => self.value(Want::Number, 0)?,
-                        OpKind::Union => self.list(Want::UnionItem, 0, false)?,
-                        _ => self.value(Want::Checked, 0)?,
-                    }
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.pos += 1,
-                        b'}' => {
-                            self.pos += 1;
-                            self.keys.truncate(base);
-                            return Ok(());
-                        }
-                        _ => return Err(Decline),
-                    }
-                }
+                _ => return Err(Decline),
             }
         }
     }
@@ -618,59 +626,14 @@ impl<'a> Pass<'a> {
         if depth >= MAX_FAST_DEPTH {
             return Err(Decline);
         }
-        self.expect(b'[')?;
-        self.ws();
-        if self.peek()? == b']' {
-            if !may_be_empty {
-                return Err(Decline);
-            }
-            self.pos += 1;
-            return Ok(());
-        }
-        loop {
-            self.ws();
-            self.value(want, depth + 1)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b']' => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(Decline),
-            }
-        }
+        self.elements(may_be_empty, |p| p.value(want, depth + 1))
     }
 
     fn object(&mut self, want: Want, depth: u32) -> Step {
         if depth >= MAX_FAST_DEPTH {
             return Err(Decline);
         }
-        self.expect(b'{')?;
-        let base = self.keys.len();
-        self.ws();
-        if self.peek()? == b'}' {
-            self.pos += 1;
-            return Ok(());
-        }
-        loop {
-            self.ws();
-            self.key(base)?;
-            self.ws();
-            self.expect(b':')?;
-            self.ws();
-            self.value(want, depth + 1)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    self.keys.truncate(base);
-                    return Ok(());
-                }
-                _ => return Err(Decline),
-            }
-        }
+        self.members(|p| p.value(want, depth + 1))
     }
 
     fn literal(&mut self, word: &[u8]) -> Step {
