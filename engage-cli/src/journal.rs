@@ -207,9 +207,10 @@ fn unruns(v: &Json) -> Vec<u64> {
             cur = cur.saturating_add(n as u64);
             out.push(cur);
         } else {
-            // A run longer than any input (a corrupt number that passed the checksum) is
-            // cut short.
-            for _ in 0..n.unsigned_abs().min(1 << 32) {
+            // A run is within one batch: a longer one (a corrupt number that passed the
+            // checksum) is cut short rather than filling memory.
+            let most = engage_core::batch::MAX_RECORDS_PER_REQUEST as u64;
+            for _ in 0..n.unsigned_abs().min(most) {
                 cur = cur.saturating_add(1);
                 out.push(cur);
             }
@@ -250,7 +251,11 @@ impl Journal {
         journal
             .append(&line(&header))
             .and_then(|()| journal.file.sync_all())
-            .map_err(|e| format!("cannot write the journal {}: {e}", path.display()))?;
+            .map_err(|e| {
+                // No header, no journal: leave nothing a rerun would take for one to resume.
+                drop(std::fs::remove_file(path));
+                format!("cannot write the journal {}: {e}", path.display())
+            })?;
         Ok(journal)
     }
 
