@@ -28,43 +28,12 @@ use crate::term::clean;
 
 /// A record waiting for its fate: where it came from and its original text (UTF-8), or
 /// `None` for an update that held its text: that is read back from its batch's body
-/// (see [`without_token`]) or, for one found invalid as it was batched, from
+/// (`RecordRef::json_without_token`) or, for one found invalid as it was batched, from
 /// [`Ledger::recent`].
 struct Pending {
     file: usize,
     line: u64,
     original: Option<Bytes>,
-}
-
-/// A record's JSON as its batch holds it, less the `"$token":"…",` the batcher puts first:
-/// the failure file must not hold the configured token.
-fn without_token(json: &[u8]) -> Cow<'_, str> {
-    let text = std::str::from_utf8(json).unwrap_or_default();
-    if let Some(rest) = text.strip_prefix(r#"{"$token":""#) {
-        // The token is a JSON string: its end is the first quote not escaped.
-        let mut escaped = false;
-        for (i, c) in rest.char_indices() {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => {
-                    if let Some(members) = rest[i + 1..].strip_prefix(',') {
-                        return Cow::Owned(format!("{{{members}"));
-                    }
-                    break;
-                }
-                _ => {}
-            }
-        }
-    }
-    // Not the batcher's shape (never expected): drop the token by parsing.
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(serde_json::Value::Object(mut o)) => {
-            o.remove("$token");
-            Cow::Owned(serde_json::Value::Object(o).to_string())
-        }
-        _ => Cow::Borrowed(""),
-    }
 }
 
 /// What a resumed import does with records a crash left in doubt.
@@ -248,7 +217,7 @@ impl Ledger {
             self.reasons.add(category, short, p.file, p.line);
             let original = match (&p.original, batched) {
                 (Some(text), _) => Cow::Borrowed(std::str::from_utf8(text).unwrap_or_default()),
-                (None, Some(record)) => without_token(record.json()),
+                (None, Some(record)) => Cow::Owned(record.json_without_token()),
                 (None, None) => match self.recent.iter().find(|(i, _)| *i == index) {
                     Some((_, text)) => {
                         Cow::Owned(std::str::from_utf8(text).unwrap_or_default().to_owned())

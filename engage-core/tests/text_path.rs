@@ -581,3 +581,36 @@ fn the_generated_records_exercise_both_paths() {
     assert!(taken * 5 > total, "taken {taken} of {total}");
     assert!(taken * 5 < total * 4, "taken {taken} of {total}");
 }
+
+/// A record read back for a failure report never holds the token, whatever the kind of
+/// update and whatever the token's characters, and holds everything else.
+#[test]
+fn records_read_back_without_the_token() {
+    for secret in ["tok", r#"to"k\n"#, "é\u{1}x"] {
+        let token = Token::new(secret).unwrap();
+        let mut batcher = Batcher::new(BatchConfig::new(token, Endpoint::Engage));
+        let updates = [
+            Update::user("u1").add([("n", 1)]),
+            Update::raw(serde_json::json!({"$distinct_id": "u2", "$set": {"a": "b"}})),
+            Update::from_json(&format!(
+                r#"{{"$token": {}, "$distinct_id": "u3", "$unset": ["x"]}}"#,
+                Json::from(secret)
+            ))
+            .unwrap(),
+        ];
+        for u in &updates {
+            batcher.push(u).unwrap();
+        }
+        let batch = batcher.finish().unwrap();
+        let expected = [
+            serde_json::json!({"$distinct_id": "u1", "$add": {"n": 1}}),
+            serde_json::json!({"$distinct_id": "u2", "$set": {"a": "b"}}),
+            serde_json::json!({"$distinct_id": "u3", "$unset": ["x"]}),
+        ];
+        for (i, want) in expected.iter().enumerate() {
+            let text = batch.record(i).unwrap().json_without_token();
+            let got: Json = serde_json::from_str(&text).unwrap();
+            assert_eq!(&got, want, "{secret:?}: {text}");
+        }
+    }
+}

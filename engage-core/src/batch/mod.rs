@@ -194,6 +194,49 @@ impl<'a> RecordRef<'a> {
         &self.body[self.meta.start as usize..self.meta.end as usize]
     }
 
+    /// The record's JSON less the `$token` the batcher writes first: what a report of
+    /// failed records may show (the token is the project's secret). Keys in the order the
+    /// record was sent.
+    ///
+    /// ```
+    /// use engage_core::batch::Batcher;
+    /// use engage_core::{BatchConfig, Endpoint, Token, Update};
+    /// let mut batcher = Batcher::new(BatchConfig::new(Token::new("secret")?, Endpoint::Engage));
+    /// batcher.push(&Update::from_json(r#"{"$distinct_id": "u1", "$add": {"n": 1}}"#)?)?;
+    /// let batch = batcher.finish().expect("one record");
+    /// let record = batch.record(0).expect("one record");
+    /// assert_eq!(record.json_without_token(), r#"{"$distinct_id":"u1","$add":{"n":1}}"#);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn json_without_token(&self) -> String {
+        let text = std::str::from_utf8(self.json()).unwrap_or_default();
+        if let Some(rest) = text.strip_prefix(r#"{"$token":""#) {
+            // The token is a JSON string: it ends at the first quote not escaped.
+            let mut escaped = false;
+            for (i, c) in rest.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => {
+                        if let Some(members) = rest[i + 1..].strip_prefix(',') {
+                            return format!("{{{members}");
+                        }
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Every encoder writes the token first; were that ever not so, drop it by parsing.
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(mut object)) => {
+                object.remove("$token");
+                serde_json::Value::Object(object).to_string()
+            }
+            _ => String::new(),
+        }
+    }
+
     /// A hashable key of its profile.
     pub fn profile_key(&self) -> ProfileKey<'a> {
         let span = |(a, b): (u32, u32)| &self.body[a as usize..b as usize];
