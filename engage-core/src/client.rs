@@ -247,6 +247,13 @@ enum Offer {
     Full(Update),
 }
 
+/// What [`Client::offer_or_listen`] did: queued the update (or found the client shut), or
+/// found the queue full and listens for room.
+enum Offered {
+    Done(Result<u64, Closed>),
+    Wait(Update, event_listener::EventListener),
+}
+
 enum Msg {
     Update(u64, Update),
     Flush(Sender<()>),
@@ -465,17 +472,27 @@ impl Client {
     /// the queue is half empty). Returns its id (as in [`Delivered::id`]).
     pub async fn send(&self, mut update: Update) -> Result<u64, Closed> {
         loop {
-            update = match self.offer(update) {
-                Offer::Done(r) => return r,
-                Offer::Full(u) => u,
-            };
-            // Listen, then look again: room freed in between is not missed.
-            let freed = self.shared.room.freed.listen();
-            update = match self.offer(update) {
-                Offer::Done(r) => return r,
-                Offer::Full(u) => u,
-            };
-            freed.await;
+            match self.offer_or_listen(update) {
+                Offered::Done(queued) => return queued,
+                Offered::Wait(back, freed) => {
+                    update = back;
+                    freed.await;
+                }
+            }
+        }
+    }
+
+    /// Offers `update`; on a full queue, hands it back with a listener for freed room,
+    /// taken before a second look so that room freed in between is not missed.
+    fn offer_or_listen(&self, update: Update) -> Offered {
+        let update = match self.offer(update) {
+            Offer::Done(r) => return Offered::Done(r),
+            Offer::Full(u) => u,
+        };
+        let freed = self.shared.room.freed.listen();
+        match self.offer(update) {
+            Offer::Done(r) => Offered::Done(r),
+            Offer::Full(u) => Offered::Wait(u, freed),
         }
     }
 
@@ -491,16 +508,13 @@ impl Client {
     /// task: use [`send`](Self::send) there).
     pub fn send_blocking(&self, mut update: Update) -> Result<u64, Closed> {
         loop {
-            update = match self.offer(update) {
-                Offer::Done(r) => return r,
-                Offer::Full(u) => u,
-            };
-            let freed = self.shared.room.freed.listen();
-            update = match self.offer(update) {
-                Offer::Done(r) => return r,
-                Offer::Full(u) => u,
-            };
-            event_listener::Listener::wait(freed);
+            match self.offer_or_listen(update) {
+                Offered::Done(queued) => return queued,
+                Offered::Wait(back, freed) => {
+                    update = back;
+                    event_listener::Listener::wait(freed);
+                }
+            }
         }
     }
 
