@@ -677,6 +677,21 @@ impl ChannelFeed {
     }
 }
 
+impl ChannelFeed {
+    /// Whether the queue was empty when last looked at while updates wait in batches: the
+    /// worker looks again within [`COALESCE`] rather than be woken by every message
+    /// (senders would pay a wake-up each), and a driver that cannot be woken by the queue
+    /// at all (curl's loop) does not sleep its whole poll interval while senders fill it.
+    fn accumulating(&self) -> bool {
+        self.idle
+            && self.stash.is_none()
+            && !self.ended
+            && self.next_index > self.settled
+            && self.shutdown.is_none()
+            && self.flushes.is_empty()
+    }
+}
+
 impl Feed for ChannelFeed {
     type Item = (u64, Update);
 
@@ -801,10 +816,15 @@ impl Feed for ChannelFeed {
 
     fn check_every(&self) -> Option<Duration> {
         // Wake for the shutdown's deadline even while requests are in flight.
-        match (self.shutdown, self.poll_every) {
+        let every = match (self.shutdown, self.poll_every) {
             (Some((t, None)), p) => Some(p.map_or(t, |p| p.min(t))),
             (Some((_, Some(_))), p) => Some(p.unwrap_or(Duration::from_millis(50))),
             (None, p) => p,
+        };
+        if self.accumulating() {
+            Some(every.map_or(COALESCE, |e| e.min(COALESCE)))
+        } else {
+            every
         }
     }
 }
@@ -854,20 +874,11 @@ impl Worker {
                 ImportAction::NeedInput => {}
                 ImportAction::Done => break,
                 ImportAction::Wait { until } => {
-                    // Updates waiting in a batch: look at the queue again shortly rather
-                    // than be woken by every message (senders would pay a wake-up each).
-                    // With nothing pending, the first message wakes the worker at once.
+                    // Updates waiting in a batch: the step's `until` already looks at the
+                    // queue again shortly (`ChannelFeed::accumulating`). With nothing
+                    // pending, the first message wakes the worker at once.
                     let queue_empty = feed.idle && feed.stash.is_none() && !feed.ended;
-                    let accumulating = queue_empty
-                        && feed.next_index > feed.settled
-                        && feed.shutdown.is_none()
-                        && feed.flushes.is_empty();
-                    let until = if accumulating {
-                        let soon = clock.now() + COALESCE;
-                        Some(until.map_or(soon, |u| u.min(soon)))
-                    } else {
-                        until
-                    };
+                    let accumulating = feed.accumulating();
                     // Back at once (a burst was read): no timer, which a runtime may round
                     // up to its tick.
                     let now = clock.now();
