@@ -43,11 +43,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use async_channel::{Receiver, Sender, TryRecvError};
+use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use http::{Request, Response};
 
@@ -262,61 +263,102 @@ enum Msg {
 
 struct Shared {
     totals: Mutex<ClientSummary>,
-    /// Updates queued (kept apart from `totals` so that senders never take its lock).
-    sent: std::sync::atomic::AtomicU64,
-    next_id: std::sync::atomic::AtomicU64,
+    queue: Queue,
     /// The final summary, once the worker is done.
     done: Mutex<Option<ClientSummary>>,
     done_tx: Sender<()>,
     done_rx: Receiver<()>,
-    shutdown_asked: std::sync::atomic::AtomicBool,
-    /// Room in the queue, counted apart from the channel (which is unbounded) so that a
-    /// full queue wakes its waiting senders once it is half empty, not once per update
-    /// taken: a wake-up per update costs the worker a system call each.
-    room: Room,
+    shutdown_asked: AtomicBool,
 }
 
-/// The queue's bound: updates queued, and senders waiting for room.
-struct Room {
+/// The queue between the handles and the worker. A send locks it once; the worker takes
+/// everything queued in one go and gives the places of what it used back in bulk, so the
+/// worker pays no synchronisation per update and senders one uncontended-in-the-common-
+/// case lock (a lock-free channel plus separate counters cost each side several contended
+/// atomic operations per update).
+struct Queue {
+    state: Mutex<QueueState>,
     capacity: usize,
-    queued: std::sync::atomic::AtomicUsize,
-    freed: event_listener::Event,
+    /// Senders waiting for room: woken when the worker gives places back, which it does
+    /// once half the queue's worth has been used, not once per update (a wake-up per
+    /// update would cost the worker a system call each).
+    room: event_listener::Event,
+    /// The worker, waiting for a message while it has nothing pending.
+    arrived: event_listener::Event,
 }
 
-impl Room {
-    fn new(capacity: usize) -> Room {
-        Room {
+#[derive(Default)]
+struct QueueState {
+    msgs: VecDeque<Msg>,
+    /// Updates queued here or taken by the worker and not yet given back: the bound
+    /// counts both, so memory stays bounded by the queue's size.
+    updates: usize,
+    /// The next update's id; also how many updates were taken by `send`.
+    next_id: u64,
+    /// The worker takes nothing more: it saw the shutdown, or it is gone.
+    closed: bool,
+    /// Every handle is dropped: nothing more will come.
+    orphaned: bool,
+    /// The worker waits on `arrived`: the next message wakes it.
+    worker_waiting: bool,
+}
+
+impl Queue {
+    fn new(capacity: usize) -> Queue {
+        Queue {
+            state: Mutex::new(QueueState::default()),
             capacity: capacity.max(1),
-            queued: std::sync::atomic::AtomicUsize::new(0),
-            freed: event_listener::Event::new(),
+            room: event_listener::Event::new(),
+            arrived: event_listener::Event::new(),
         }
     }
 
-    /// Takes a place in the queue if there is one.
-    fn take(&self) -> bool {
-        use std::sync::atomic::Ordering::AcqRel;
-        self.queued
-            .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |q| {
-                (q < self.capacity).then_some(q + 1)
-            })
-            .is_ok()
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        lock(&self.state)
     }
 
-    /// Gives a place back (an update left the queue, or never made it in); waiting
-    /// senders are woken once the queue is down to half.
-    fn give_back(&self) {
-        let before = self
-            .queued
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        if before <= self.capacity / 2 + 1 {
-            // Cheap when nobody waits (an atomic load).
-            self.freed.notify(usize::MAX);
+    /// Queues an update if the worker still takes them and there is room.
+    fn offer(&self, update: Update) -> Offer {
+        let mut st = self.lock();
+        if st.closed {
+            drop(st);
+            return Offer::Done(Err(Closed(Box::new(update))));
+        }
+        if st.updates >= self.capacity {
+            return Offer::Full(update);
+        }
+        st.updates += 1;
+        let id = st.next_id;
+        st.next_id += 1;
+        st.msgs.push_back(Msg::Update(id, update));
+        self.wake_worker(st);
+        Offer::Done(Ok(id))
+    }
+
+    /// Queues a flush or the shutdown (never held back for room); `false` once closed.
+    fn post(&self, msg: Msg) -> bool {
+        let mut st = self.lock();
+        if st.closed {
+            return false;
+        }
+        st.msgs.push_back(msg);
+        self.wake_worker(st);
+        true
+    }
+
+    /// Wakes the worker if it waits for a message (`st` is unlocked first).
+    fn wake_worker(&self, mut st: MutexGuard<'_, QueueState>) {
+        let waiting = std::mem::take(&mut st.worker_waiting);
+        drop(st);
+        if waiting {
+            self.arrived.notify(1);
         }
     }
 
-    /// Wakes every waiting sender (the client is closing).
-    fn wake_all(&self) {
-        self.freed.notify(usize::MAX);
+    /// The worker takes nothing more; senders waiting for room give up.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.room.notify(usize::MAX);
     }
 }
 
@@ -324,31 +366,27 @@ impl Shared {
     /// The running totals, `sent` included.
     fn snapshot(&self) -> ClientSummary {
         let mut s = lock(&self.totals).clone();
-        s.sent = self.sent.load(std::sync::atomic::Ordering::Relaxed);
+        // Read after the totals: never fewer sent than settled.
+        s.sent = self.queue.lock().next_id;
         s
-    }
-
-    /// An update counted sent did not make it into the queue.
-    fn unsend(&self) {
-        self.sent.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 /// How long a worker with updates pending lets the queue fill before looking again.
 const COALESCE: Duration = Duration::from_millis(1);
 
-/// Drops with the last handle: a client dropped without a shutdown still delivers what is
-/// queued (the worker runs on until the queue is empty), but a program that exits right
-/// after may lose it, so it says so.
+/// Drops with the last handle: the worker delivers what is queued, then ends. A client
+/// dropped without a shutdown still delivers what is queued (the worker runs on until the
+/// queue is empty), but a program that exits right after may lose it, so it says so.
 struct LastHandle(Arc<Shared>);
 
 impl Drop for LastHandle {
     fn drop(&mut self) {
-        if !self
-            .0
-            .shutdown_asked
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        let queue = &self.0.queue;
+        let mut st = queue.lock();
+        st.orphaned = true;
+        queue.wake_worker(st);
+        if !self.0.shutdown_asked.load(Ordering::Relaxed) {
             #[cfg(feature = "tracing")]
             tracing::warn!(
                 "engage client dropped without shutdown: the worker delivers what is queued, but a program that exits now loses it; call shutdown(deadline)"
@@ -360,7 +398,6 @@ impl Drop for LastHandle {
 /// The handle applications send through: cheap to clone, `Send + Sync`.
 #[derive(Clone)]
 pub struct Client {
-    tx: Sender<Msg>,
     shared: Arc<Shared>,
     _last: Arc<LastHandle>,
 }
@@ -368,7 +405,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("queued", &self.tx.len())
+            .field("queued", &self.queued())
             .finish()
     }
 }
@@ -376,22 +413,18 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client and its worker, which a transport runs in the background.
     pub fn new(config: ClientConfig) -> (Client, Worker) {
-        // Unbounded: the bound is kept by `Room`, and flushes or a shutdown never wait.
-        let (tx, rx) = async_channel::unbounded();
         let (done_tx, done_rx) = async_channel::bounded(1);
         let shared = Arc::new(Shared {
             totals: Mutex::new(ClientSummary::default()),
-            sent: std::sync::atomic::AtomicU64::new(0),
-            next_id: std::sync::atomic::AtomicU64::new(0),
+            queue: Queue::new(config.queue),
             done: Mutex::new(None),
             done_tx,
             done_rx,
-            shutdown_asked: std::sync::atomic::AtomicBool::new(false),
-            room: Room::new(config.queue),
+            shutdown_asked: AtomicBool::new(false),
         });
         let feed = ChannelFeed {
-            rx,
-            stash: None,
+            inbox: VecDeque::new(),
+            taken: 0,
             next_index: 0,
             settled: 0,
             ids: HashMap::new(),
@@ -404,7 +437,6 @@ impl Client {
             poll_every: None,
         };
         let client = Client {
-            tx,
             _last: Arc::new(LastHandle(shared.clone())),
             shared,
         };
@@ -419,53 +451,16 @@ impl Client {
 
     /// Whether a shutdown was asked for: no more updates are taken.
     fn closing(&self) -> bool {
-        self.shared
-            .shutdown_asked
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn take_id(&self) -> u64 {
-        let id = self
-            .shared
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.shared
-            .sent
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        id
-    }
-
-    /// Whether the update cannot be taken: the client is closing or its worker is gone.
-    fn shut(&self) -> bool {
-        self.closing() || self.tx.is_closed()
-    }
-
-    /// Puts an update that has its place into the channel.
-    fn enqueue(&self, update: Update) -> Result<u64, Closed> {
-        let id = self.take_id();
-        match self.tx.try_send(Msg::Update(id, update)) {
-            Ok(()) => Ok(id),
-            Err(e) => {
-                self.shared.unsend();
-                self.shared.room.give_back();
-                match e.into_inner() {
-                    Msg::Update(_, u) => Err(Closed(Box::new(u))),
-                    _ => unreachable!("an update was sent"),
-                }
-            }
-        }
+        self.shared.shutdown_asked.load(Ordering::Relaxed)
     }
 
     /// Queues the update if the client is open and the queue has room; hands it back if
     /// the queue is full.
     fn offer(&self, update: Update) -> Offer {
-        if self.shut() {
-            Offer::Done(Err(Closed(Box::new(update))))
-        } else if self.shared.room.take() {
-            Offer::Done(self.enqueue(update))
-        } else {
-            Offer::Full(update)
+        if self.closing() {
+            return Offer::Done(Err(Closed(Box::new(update))));
         }
+        self.shared.queue.offer(update)
     }
 
     /// Queues an update, waiting while the queue is full (a waiting sender goes on once
@@ -489,7 +484,7 @@ impl Client {
             Offer::Done(r) => return Offered::Done(r),
             Offer::Full(u) => u,
         };
-        let freed = self.shared.room.freed.listen();
+        let freed = self.shared.queue.room.listen();
         match self.offer(update) {
             Offer::Done(r) => Offered::Done(r),
             Offer::Full(u) => Offered::Wait(u, freed),
@@ -522,7 +517,7 @@ impl Client {
     /// whatever the linger). `false` if the client was shut down first.
     pub async fn flush(&self) -> bool {
         let (tx, rx) = async_channel::bounded(1);
-        if self.tx.send(Msg::Flush(tx)).await.is_err() {
+        if !self.shared.queue.post(Msg::Flush(tx)) {
             return false;
         }
         rx.recv().await.is_ok()
@@ -531,7 +526,7 @@ impl Client {
     /// [`flush`](Self::flush), blocking the thread.
     pub fn flush_blocking(&self) -> bool {
         let (tx, rx) = async_channel::bounded(1);
-        if self.tx.send_blocking(Msg::Flush(tx)).is_err() {
+        if !self.shared.queue.post(Msg::Flush(tx)) {
             return false;
         }
         rx.recv_blocking().is_ok()
@@ -542,13 +537,11 @@ impl Client {
     /// flight as maybe applied, updates still queued as never sent). Returns at once; see
     /// [`shutdown`](Self::shutdown) to wait for the account.
     pub fn begin_shutdown(&self, timeout: Duration) {
-        self.shared
-            .shutdown_asked
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared.shutdown_asked.store(true, Ordering::Relaxed);
         // Senders waiting for room give up (closing refuses new updates now); the
-        // shutdown message goes behind everything queued (the channel has no bound).
-        self.shared.room.wake_all();
-        let _ = self.tx.try_send(Msg::Shutdown(timeout));
+        // shutdown message goes behind everything queued (it never waits for room).
+        self.shared.queue.room.notify(usize::MAX);
+        let _ = self.shared.queue.post(Msg::Shutdown(timeout));
     }
 
     /// Shuts down (see [`begin_shutdown`](Self::begin_shutdown)) and waits for the final
@@ -577,9 +570,9 @@ impl Client {
         self.shared.snapshot()
     }
 
-    /// Updates in the queue now.
+    /// Updates in the queue now (those the worker took and has not yet batched included).
     pub fn queued(&self) -> usize {
-        self.tx.len()
+        self.shared.queue.lock().updates
     }
 }
 
@@ -591,8 +584,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// the shutdown deadline passed through. Transports with a loop of their own (curl's
 /// `Multi`) drive an [`Importer`] with it; see [`Worker::into_parts`].
 pub struct ChannelFeed {
-    rx: Receiver<Msg>,
-    stash: Option<Msg>,
+    /// Messages taken from the queue, in order, not yet read.
+    inbox: VecDeque<Msg>,
+    /// Updates read from the inbox whose places are not yet given back to the queue.
+    taken: usize,
     next_index: u64,
     /// Updates settled so far (delivered or invalid): `next_index - settled` are pending.
     settled: u64,
@@ -611,7 +606,7 @@ pub struct ChannelFeed {
 impl std::fmt::Debug for ChannelFeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChannelFeed")
-            .field("queued", &self.rx.len())
+            .field("inbox", &self.inbox.len())
             .field("ended", &self.ended)
             .finish()
     }
@@ -638,17 +633,23 @@ impl ChannelFeed {
     /// Ends the worker's account: what is still queued is reported never sent, the
     /// summary is kept for the handles, and a waiting shutdown returns.
     pub fn finish(mut self, summary: &ImportSummary) -> ClientSummary {
-        self.rx.close();
-        self.shared.room.wake_all();
-        let mut left = Vec::new();
-        if let Some(Msg::Update(id, u)) = self.stash.take() {
-            left.push((id, u));
-        }
-        while let Ok(msg) = self.rx.try_recv() {
-            if let Msg::Update(id, u) = msg {
-                left.push((id, u));
-            }
-        }
+        let queued = {
+            let mut st = self.shared.queue.lock();
+            st.closed = true;
+            st.updates = 0;
+            std::mem::take(&mut st.msgs)
+        };
+        self.shared.queue.room.notify(usize::MAX);
+        // Flushes still queued are answered `false` as their senders drop.
+        let left: Vec<(u64, Update)> = self
+            .inbox
+            .drain(..)
+            .chain(queued)
+            .filter_map(|msg| match msg {
+                Msg::Update(id, u) => Some((id, u)),
+                _ => None,
+            })
+            .collect();
         {
             let mut t = lock(&self.shared.totals);
             t.not_delivered += left.len() as u64;
@@ -684,11 +685,51 @@ impl ChannelFeed {
     /// at all (curl's loop) does not sleep its whole poll interval while senders fill it.
     fn accumulating(&self) -> bool {
         self.idle
-            && self.stash.is_none()
+            && self.inbox.is_empty()
             && !self.ended
             && self.next_index > self.settled
             && self.shutdown.is_none()
             && self.flushes.is_empty()
+    }
+}
+
+impl ChannelFeed {
+    /// Gives the places of the updates read since the last time back to the queue, takes
+    /// whatever is queued if the inbox is empty, and wakes senders waiting for room.
+    fn exchange(&mut self, take: bool) {
+        let queue = &self.shared.queue;
+        let mut st = queue.lock();
+        st.updates = st.updates.saturating_sub(self.taken);
+        let freed = std::mem::take(&mut self.taken) > 0;
+        if take && self.inbox.is_empty() {
+            std::mem::swap(&mut st.msgs, &mut self.inbox);
+            self.ended = self.inbox.is_empty() && st.orphaned;
+        }
+        drop(st);
+        if freed {
+            queue.room.notify(usize::MAX);
+        }
+    }
+
+    /// A listener the next message wakes, or `None` if one is already queued (or none
+    /// will ever come): then the worker steps again at once.
+    fn listen(&self) -> Option<event_listener::EventListener> {
+        let queue = &self.shared.queue;
+        let listener = queue.arrived.listen();
+        let mut st = queue.lock();
+        if !st.msgs.is_empty() || st.orphaned || st.closed {
+            return None;
+        }
+        st.worker_waiting = true;
+        Some(listener)
+    }
+}
+
+impl Drop for ChannelFeed {
+    /// A worker gone without finishing (its runtime shut down): senders are refused
+    /// rather than left waiting for room that never comes.
+    fn drop(&mut self) {
+        self.shared.queue.close();
     }
 }
 
@@ -700,23 +741,24 @@ impl Feed for ChannelFeed {
         if self.ended {
             return Next::End;
         }
-        let msg = match self.stash.take() {
-            Some(m) => m,
-            None => match self.rx.try_recv() {
-                Ok(m) => m,
-                Err(TryRecvError::Empty) => {
-                    self.idle = true;
-                    return Next::Idle;
-                }
-                Err(TryRecvError::Closed) => {
-                    self.ended = true;
-                    return Next::End;
-                }
-            },
+        if self.inbox.is_empty() {
+            self.exchange(true);
+        }
+        let Some(msg) = self.inbox.pop_front() else {
+            if self.ended {
+                return Next::End;
+            }
+            self.idle = true;
+            return Next::Idle;
         };
         match msg {
             Msg::Update(id, update) => {
-                self.shared.room.give_back();
+                // Places go back once half the queue's worth is used: senders waiting
+                // for room go on while the rest of the inbox is read.
+                self.taken += 1;
+                if self.taken >= self.shared.queue.capacity.div_ceil(2) {
+                    self.exchange(false);
+                }
                 let index = self.next_index;
                 self.next_index += 1;
                 // Ids matter only to an outcome callback: without one, no map per update.
@@ -731,7 +773,7 @@ impl Feed for ChannelFeed {
             }
             Msg::Shutdown(timeout) => {
                 // No more updates: what is queued behind this is reported at the end.
-                self.rx.close();
+                self.shared.queue.close();
                 self.shutdown.get_or_insert((timeout, None));
                 self.ended = true;
                 Next::End
@@ -877,21 +919,20 @@ impl Worker {
                     // Updates waiting in a batch: the step's `until` already looks at the
                     // queue again shortly (`ChannelFeed::accumulating`). With nothing
                     // pending, the first message wakes the worker at once.
-                    let queue_empty = feed.idle && feed.stash.is_none() && !feed.ended;
-                    let accumulating = feed.accumulating();
+                    let queue_empty = feed.idle && feed.inbox.is_empty() && !feed.ended;
+                    let listen = queue_empty && !feed.accumulating();
                     // Back at once (a burst was read): no timer, which a runtime may round
                     // up to its tick.
                     let now = clock.now();
-                    let at_once = until.is_some_and(|u| u <= now);
+                    let mut incoming = if listen { feed.listen() } else { None };
+                    // A message came in between: step again at once.
+                    let at_once = until.is_some_and(|u| u <= now) || (listen && incoming.is_none());
                     let mut timer = until
                         .filter(|_| !at_once)
                         .map(|u| Box::pin(sleep(u.saturating_duration_since(now))));
-                    let rx = feed.rx.clone();
-                    let mut incoming = (queue_empty && !accumulating)
-                        .then(|| Box::pin(async move { rx.recv().await }));
                     enum Woke<R> {
                         Answer(crate::delivery::RequestId, R),
-                        Message(Option<Msg>),
+                        Message,
                         Timer,
                     }
                     let woke = std::future::poll_fn(|cx| {
@@ -902,9 +943,9 @@ impl Worker {
                             }
                         }
                         if let Some(r) = incoming.as_mut()
-                            && let Poll::Ready(msg) = r.as_mut().poll(cx)
+                            && Pin::new(r).poll(cx).is_ready()
                         {
-                            return Poll::Ready(Woke::Message(msg.ok()));
+                            return Poll::Ready(Woke::Message);
                         }
                         if let Some(t) = timer.as_mut()
                             && t.as_mut().poll(cx).is_ready()
@@ -923,9 +964,7 @@ impl Worker {
                         Woke::Answer(id, result) => {
                             importer.on_result(id, clock.now(), clock.wall(), result);
                         }
-                        Woke::Message(Some(msg)) => feed.stash = Some(msg),
-                        Woke::Message(None) => feed.ended = true,
-                        Woke::Timer => {}
+                        Woke::Message | Woke::Timer => {}
                     }
                 }
             }

@@ -223,3 +223,51 @@ fn flush_waits_for_what_came_before_and_shutdown_accounts_for_everything() {
             .is_err()
     );
 }
+
+#[test]
+fn dropping_every_handle_delivers_what_is_queued_then_ends_the_worker() {
+    let (client, worker) = Client::new(config().queue(100).linger(Duration::from_secs(3600)));
+    for i in 0..10 {
+        client
+            .try_send(Update::user(format!("u{i}")).set([("x", i)]))
+            .unwrap();
+    }
+    let other = client.clone();
+    drop(client);
+    other
+        .try_send(Update::user("last").set([("x", 1)]))
+        .unwrap();
+    drop(other);
+    // No shutdown: the worker ends by itself once the queue is empty, nothing left out,
+    // even with an hour's linger.
+    let clock = Arc::new(ManualClock::new());
+    let c = clock.clone();
+    let summary = block_on(worker.run(
+        &*c,
+        |_req| std::future::ready(Ok(ok())),
+        |d| {
+            c.advance(d);
+            std::future::ready(())
+        },
+    ));
+    assert_eq!((summary.sent, summary.accepted), (11, 11), "{summary:?}");
+}
+
+#[test]
+fn a_worker_dropped_without_running_refuses_senders_instead_of_leaving_them_waiting() {
+    let (client, worker) = Client::new(config().queue(1));
+    client.try_send(Update::user("a").set([("x", 1)])).unwrap();
+    let waiting = {
+        let client = client.clone();
+        std::thread::spawn(move || client.send_blocking(Update::user("b").set([("x", 1)])))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!waiting.is_finished(), "a full queue makes the sender wait");
+    // Its runtime went away: the update comes back, the sender does not hang.
+    drop(worker);
+    let Err(closed) = waiting.join().unwrap() else {
+        panic!("no worker takes it");
+    };
+    assert_eq!(closed.0.profile().unwrap().to_string(), "distinct_id \"b\"");
+    assert!(client.try_send(Update::user("c").set([("x", 1)])).is_err());
+}
