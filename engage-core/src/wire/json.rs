@@ -116,10 +116,67 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     if needs_escape(bytes) {
         return write_escaped(out, bytes);
     }
+    if bytes.len() <= SHORT {
+        return write_short_str(out, bytes);
+    }
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     out.extend_from_slice(bytes);
     out.push(b'"');
+}
+
+/// The longest string [`write_short_str`] copies with fixed-size moves.
+const SHORT: usize = 30;
+
+/// Writes a short string that needs no escaping, quotes included, without a call to
+/// `memcpy` (whose call costs more than the copy for a few bytes, and most property names
+/// and values are a few bytes): a fixed 32-byte window is appended, the string written
+/// into it with two overlapping fixed-size moves, and the window cut to length.
+#[inline(always)]
+fn write_short_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    let n = bytes.len();
+    debug_assert!(n <= SHORT);
+    let at = out.len();
+    out.extend_from_slice(&[b'"'; SHORT + 2]);
+    let window = &mut out[at + 1..at + 1 + SHORT];
+    copy_overlapping(window, bytes);
+    out[at + 1 + n] = b'"';
+    out.truncate(at + n + 2);
+}
+
+/// Copies `src` (at most 32 bytes) to the start of `dst` (at least 32 bytes long) with
+/// fixed-size moves: two overlapping ones of 16, 8 or 4 bytes, or byte by byte below 4.
+#[inline(always)]
+fn copy_overlapping(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if n >= 16 {
+        dst[..16].copy_from_slice(&src[..16]);
+        dst[n - 16..n].copy_from_slice(&src[n - 16..]);
+    } else if n >= 8 {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..n].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..n].copy_from_slice(&src[n - 4..]);
+    } else {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    }
+}
+
+/// Appends `bytes` to `out`; a short run (a number, a key) by fixed-size moves rather
+/// than a call to `memcpy`.
+#[inline(always)]
+pub(crate) fn extend_short(out: &mut Vec<u8>, bytes: &[u8]) {
+    let n = bytes.len();
+    if n > 32 {
+        return out.extend_from_slice(bytes);
+    }
+    let at = out.len();
+    out.extend_from_slice(&[0; 32]);
+    copy_overlapping(&mut out[at..at + 32], bytes);
+    out.truncate(at + n);
 }
 
 /// The slow path of [`write_str`]: only words holding a byte to escape are walked byte by
@@ -147,14 +204,14 @@ fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
 /// Writes any integer in decimal.
 #[inline]
 pub(crate) fn write_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    extend_short(out, itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// Writes a float in its shortest round-trip form; NaN and infinities have none.
 #[inline]
 pub(crate) fn write_f64(out: &mut Vec<u8>, v: f64) -> Result<(), Problem> {
     rules::float(v)?;
-    out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
+    extend_short(out, zmij::Buffer::new().format_finite(v).as_bytes());
     Ok(())
 }
 
@@ -188,6 +245,27 @@ mod tests {
         // Neighbouring high bytes never hide one.
         let word = [0xff, 0x1f, 0x80, b'"', 0xc3, 0xa9, b'\\', 0x00];
         assert!(any_to_escape(u64::from_le_bytes(word)));
+    }
+
+    #[test]
+    fn every_short_length_is_written_whole() {
+        let text: String = ('a'..='z').chain('A'..='Z').collect();
+        for n in 0..=text.len() {
+            let s = &text[..n];
+            let mut out = b"[".to_vec();
+            write_str(&mut out, s);
+            assert_eq!(out[1..], serde_json::to_vec(s).unwrap(), "length {n}");
+            let mut out = b"[".to_vec();
+            extend_short(&mut out, s.as_bytes());
+            assert_eq!(&out[1..], s.as_bytes(), "length {n}");
+        }
+        // A multi-byte character across the windows' seams.
+        for n in 0..40 {
+            let s = format!("{}é{}", "x".repeat(n), "y".repeat(40 - n));
+            let mut out = Vec::new();
+            write_str(&mut out, &s[..s.len() - 40 + n]);
+            assert_eq!(out, serde_json::to_vec(&s[..s.len() - 40 + n]).unwrap());
+        }
     }
 
     #[test]
