@@ -3,7 +3,7 @@
 //! each record's origin until the record is settled, writes the failure file and the
 //! journal, and counts what the summary says.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -34,6 +34,51 @@ struct Pending {
     file: usize,
     line: u64,
     original: Option<Bytes>,
+}
+
+/// The records read and not yet settled, by index. Indices are handed out in increasing
+/// order and records mostly settle in it, so they are kept in a deque in index order
+/// (found by binary search, settled ones emptied in place and trimmed from the front):
+/// no tree to rebalance and no node to allocate per record. Slots emptied behind a record
+/// that stays pending long (a lane retrying) are compacted away once they outnumber the
+/// pending ones, so memory follows the records pending, not the records read meanwhile.
+#[derive(Default)]
+struct PendingRecords {
+    slots: VecDeque<(u64, Option<Pending>)>,
+    /// Slots holding a record.
+    live: usize,
+}
+
+impl PendingRecords {
+    /// Adds record `index`, read after every record already here.
+    fn insert(&mut self, index: u64, pending: Pending) {
+        debug_assert!(self.slots.back().is_none_or(|(i, _)| *i < index));
+        self.slots.push_back((index, Some(pending)));
+        self.live += 1;
+    }
+
+    fn position(&self, index: u64) -> Option<usize> {
+        self.slots.binary_search_by_key(&index, |(i, _)| *i).ok()
+    }
+
+    fn get(&self, index: u64) -> Option<&Pending> {
+        self.position(index)
+            .and_then(|at| self.slots[at].1.as_ref())
+    }
+
+    /// Takes record `index` out, if it is pending.
+    fn remove(&mut self, index: u64) -> Option<Pending> {
+        let at = self.position(index)?;
+        let pending = self.slots[at].1.take()?;
+        self.live -= 1;
+        while matches!(self.slots.front(), Some((_, None))) {
+            self.slots.pop_front();
+        }
+        if self.slots.len() > 1024 && self.slots.len() > 4 * self.live {
+            self.slots.retain(|(_, p)| p.is_some());
+        }
+        Some(pending)
+    }
 }
 
 /// What a resumed import does with records a crash left in doubt.
@@ -69,10 +114,9 @@ pub struct Counts {
 pub struct Ledger {
     reader: Box<dyn Iterator<Item = Record> + Send>,
     files: Vec<String>,
-    /// By index: records are read in index order and mostly settle in it, so a B-tree's
-    /// hot nodes are at its two ends (a hash map's table, spread over megabytes, missed
-    /// the cache on every insert and remove).
-    pending: BTreeMap<u64, Pending>,
+    /// By index (a hash map's table, spread over megabytes, missed the cache on every
+    /// insert and remove; a B-tree cost a node walk and rebalancing each).
+    pending: PendingRecords,
     next_index: u64,
     /// The counts.
     pub counts: Counts,
@@ -118,7 +162,7 @@ impl Ledger {
         Ledger {
             reader,
             files,
-            pending: BTreeMap::new(),
+            pending: PendingRecords::default(),
             next_index: 0,
             counts: Counts::default(),
             failures,
@@ -213,7 +257,7 @@ impl Ledger {
         category: Category,
         short: String,
     ) {
-        if let Some(p) = self.pending.remove(&index) {
+        if let Some(p) = self.pending.remove(index) {
             self.reasons.add(category, short, p.file, p.line);
             let original = match (&p.original, batched) {
                 (Some(text), _) => Cow::Borrowed(std::str::from_utf8(text).unwrap_or_default()),
@@ -231,7 +275,7 @@ impl Ledger {
 
     /// Where record `index` came from, while it is pending.
     fn origin(&self, index: u64) -> Option<(usize, u64)> {
-        self.pending.get(&index).map(|p| (p.file, p.line))
+        self.pending.get(index).map(|p| (p.file, p.line))
     }
 
     /// Says the first systematic failure at once instead of burning retries in silence:
@@ -354,7 +398,7 @@ impl Ledger {
                     );
                 }
                 RecordOutcome::Accepted => {
-                    self.pending.remove(&r.index);
+                    self.pending.remove(r.index);
                     self.progress.accepted += 1;
                 }
                 RecordOutcome::Rejected { field, message } => {
@@ -586,4 +630,52 @@ fn log_attempt(a: &engage_core::delivery::Attempt) {
         a.attempt,
         a.latency.as_millis(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at_line(line: u64) -> Pending {
+        Pending {
+            file: 0,
+            line,
+            original: None,
+        }
+    }
+
+    #[test]
+    fn pending_records_are_found_and_removed_in_any_order() {
+        let mut p = PendingRecords::default();
+        // Index gaps, as records skipped on resume leave.
+        for i in [0, 1, 2, 5, 6, 9] {
+            p.insert(i, at_line(i + 100));
+        }
+        assert_eq!(p.get(5).map(|r| r.line), Some(105));
+        assert!(p.get(3).is_none() && p.get(10).is_none());
+        assert_eq!(p.remove(6).map(|r| r.line), Some(106));
+        assert!(p.remove(6).is_none(), "removed once");
+        assert_eq!(p.remove(0).map(|r| r.line), Some(100));
+        assert_eq!(p.get(1).map(|r| r.line), Some(101));
+        for i in [9, 2, 1, 5] {
+            assert_eq!(p.remove(i).map(|r| r.line), Some(i + 100));
+        }
+        assert_eq!((p.live, p.slots.len()), (0, 0));
+    }
+
+    #[test]
+    fn slots_behind_a_record_pending_long_are_compacted() {
+        let mut p = PendingRecords::default();
+        p.insert(0, at_line(1));
+        for i in 1..100_000 {
+            p.insert(i, at_line(i + 1));
+            assert!(p.remove(i).is_some());
+        }
+        // Record 0 is still pending: the 99,999 settled behind it are not all kept.
+        assert_eq!(p.live, 1);
+        assert!(p.slots.len() <= 4096, "{} slots kept", p.slots.len());
+        assert_eq!(p.get(0).map(|r| r.line), Some(1));
+        assert!(p.remove(0).is_some());
+        assert!(p.slots.is_empty());
+    }
 }
