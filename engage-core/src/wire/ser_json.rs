@@ -65,6 +65,7 @@ struct Json<'a> {
     depth: u32,
 }
 
+#[inline]
 fn string(out: &mut Vec<u8>, s: &str) -> R {
     if s.len() > MAX_STRING_BYTES {
         return Err(Stop::Fallback);
@@ -73,10 +74,12 @@ fn string(out: &mut Vec<u8>, s: &str) -> R {
     Ok(())
 }
 
+#[inline]
 fn float(out: &mut Vec<u8>, v: f64) -> R {
     write_f64(out, v).map_err(|_| Stop::Fallback)
 }
 
+#[inline]
 fn integer(out: &mut Vec<u8>, v: impl itoa::Integer) -> R {
     write_int(out, v);
     Ok(())
@@ -262,18 +265,21 @@ pub(crate) struct Compound<'a> {
 }
 
 impl Compound<'_> {
+    #[inline]
     fn comma(&mut self) {
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
     }
+    #[inline]
     fn item<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
         v.serialize(Json {
             out: &mut *self.out,
             depth: self.depth,
         })
     }
+    #[inline]
     fn field<T: Serialize + ?Sized>(&mut self, key: &str, v: &T) -> R {
         self.comma();
         name(self.out, key, self.top_level)?;
@@ -443,6 +449,7 @@ impl<'a> ser::Serializer for TopLevel<'a> {
 
 /// Writes a key; a property name Mixpanel would truncate goes to the tree path, which
 /// warns about it.
+#[inline]
 fn name(out: &mut Vec<u8>, key: &str, top_level: bool) -> R {
     if top_level && key.len() > MAX_NAME_CHARS {
         return Err(Stop::Fallback);
