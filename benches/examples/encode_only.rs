@@ -4,12 +4,13 @@
 //!
 //! `build_set_from`, `build_properties`, `build_derive` and `build_value` run the
 //! `build_encode` group's whole paths instead, from a user's struct to bodies, on 20,000
-//! customers.
+//! customers; `ingest` and `ingest_value` the `ingest` group's, on the workload as NDJSON.
 
 use std::hint::black_box;
 
 use engage_benches::paths::{
-    Build, derive_build, engage_build, engage_encode, serde_encode, value_build,
+    Build, derive_build, engage_build, engage_encode, engage_ingest, serde_encode, value_build,
+    value_ingest,
 };
 use engage_benches::{customers, to_derived, to_update, to_value, workload};
 use engage_core::Update;
@@ -25,6 +26,11 @@ fn main() {
     let values: Vec<serde_json::Value> = recs.iter().map(|r| to_value(r, TOKEN)).collect();
     let derived: Vec<_> = recs.iter().map(|r| to_derived(r, TOKEN)).collect();
     let people = customers(20_000, 7);
+    let mut ndjson = Vec::new();
+    for r in &recs {
+        serde_json::to_writer(&mut ndjson, &to_value(r, TOKEN)).expect("serializable");
+        ndjson.push(b'\n');
+    }
     let mut total = 0usize;
     for _ in 0..iterations {
         total += match method.as_str() {
@@ -35,6 +41,8 @@ fn main() {
             "build_properties" => engage_build(TOKEN, &people, Build::Properties),
             "build_derive" => derive_build(TOKEN, &people),
             "build_value" => value_build(TOKEN, &people),
+            "ingest" => engage_ingest(TOKEN, &ndjson),
+            "ingest_value" => value_ingest(&ndjson),
             "none" => 0,
             other => panic!("unknown method {other}"),
         };
