@@ -73,7 +73,10 @@ pub struct ClientConfig {
     /// (users and groups through one client), a linger of 1 s, nothing in flight after a
     /// shutdown's deadline.
     pub import: ImportConfig,
-    /// Updates the queue holds before `send` waits (and `try_send` refuses).
+    /// Updates the queue holds before `send` waits (and `try_send` refuses). Updates the
+    /// worker has read keep their places until it gives them back in bulk (once it has
+    /// read half the queue's worth, or when it next takes from the queue), so a sender
+    /// may wait while fewer than this are still unread.
     pub queue: usize,
     on_outcome: Option<OutcomeFn>,
 }
@@ -280,8 +283,9 @@ struct Queue {
     state: Mutex<QueueState>,
     capacity: usize,
     /// Senders waiting for room: woken when the worker gives places back, which it does
-    /// once half the queue's worth has been used, not once per update (a wake-up per
-    /// update would cost the worker a system call each).
+    /// in bulk (once it has read half the queue's worth, or when it next takes from the
+    /// queue), not once per update (a wake-up per update would cost the worker a system
+    /// call each).
     room: event_listener::Event,
     /// The worker, waiting for a message while it has nothing pending.
     arrived: event_listener::Event,
@@ -425,6 +429,9 @@ impl Client {
         let feed = ChannelFeed {
             inbox: VecDeque::new(),
             taken: 0,
+            fed: false,
+            was_fed: false,
+            finished: false,
             next_index: 0,
             settled: 0,
             ids: HashMap::new(),
@@ -464,7 +471,7 @@ impl Client {
     }
 
     /// Queues an update, waiting while the queue is full (a waiting sender goes on once
-    /// the queue is half empty). Returns its id (as in [`Delivered::id`]).
+    /// the worker gives places back, in bulk). Returns its id (as in [`Delivered::id`]).
     pub async fn send(&self, mut update: Update) -> Result<u64, Closed> {
         loop {
             match self.offer_or_listen(update) {
@@ -570,7 +577,8 @@ impl Client {
         self.shared.snapshot()
     }
 
-    /// Updates in the queue now (those the worker took and has not yet batched included).
+    /// Updates holding a place in the queue now: those waiting, and those the worker has
+    /// read but not yet given their places back (see [`ClientConfig::queue`]).
     pub fn queued(&self) -> usize {
         self.shared.queue.lock().updates
     }
@@ -588,6 +596,11 @@ pub struct ChannelFeed {
     inbox: VecDeque<Msg>,
     /// Updates read from the inbox whose places are not yet given back to the queue.
     taken: usize,
+    /// Whether the last look at the queue found messages, and the look before it.
+    fed: bool,
+    was_fed: bool,
+    /// `finish` ran.
+    finished: bool,
     next_index: u64,
     /// Updates settled so far (delivered or invalid): `next_index - settled` are pending.
     settled: u64,
@@ -633,6 +646,7 @@ impl ChannelFeed {
     /// Ends the worker's account: what is still queued is reported never sent, the
     /// summary is kept for the handles, and a waiting shutdown returns.
     pub fn finish(mut self, summary: &ImportSummary) -> ClientSummary {
+        self.finished = true;
         let queued = {
             let mut st = self.shared.queue.lock();
             st.closed = true;
@@ -679,12 +693,17 @@ impl ChannelFeed {
 }
 
 impl ChannelFeed {
-    /// Whether the queue was empty when last looked at while updates wait in batches: the
-    /// worker looks again within [`COALESCE`] rather than be woken by every message
-    /// (senders would pay a wake-up each), and a driver that cannot be woken by the queue
-    /// at all (curl's loop) does not sleep its whole poll interval while senders fill it.
+    /// Whether senders are busy (the look before last at the queue found messages, the
+    /// last one none) while updates wait in batches: the worker looks again within
+    /// [`COALESCE`] rather than be woken by every message (senders would pay a wake-up
+    /// each), and a driver that cannot be woken by the queue at all (curl's loop) does not
+    /// sleep its whole poll interval while senders fill it. Once a look finds the queue
+    /// still empty, the worker waits to be woken (or curl polls at its own pace): a lone
+    /// update lingering does not keep it looking every millisecond.
     fn accumulating(&self) -> bool {
-        self.idle
+        self.was_fed
+            && !self.fed
+            && self.idle
             && self.inbox.is_empty()
             && !self.ended
             && self.next_index > self.settled
@@ -703,7 +722,9 @@ impl ChannelFeed {
         let freed = std::mem::take(&mut self.taken) > 0;
         if take && self.inbox.is_empty() {
             std::mem::swap(&mut st.msgs, &mut self.inbox);
-            self.ended = self.inbox.is_empty() && st.orphaned;
+            let found = !self.inbox.is_empty();
+            self.was_fed = std::mem::replace(&mut self.fed, found);
+            self.ended = !found && st.orphaned;
         }
         drop(st);
         if freed {
@@ -726,10 +747,15 @@ impl ChannelFeed {
 }
 
 impl Drop for ChannelFeed {
-    /// A worker gone without finishing (its runtime shut down): senders are refused
-    /// rather than left waiting for room that never comes.
+    /// A worker gone without finishing (its runtime shut down, its thread could not
+    /// start): senders are refused rather than left waiting for room that never comes,
+    /// and a shutdown returns the running totals at once rather than waiting for a
+    /// final account that never comes (updates sent and not settled are then unknown).
     fn drop(&mut self) {
-        self.shared.queue.close();
+        if !self.finished {
+            self.shared.queue.close();
+            self.shared.done_tx.close();
+        }
     }
 }
 
@@ -894,7 +920,10 @@ impl Worker {
     }
 
     /// Runs the client on any async runtime: `send` performs one HTTP exchange, `sleep`
-    /// waits. Waits on the queue, the requests in flight and the next deadline at once.
+    /// waits. Waits on the requests in flight, the next deadline and, when nothing is
+    /// pending, the queue at once; while senders keep the queue busy and updates wait in
+    /// batches, it looks at the queue every millisecond instead of being woken by each
+    /// message.
     /// Completes after [`Client::shutdown`], or once every handle is dropped and
     /// everything queued is delivered.
     pub async fn run<C, S, SF, W, WF>(self, clock: &C, mut send: S, mut sleep: W) -> ClientSummary

@@ -270,4 +270,57 @@ fn a_worker_dropped_without_running_refuses_senders_instead_of_leaving_them_wait
     };
     assert_eq!(closed.0.profile().unwrap().to_string(), "distinct_id \"b\"");
     assert!(client.try_send(Update::user("c").set([("x", 1)])).is_err());
+    // A shutdown returns the running totals instead of waiting for a final account.
+    let shutting = std::thread::spawn(move || client.shutdown_blocking(Duration::from_secs(1)));
+    for _ in 0..500 {
+        if shutting.is_finished() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        shutting.is_finished(),
+        "shutdown waits for a worker that is gone"
+    );
+    assert_eq!(shutting.join().unwrap().sent, 1);
+}
+
+#[test]
+fn a_lone_update_lingering_does_not_keep_the_worker_looking_every_millisecond() {
+    let (client, worker) = Client::new(config().linger(Duration::from_secs(10)));
+    let clock = Arc::new(ManualClock::new());
+    let sleeps = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let sent = Arc::new(Mutex::new(0));
+    let (c, z, n) = (clock.clone(), sleeps.clone(), sent.clone());
+    let running = std::thread::spawn(move || {
+        block_on(worker.run(
+            &*c,
+            |_req| {
+                *n.lock().unwrap() += 1;
+                std::future::ready(Ok(ok()))
+            },
+            |d| {
+                z.lock().unwrap().push(d);
+                c.advance(d);
+                std::future::ready(())
+            },
+        ))
+    });
+    client
+        .try_send(Update::user("lone").set([("x", 1)]))
+        .unwrap();
+    while *sent.lock().unwrap() == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let waits = sleeps.lock().unwrap().clone();
+    // One short look after the update came (more may be on the way), then the linger.
+    assert!(
+        waits.len() <= 4,
+        "{} waits: {:?}",
+        waits.len(),
+        &waits[..waits.len().min(8)]
+    );
+    let summary = client.shutdown_blocking(Duration::from_secs(5));
+    let _ = running.join().unwrap();
+    assert_eq!((summary.sent, summary.accepted), (1, 1));
 }

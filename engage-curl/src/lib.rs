@@ -404,8 +404,8 @@ impl CurlTransport {
 
     /// A long-running client for an application: updates sent from any thread, batched
     /// and sent by one background thread driving a `Multi` handle, flushed on demand, shut
-    /// down with an exact account. The thread looks at its queue at least every 20 ms. See
-    /// [`engage_core::client`].
+    /// down with an exact account. The thread looks at its queue at least every 20 ms, and
+    /// every millisecond while senders keep it busy. See [`engage_core::client`].
     pub fn client(&self, config: ClientConfig) -> Client {
         let (client, worker) = Client::new(config);
         let settings = self.settings.clone();
