@@ -289,6 +289,8 @@ struct Queue {
     room: event_listener::Event,
     /// The worker, waiting for a message while it has nothing pending.
     arrived: event_listener::Event,
+    /// How to wake a worker that waits in a loop of its own (curl's `Multi::poll`).
+    wake: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 #[derive(Default)]
@@ -314,6 +316,7 @@ impl Queue {
             capacity: capacity.max(1),
             room: event_listener::Event::new(),
             arrived: event_listener::Event::new(),
+            wake: std::sync::OnceLock::new(),
         }
     }
 
@@ -356,6 +359,9 @@ impl Queue {
         drop(st);
         if waiting {
             self.arrived.notify(1);
+            if let Some(wake) = self.wake.get() {
+                wake();
+            }
         }
     }
 
@@ -730,6 +736,33 @@ impl ChannelFeed {
         if freed {
             queue.room.notify(usize::MAX);
         }
+    }
+
+    /// For a driver that waits in a loop of its own and can be woken from another thread
+    /// (curl's `Multi::poll` and its waker): `wake` is called when a message arrives
+    /// while the driver waits for one, once it has asked with
+    /// [`arm_wake`](Self::arm_wake). Set once; later calls are ignored.
+    pub fn wake_with(&mut self, wake: impl Fn() + Send + Sync + 'static) {
+        let _ = self.shared.queue.wake.set(Box::new(wake));
+    }
+
+    /// Asked by such a driver before it waits. `false`: a message came since the importer
+    /// last found the queue empty, so step again instead of waiting. `true`: wait; if
+    /// the importer is waiting for messages (it found the queue empty and nothing is
+    /// pending), the next one calls the function given to [`wake_with`](Self::wake_with).
+    /// While senders are busy it is not armed (they would each pay a wake-up): the
+    /// importer's next deadline is then within a millisecond anyway.
+    pub fn arm_wake(&mut self) -> bool {
+        if !self.idle || !self.inbox.is_empty() || self.ended || self.accumulating() {
+            return true;
+        }
+        let queue = &self.shared.queue;
+        let mut st = queue.lock();
+        if !st.msgs.is_empty() || st.orphaned || st.closed {
+            return false;
+        }
+        st.worker_waiting = true;
+        true
     }
 
     /// A listener the next message wakes, or `None` if one is already queued (or none

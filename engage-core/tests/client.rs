@@ -324,3 +324,46 @@ fn a_lone_update_lingering_does_not_keep_the_worker_looking_every_millisecond() 
     let _ = running.join().unwrap();
     assert_eq!((summary.sent, summary.accepted), (1, 1));
 }
+
+#[test]
+fn a_driver_of_its_own_is_woken_once_by_the_first_message_after_the_queue_ran_empty() {
+    use engage_core::delivery::{ImportAction, Importer};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let (client, worker) = Client::new(config());
+    let (import, mut feed) = worker.into_parts();
+    let woken = Arc::new(AtomicUsize::new(0));
+    let w = woken.clone();
+    feed.wake_with(move || {
+        w.fetch_add(1, SeqCst);
+    });
+    let clock = ManualClock::new();
+    let mut importer = Importer::new(import);
+    let send = |id: &str| client.try_send(Update::user(id).set([("x", 1)])).unwrap();
+    // Nothing queued: the importer waits for input; the driver may wait, armed.
+    assert!(matches!(
+        importer.step(clock.now(), &mut feed),
+        ImportAction::Wait { .. }
+    ));
+    assert!(feed.arm_wake());
+    send("a");
+    assert_eq!(woken.load(SeqCst), 1, "the first message wakes the driver");
+    send("b");
+    assert_eq!(woken.load(SeqCst), 1, "one wake-up, not one per message");
+    // Messages came since the importer looked: step again rather than wait.
+    assert!(!feed.arm_wake());
+    assert!(matches!(
+        importer.step(clock.now(), &mut feed),
+        ImportAction::Wait { .. }
+    ));
+    // Senders are busy (the last look found messages): a short look again, not armed.
+    assert!(feed.arm_wake());
+    send("c");
+    assert_eq!(woken.load(SeqCst), 1, "busy senders pay no wake-up");
+    clock.advance(Duration::from_millis(1));
+    let _ = importer.step(clock.now(), &mut feed);
+    let _ = importer.step(clock.now(), &mut feed);
+    // The queue stayed empty on the next look: armed again.
+    assert!(feed.arm_wake());
+    send("d");
+    assert_eq!(woken.load(SeqCst), 2);
+}

@@ -70,7 +70,7 @@ use bytes::Bytes;
 use curl::easy::{Easy2, Handler, HttpVersion, List, ReadError, SeekResult};
 use curl::multi::{Easy2Handle, Multi};
 use engage_core::batch::Batch;
-use engage_core::client::{Client, ClientConfig};
+use engage_core::client::{ChannelFeed, Client, ClientConfig};
 use engage_core::delivery::{ImportAction, ImportItem, Importer, Report, TransportErrorKind};
 /// The options this transport takes (re-exported from engage-core).
 pub use engage_core::delivery::{Proxy, TransportOptions};
@@ -404,8 +404,9 @@ impl CurlTransport {
 
     /// A long-running client for an application: updates sent from any thread, batched
     /// and sent by one background thread driving a `Multi` handle, flushed on demand, shut
-    /// down with an exact account. The thread looks at its queue at least every 20 ms, and
-    /// every millisecond while senders keep it busy. See [`engage_core::client`].
+    /// down with an exact account. The thread waits in `Multi::poll`, and a send wakes it
+    /// (curl's `Multi` waker); while senders keep it busy it looks at its queue every
+    /// millisecond instead. See [`engage_core::client`].
     pub fn client(&self, config: ClientConfig) -> Client {
         let (client, worker) = Client::new(config);
         let settings = self.settings.clone();
@@ -413,8 +414,18 @@ impl CurlTransport {
             .name("engage-curl-client".into())
             .spawn(move || {
                 let (config, mut feed) = worker.into_parts();
-                feed.poll_every(Duration::from_millis(20));
-                let summary = CurlTransport::from_settings(settings).run(config, &mut feed);
+                let multi = Multi::new();
+                let waker = multi.waker();
+                feed.wake_with(move || {
+                    // Fails only once the Multi is gone, when nothing waits on it.
+                    let _ = waker.wakeup();
+                });
+                let summary = CurlTransport::from_settings(settings).run_on(
+                    &multi,
+                    config,
+                    &mut feed,
+                    ChannelFeed::arm_wake,
+                );
                 feed.finish(&summary);
             });
         if let Err(e) = spawned {
@@ -433,8 +444,19 @@ impl CurlTransport {
         config: ImportConfig,
         feed: &mut F,
     ) -> ImportSummary {
+        self.run_on(&Multi::new(), config, feed, |_| true)
+    }
+
+    /// [`run`](Self::run) on a given `Multi` handle; `may_wait` is asked before each wait
+    /// (`false`: step again at once, input came in).
+    fn run_on<F: engage_core::delivery::Feed>(
+        &self,
+        multi: &Multi,
+        config: ImportConfig,
+        feed: &mut F,
+        mut may_wait: impl FnMut(&mut F) -> bool,
+    ) -> ImportSummary {
         let mut importer = Importer::new(config);
-        let multi = Multi::new();
         let mut running: HashMap<usize, (engage_core::delivery::RequestId, Easy2Handle<Exchange>)> =
             HashMap::new();
         let mut idle: Vec<Easy2<Exchange>> = Vec::new();
@@ -519,16 +541,14 @@ impl CurlTransport {
                         };
                         importer.on_result(id, Instant::now(), SystemTime::now(), outcome);
                     }
-                    if !progressed {
+                    if !progressed && may_wait(feed) {
                         let cap = Duration::from_millis(100);
                         let wait = until.map_or(cap, |u| {
                             u.saturating_duration_since(Instant::now()).min(cap)
                         });
-                        if running.is_empty() {
-                            std::thread::sleep(wait);
-                        } else {
-                            let _ = multi.wait(&mut [], wait);
-                        }
+                        // Waits for a transfer, the timeout or a waker, with or without
+                        // transfers running.
+                        let _ = multi.poll(&mut [], wait);
                     }
                 }
             }
