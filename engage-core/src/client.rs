@@ -746,8 +746,11 @@ impl ChannelFeed {
         let _ = self.shared.queue.wake.set(Box::new(wake));
     }
 
-    /// Asked by such a driver before it waits. `false`: a message came since the importer
-    /// last found the queue empty, so step again instead of waiting. `true`: wait; if
+    /// Asked by such a driver before it waits, while the importer
+    /// [wants input](Importer::wants_input) (otherwise a message could not be taken
+    /// anyway: wait for the importer's deadline or an answer). `false`: a message came
+    /// since the importer last found the queue empty, so step again instead of waiting.
+    /// `true`: wait; if
     /// the importer is waiting for messages (it found the queue empty and nothing is
     /// pending), the next one calls the function given to [`wake_with`](Self::wake_with).
     /// While senders are busy it is not armed (they would each pay a wake-up): the
@@ -981,8 +984,10 @@ impl Worker {
                     // Updates waiting in a batch: the step's `until` already looks at the
                     // queue again shortly (`ChannelFeed::accumulating`). With nothing
                     // pending, the first message wakes the worker at once.
+                    // Only while the importer takes input: otherwise `idle` is from an
+                    // earlier look, and a message could not be taken anyway.
                     let queue_empty = feed.idle && feed.inbox.is_empty() && !feed.ended;
-                    let listen = queue_empty && !feed.accumulating();
+                    let listen = importer.wants_input() && queue_empty && !feed.accumulating();
                     // Back at once (a burst was read): no timer, which a runtime may round
                     // up to its tick.
                     let now = clock.now();

@@ -417,7 +417,8 @@ impl CurlTransport {
                 let multi = Multi::new();
                 let waker = multi.waker();
                 feed.wake_with(move || {
-                    // Fails only once the Multi is gone, when nothing waits on it.
+                    // A failure (the Multi gone, a libcurl without wake-ups) leaves the
+                    // thread to its own deadline, at most 100 ms away.
                     let _ = waker.wakeup();
                 });
                 let summary = CurlTransport::from_settings(settings).run_on(
@@ -541,14 +542,21 @@ impl CurlTransport {
                         };
                         importer.on_result(id, Instant::now(), SystemTime::now(), outcome);
                     }
-                    if !progressed && may_wait(feed) {
+                    // A feed is asked only while the importer takes input: otherwise what
+                    // it last saw of its queue is stale, and a message could not be taken.
+                    if !progressed && (!importer.wants_input() || may_wait(feed)) {
                         let cap = Duration::from_millis(100);
                         let wait = until.map_or(cap, |u| {
                             u.saturating_duration_since(Instant::now()).min(cap)
                         });
                         // Waits for a transfer, the timeout or a waker, with or without
-                        // transfers running.
-                        let _ = multi.poll(&mut [], wait);
+                        // transfers running. libcurl counts whole milliseconds: rounded
+                        // up, or a wait of 0.9 ms would not wait at all.
+                        let millis = wait.as_micros().div_ceil(1000);
+                        let _ = multi.poll(
+                            &mut [],
+                            Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX)),
+                        );
                     }
                 }
             }
