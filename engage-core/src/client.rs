@@ -716,9 +716,7 @@ impl ChannelFeed {
             && self.shutdown.is_none()
             && self.flushes.is_empty()
     }
-}
 
-impl ChannelFeed {
     /// Gives the places of the updates read since the last time back to the queue, takes
     /// whatever is queued if the inbox is empty, and wakes senders waiting for room.
     fn exchange(&mut self, take: bool) {
@@ -750,17 +748,22 @@ impl ChannelFeed {
     /// [wants input](Importer::wants_input) (otherwise a message could not be taken
     /// anyway: wait for the importer's deadline or an answer). `false`: a message came
     /// since the importer last found the queue empty, so step again instead of waiting.
-    /// `true`: wait; if
-    /// the importer is waiting for messages (it found the queue empty and nothing is
-    /// pending), the next one calls the function given to [`wake_with`](Self::wake_with).
+    /// `true`: wait; if the importer is waiting for messages (it found the queue empty and
+    /// nothing is pending), the next one calls the function given to
+    /// [`wake_with`](Self::wake_with).
     /// While senders are busy it is not armed (they would each pay a wake-up): the
     /// importer's next deadline is then within a millisecond anyway.
     pub fn arm_wake(&mut self) -> bool {
         if !self.idle || !self.inbox.is_empty() || self.ended || self.accumulating() {
             return true;
         }
-        let queue = &self.shared.queue;
-        let mut st = queue.lock();
+        self.ask_to_be_woken()
+    }
+
+    /// Marks the worker as waiting for a message, so that the next one wakes it; `false`
+    /// (and not marked) if one is already queued or none will ever come.
+    fn ask_to_be_woken(&self) -> bool {
+        let mut st = self.shared.queue.lock();
         if !st.msgs.is_empty() || st.orphaned || st.closed {
             return false;
         }
@@ -771,14 +774,9 @@ impl ChannelFeed {
     /// A listener the next message wakes, or `None` if one is already queued (or none
     /// will ever come): then the worker steps again at once.
     fn listen(&self) -> Option<event_listener::EventListener> {
-        let queue = &self.shared.queue;
-        let listener = queue.arrived.listen();
-        let mut st = queue.lock();
-        if !st.msgs.is_empty() || st.orphaned || st.closed {
-            return None;
-        }
-        st.worker_waiting = true;
-        Some(listener)
+        // Listening before asking: a message that comes in between is not missed.
+        let listener = self.shared.queue.arrived.listen();
+        self.ask_to_be_woken().then_some(listener)
     }
 }
 
