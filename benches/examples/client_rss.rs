@@ -6,6 +6,7 @@
 //! target/release/examples/client_rss client 1000000
 //! target/release/examples/client_rss bulk 1000000
 //! target/release/examples/client_rss client 300000 100   # the emulator answers after 100 ms
+//! target/release/examples/client_rss client_curl 300000 100   # engage-curl (`bulk_curl` too)
 //! ```
 //!
 //! Updates are built as they are sent (4 producer threads for the client; a lazy iterator
@@ -85,9 +86,12 @@ fn main() {
     };
     let started = Instant::now();
     let cpu0 = cpu_seconds();
+    let curl = || engage_curl::CurlTransport::new().expect("curl");
     let (accepted, requests) = match mode.as_str() {
-        "client" => {
-            let client = {
+        "client" | "client_curl" => {
+            let client = if mode == "client_curl" {
+                curl().client(ClientConfig::new(token, target))
+            } else {
                 let _inside = runtime.enter();
                 transport.client(ClientConfig::new(token, target))
             };
@@ -107,6 +111,11 @@ fn main() {
                 p.join().expect("producer");
             }
             let summary = client.shutdown_blocking(Duration::from_secs(60));
+            (summary.accepted, summary.requests)
+        }
+        "bulk_curl" => {
+            let config = ImportConfig::new(BatchConfig::new(token, Endpoint::Engage), target);
+            let summary = curl().import(config, (0..n).map(update), |_event| {});
             (summary.accepted, summary.requests)
         }
         _ => {
