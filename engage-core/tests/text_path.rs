@@ -243,7 +243,7 @@ fn member() -> impl Strategy<Value = (String, G)> {
         4 => prop::sample::select(operations())
             .prop_flat_map(|op| (Just(op.to_owned()), payload(op))),
         1 => (
-            prop::sample::select(&["$ip", "$time", "$latitude", "$ignore_time", "$ignore_alias"][..]),
+            prop::sample::select(&engage_core::validate::rules::MODIFIERS[..]),
             scalar()
         )
             .prop_map(|(k, v)| (k.to_owned(), G::Scalar(v))),

@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value as Json, json};
 
 use crate::faults::{FaultConfig, FaultKind, Injector};
-use crate::state::{Geo, Op, Stats, Store, Target, Valid, time_ms};
+use crate::state::{Geo, Stats, Store, Target, Valid, time_ms};
 
 /// Most records in one request.
 const MAX_RECORDS: usize = 2000;
@@ -920,7 +920,7 @@ async fn ingest_records(
                     None => Geo::None,
                 };
                 let op = parts.operation();
-                non_idempotent |= matches!(op, Op::Add | Op::Append);
+                non_idempotent |= !op.is_idempotent();
                 let target = match (parts.group(), parts.distinct_id()) {
                     (Some((k, i)), _) => Target::Group(k, i),
                     (None, Some(d)) => Target::User(d),
@@ -980,7 +980,7 @@ async fn ingest_records(
             None => Geo::None,
         };
         let op = checked.operation;
-        non_idempotent |= matches!(op, Op::Add | Op::Append);
+        non_idempotent |= !op.is_idempotent();
         let target = match (checked.group, checked.distinct_id) {
             (Some((k, i)), _) => Target::Group(k, i),
             (None, Some(d)) => Target::User(d),

@@ -196,7 +196,8 @@ impl<'a> RecordRef<'a> {
 
     /// The record's JSON less the `$token` the batcher writes first: what a report of
     /// failed records may show (the token is the project's secret). Keys in the order the
-    /// record was sent.
+    /// record was sent (every encoder writes the token first; a record that did not
+    /// would be re-read, its keys then sorted).
     ///
     /// ```
     /// use engage_core::batch::Batcher;

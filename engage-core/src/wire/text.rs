@@ -9,14 +9,14 @@
 //! Anything else (any error, a repeated key, a string Mixpanel would truncate, an escape in
 //! a key or an id, a number with an exponent, deep nesting) is handed to the full path, so
 //! every error and warning comes from one place. A property test holds the two paths to
-//! the same verdicts and the same bodies (`tests/one_definition.rs`).
+//! the same verdicts and the same bodies (`tests/text_path.rs`).
 
 use std::cell::RefCell;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::model::{Endpoint, OpKind};
-use crate::validate::rules::{MAX_STRING_BYTES, modifier_type};
+use crate::validate::rules::{MAX_STRING_BYTES, MODIFIERS, modifier_type};
 use crate::wire::json::escape_mask;
 
 /// Deepest nesting the pass follows inside a property's value; deeper goes to the full
@@ -51,7 +51,7 @@ pub(crate) struct TextRecord {
     /// The operation's value.
     pub(crate) payload: Span,
     /// Each modifier's value, in the order of `rules::MODIFIERS`; `(0, 0)` when absent.
-    pub(crate) modifiers: [Span; 6],
+    pub(crate) modifiers: [Span; MODIFIERS.len()],
 }
 
 /// Where a record's `$token` is.
@@ -388,7 +388,7 @@ impl<'a> Pass<'a> {
         let mut first = true;
         let (mut distinct, mut group_key, mut group_id, mut token) = (None, None, None, None);
         let mut payload = (0, 0);
-        let mut modifiers = [(0, 0); 6];
+        let mut modifiers = [(0, 0); MODIFIERS.len()];
         loop {
             self.ws();
             let key_at = self.out_pos(self.pos);
