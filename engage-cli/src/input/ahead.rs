@@ -17,6 +17,8 @@ pub struct ReadAhead {
     chunks: Receiver<Vec<Record>>,
     chunk: std::vec::IntoIter<Record>,
     thread: Option<JoinHandle<()>>,
+    /// Where the last record handed over came from: a failure is placed after it.
+    last: (usize, u64),
 }
 
 impl ReadAhead {
@@ -32,6 +34,7 @@ impl ReadAhead {
             chunks: rx,
             chunk: Vec::new().into_iter(),
             thread: Some(thread),
+            last: (0, 0),
         })
     }
 }
@@ -52,6 +55,7 @@ impl Iterator for ReadAhead {
     fn next(&mut self) -> Option<Record> {
         loop {
             if let Some(record) = self.chunk.next() {
+                self.last = (record.file, record.line);
                 return Some(record);
             }
             match self.chunks.recv() {
@@ -65,13 +69,16 @@ impl Iterator for ReadAhead {
                         .map(|s| (*s).to_owned())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_default();
+                    // Records read since the last hand-over went down with the reader:
+                    // everything after the last record handed over is named as not read.
+                    let (file, line) = self.last;
                     return Some(Record {
-                        file: 0,
-                        line: 0,
+                        file,
+                        line,
                         item: Item::Bad {
                             original: String::new(),
                             reason: format!(
-                                "reading the input failed ({why}): the rest of the input was not read"
+                                "reading the input failed after this line ({why}): nothing after it was read"
                             ),
                         },
                     });
@@ -114,5 +121,8 @@ mod tests {
             panic!("no failure reported");
         };
         assert!(reason.contains("the disk went away"), "{reason}");
+        // Placed after the last record handed over, so a rerun knows where to start.
+        assert_eq!(got[256].line, got[255].line);
+        assert_eq!(got[255].line, 256);
     }
 }
