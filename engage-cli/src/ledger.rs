@@ -58,6 +58,13 @@ impl PendingRecords {
     }
 
     fn position(&self, index: u64) -> Option<usize> {
+        // Until a compaction leaves gaps, slot `k` holds index `front + k`: found at once,
+        // with no walk through cold memory (the deque holds a whole buffer's records).
+        let front = self.slots.front()?.0;
+        let guess = usize::try_from(index.checked_sub(front)?).ok()?;
+        if self.slots.get(guess).is_some_and(|(i, _)| *i == index) {
+            return Some(guess);
+        }
         self.slots.binary_search_by_key(&index, |(i, _)| *i).ok()
     }
 
@@ -357,17 +364,18 @@ impl Ledger {
             }
         }
         let (mut settled, mut unsent, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+        let journaled = self.journal.is_some();
         for r in &report.records {
-            match &r.outcome {
-                RecordOutcome::NotDelivered(DeliveryError::Stopped | DeliveryError::Abandoned)
-                    if r.maybe_applied =>
-                {
-                    unknown.push(r.index)
+            if journaled {
+                match &r.outcome {
+                    RecordOutcome::NotDelivered(
+                        DeliveryError::Stopped | DeliveryError::Abandoned,
+                    ) if r.maybe_applied => unknown.push(r.index),
+                    RecordOutcome::NotDelivered(DeliveryError::Stopped) => unsent.push(r.index),
+                    _ => settled.push(r.index),
                 }
-                RecordOutcome::NotDelivered(DeliveryError::Stopped) => unsent.push(r.index),
-                _ => settled.push(r.index),
             }
-            let doubted = self.in_doubt.remove(&r.index);
+            let doubted = !self.in_doubt.is_empty() && self.in_doubt.remove(&r.index);
             match &r.outcome {
                 RecordOutcome::Accepted if doubted => {
                     self.progress.accepted += 1;
