@@ -104,6 +104,9 @@ pub(crate) struct RecordMeta {
     pub(crate) id: (u32, u32),
     pub(crate) key: Option<(u32, u32)>,
     pub(crate) idempotent: bool,
+    /// Its profile's hash (`model::profile_hash`), kept so that settling a batch does not
+    /// read the ids back out of a body long gone cold.
+    pub(crate) hash: u64,
 }
 
 impl RecordMeta {
@@ -248,9 +251,8 @@ impl<'a> RecordRef<'a> {
     }
 
     /// A hash of its profile, equal to that of the update it came from.
-    pub(crate) fn profile_hash(&self, endpoint: Endpoint) -> u64 {
-        let key = self.profile_key();
-        crate::model::profile_hash(endpoint, key.group_key, key.id)
+    pub(crate) fn profile_hash(&self) -> u64 {
+        self.meta.hash
     }
 
     /// The profile it updates.
@@ -468,6 +470,17 @@ impl Batcher {
         index: u64,
         update: &Update,
     ) -> Result<Option<Batch>, ValidationError> {
+        self.push_hashed(index, update, None)
+    }
+
+    /// [`push_at`](Self::push_at) with the update's profile hash when the caller has it
+    /// (`Update::profile_hash`), else it is taken from the ids as written.
+    pub(crate) fn push_hashed(
+        &mut self,
+        index: u64,
+        update: &Update,
+        hash: Option<u64>,
+    ) -> Result<Option<Batch>, ValidationError> {
         self.next_index = index.saturating_add(1);
         if self.body.is_empty() {
             let capacity = if self.last_body_len > 0 {
@@ -537,6 +550,23 @@ impl Batcher {
             });
         }
         let to32 = |v: usize| v as u32;
+        let hash = hash.unwrap_or_else(|| {
+            let span = |(a, b): (usize, usize)| &self.body[a..b];
+            crate::model::profile_hash(
+                self.config.endpoint,
+                ids.key.map(span).unwrap_or(&[]),
+                span(ids.id),
+            )
+        });
+        debug_assert_eq!(
+            hash,
+            crate::model::profile_hash(
+                self.config.endpoint,
+                ids.key.map(|(a, b)| &self.body[a..b]).unwrap_or(&[]),
+                &self.body[ids.id.0..ids.id.1],
+            ),
+            "an update's profile hash is that of the ids it is written with"
+        );
         let meta = RecordMeta {
             index,
             start: to32(start),
@@ -544,6 +574,7 @@ impl Batcher {
             id: (to32(ids.id.0), to32(ids.id.1)),
             key: ids.key.map(|(a, b)| (to32(a), to32(b))),
             idempotent: ids.idempotent,
+            hash,
         };
         // Closing bracket included: does the open batch still fit?
         if self.body.len() + 1 > self.config.max_body_bytes {

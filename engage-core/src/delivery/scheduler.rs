@@ -510,6 +510,9 @@ pub struct Importer {
     config: ImportConfig,
     limiter: Limiter,
     lanes: Vec<Lane>,
+    /// Lanes with a delivery (`Lane::active`), counted as they change: asked once per
+    /// update read.
+    active_lanes: usize,
     /// Profile hash → (lane, updates pending there).
     owners: HashMap<u64, (usize, u32), FixedState>,
     /// The lane new profiles go to, per endpoint.
@@ -556,6 +559,7 @@ impl Importer {
             limiter: Limiter::new(config.concurrency),
             config,
             lanes: Vec::new(),
+            active_lanes: 0,
             owners: HashMap::default(),
             filling: [None, None],
             ready: VecDeque::new(),
@@ -582,7 +586,20 @@ impl Importer {
     }
 
     fn active(&self) -> usize {
-        self.lanes.iter().filter(|l| l.active.is_some()).count()
+        debug_assert_eq!(
+            self.active_lanes,
+            self.lanes.iter().filter(|l| l.active.is_some()).count()
+        );
+        self.active_lanes
+    }
+
+    /// Takes `lane`'s delivery, if it has one.
+    fn take_active(&mut self, lane: usize) -> Option<Active> {
+        let taken = self.lanes[lane].active.take();
+        if taken.is_some() {
+            self.active_lanes -= 1;
+        }
+        taken
     }
 
     /// Whether it has room for more input: the buffer is not full, and no batch is waiting
@@ -615,7 +632,7 @@ impl Importer {
         };
         let open = self.open_batch(lane, endpoint);
         let before = open.batcher.pending_bytes();
-        let pushed = open.batcher.push_at(index, &update);
+        let pushed = open.batcher.push_hashed(index, &update, hash);
         let after = open.batcher.pending_bytes();
         self.buffered = self.buffered.saturating_sub(before) + after;
         match pushed {
@@ -674,9 +691,9 @@ impl Importer {
     }
 
     fn open_batch(&mut self, lane: usize, endpoint: Endpoint) -> &mut Open {
-        let config = self.config.batch.clone().endpoint_for(endpoint);
+        let batch = &self.config.batch;
         self.lanes[lane].open[slot_of(endpoint)].get_or_insert_with(|| Open {
-            batcher: Batcher::new(config),
+            batcher: Batcher::new(batch.clone().endpoint_for(endpoint)),
             since: None,
         })
     }
@@ -808,10 +825,11 @@ impl Importer {
                 s.uncertain += 1;
             }
         }
-        // Profiles released, flush epochs counted down.
-        let endpoint = report.batch.endpoint();
+        // Profiles released, flush epochs counted down (a batch's records are in index
+        // order, so by runs of one epoch).
+        let mut run: Option<(u64, u64)> = None;
         for r in report.batch.records() {
-            let h = r.profile_hash(endpoint);
+            let h = r.profile_hash();
             if let Some(entry) = self.owners.get_mut(&h) {
                 entry.1 = entry.1.saturating_sub(1);
                 if entry.1 == 0 {
@@ -821,17 +839,32 @@ impl Importer {
             let epoch = self
                 .epoch_starts
                 .partition_point(|&start| start <= r.index()) as u64;
-            if let Some(n) = self.epochs.get_mut(&epoch) {
-                *n = n.saturating_sub(1);
-                if *n == 0 && epoch < self.epoch {
-                    self.epochs.remove(&epoch);
+            match &mut run {
+                Some((e, n)) if *e == epoch => *n += 1,
+                _ => {
+                    if let Some((e, n)) = run.replace((epoch, 1)) {
+                        self.count_down(e, n);
+                    }
                 }
             }
+        }
+        if let Some((e, n)) = run {
+            self.count_down(e, n);
         }
         if let Some(fatal) = &report.fatal {
             self.note_fatal(fatal.clone());
         }
         self.events.push_back(ImportEvent::Delivered(report));
+    }
+
+    /// `settled` updates of flush epoch `epoch` are settled.
+    fn count_down(&mut self, epoch: u64, settled: u64) {
+        if let Some(n) = self.epochs.get_mut(&epoch) {
+            *n = n.saturating_sub(settled);
+            if *n == 0 && epoch < self.epoch {
+                self.epochs.remove(&epoch);
+            }
+        }
     }
 
     /// The first fatal refusal stops every further send.
@@ -937,6 +970,7 @@ impl Importer {
                 idempotent: batch.records().all(|r| r.is_idempotent()),
             }));
             let delivery = Delivery::new(batch, self.config.target.clone(), self.config.policy);
+            self.active_lanes += 1;
             self.lanes[lane].active = Some(Active {
                 id: self.next_id,
                 delivery,
@@ -955,7 +989,7 @@ impl Importer {
             && now >= deadline
         {
             for lane in 0..self.lanes.len() {
-                if let Some(a) = self.lanes[lane].active.take() {
+                if let Some(a) = self.take_active(lane) {
                     let mut d = a.delivery;
                     d.abandon(DeliveryError::Abandoned);
                     self.settle(d.into_report());
@@ -1028,7 +1062,7 @@ impl Importer {
                 }
                 Action::AwaitResponse => lane += 1,
                 Action::Done => {
-                    let active = self.lanes[lane].active.take().expect("active lane");
+                    let active = self.take_active(lane).expect("active lane");
                     self.settle(active.delivery.into_report());
                     // The lane may have more to send, and others may now start.
                     if !self.lanes[lane].queued.is_empty() {
@@ -1072,7 +1106,7 @@ impl Importer {
         self.ready.clear();
         for lane in 0..self.lanes.len() {
             let mut batches: Vec<Batch> = self.lanes[lane].queued.drain(..).collect();
-            if let Some(a) = self.lanes[lane].active.take() {
+            if let Some(a) = self.take_active(lane) {
                 let mut d = a.delivery;
                 d.abort(DeliveryError::Abandoned);
                 self.settle(d.into_report());
