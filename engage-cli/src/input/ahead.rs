@@ -41,7 +41,8 @@ impl ReadAhead {
 
 fn read(mut records: impl Iterator<Item = Record>, to: &SyncSender<Vec<Record>>) {
     loop {
-        let chunk: Vec<Record> = records.by_ref().take(CHUNK).collect();
+        let mut chunk = Vec::with_capacity(CHUNK);
+        chunk.extend(records.by_ref().take(CHUNK));
         // Stops when the input ends, or when the importer is gone (it stopped reading).
         if chunk.is_empty() || to.send(chunk).is_err() {
             return;

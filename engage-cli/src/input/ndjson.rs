@@ -2,7 +2,9 @@
 
 use std::io::{BufRead, Read};
 
-use super::{BINARY_LINES_IN_A_ROW, Item, MAX_LINE_BYTES, Record, item_from_text, not_utf8};
+use engage_core::Update;
+
+use super::{BINARY_LINES_IN_A_ROW, Item, MAX_LINE_BYTES, Record, not_utf8, parse_text};
 
 pub(super) struct Ndjson {
     pub(super) reader: Box<dyn BufRead + Send>,
@@ -25,6 +27,31 @@ impl Iterator for Ndjson {
         if self.done {
             return None;
         }
+        // A line that lies whole in the reader's buffer is read where it lies: no copy.
+        let Ndjson {
+            reader,
+            file,
+            line,
+            done,
+            binary_run,
+            shape,
+            ..
+        } = self;
+        if let Ok(available) = reader.fill_buf()
+            && let Some(at) = memchr::memchr(b'\n', available)
+        {
+            let record = line_record(*file, line, binary_run, done, shape, &available[..at]);
+            reader.consume(at + 1);
+            return Some(record);
+        }
+        self.next_copied()
+    }
+}
+
+impl Ndjson {
+    /// The next line copied into the line buffer: one that runs past the reader's buffer,
+    /// the last one (without a newline), or a read error.
+    fn next_copied(&mut self) -> Option<Record> {
         if self.buf.capacity() > KEPT_BUFFER_BYTES {
             self.buf = Vec::new();
         }
@@ -66,50 +93,14 @@ impl Iterator for Ndjson {
                     },
                 })
             }
-            Ok(_) => {
-                self.line += 1;
-                // The line, trimmed, is read where it lies: one UTF-8 check, and copied
-                // once (by the reader of updates, or as the text to parse).
-                let mut start = 0;
-                if self.line == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
-                    start = 3;
-                }
-                let kept = buf[start..].trim_ascii();
-                let text = std::str::from_utf8(kept);
-                let binary = match &text {
-                    Ok(t) => t.as_bytes().contains(&0),
-                    Err(_) => true,
-                };
-                if binary {
-                    self.binary_run += 1;
-                } else {
-                    self.binary_run = 0;
-                }
-                if self.binary_run >= BINARY_LINES_IN_A_ROW {
-                    self.done = true;
-                    let first = self.line + 1 - u64::from(BINARY_LINES_IN_A_ROW);
-                    return Some(Record {
-                        file: self.file,
-                        line: self.line,
-                        item: Item::Bad {
-                            original: String::new(),
-                            reason: format!(
-                                "the input looks binary ({BINARY_LINES_IN_A_ROW} lines in a row, from line {first}, are not UTF-8 text or hold NUL bytes): the rest of the file is skipped"
-                            ),
-                        },
-                    });
-                }
-                let item = match text {
-                    Ok("") => Item::Blank,
-                    Ok(t) => item_from_text(t, &self.shape),
-                    Err(e) => not_utf8(kept, e),
-                };
-                Some(Record {
-                    file: self.file,
-                    line: self.line,
-                    item,
-                })
-            }
+            Ok(_) => Some(line_record(
+                self.file,
+                &mut self.line,
+                &mut self.binary_run,
+                &mut self.done,
+                &self.shape,
+                buf,
+            )),
             Err(e) => {
                 self.done = true;
                 Some(Record {
@@ -121,6 +112,139 @@ impl Iterator for Ndjson {
                     },
                 })
             }
+        }
+    }
+}
+
+/// The record of one line read (its newline, if any, included or not), borrowed: one UTF-8
+/// check, and copied once (by the reader of updates, or as the text to parse).
+fn line_record(
+    file: usize,
+    line: &mut u64,
+    binary_run: &mut u32,
+    done: &mut bool,
+    shape: &super::Shape,
+    raw: &[u8],
+) -> Record {
+    *line += 1;
+    let mut start = 0;
+    if *line == 1 && raw.starts_with(b"\xEF\xBB\xBF") {
+        start = 3;
+    }
+    let kept = raw[start..].trim_ascii();
+    let text = std::str::from_utf8(kept);
+    // An update the one-pass reader takes holds no NUL byte (JSON has none outside
+    // strings, and refuses control characters in them): only other lines are searched.
+    let fast = match &text {
+        Ok(t) if shape.delete.is_none() && !t.is_empty() => Update::from_json_fast(t),
+        _ => None,
+    };
+    let binary = fast.is_none()
+        && match &text {
+            Ok(t) => memchr::memchr(0, t.as_bytes()).is_some(),
+            Err(_) => true,
+        };
+    if binary {
+        *binary_run += 1;
+    } else {
+        *binary_run = 0;
+    }
+    if *binary_run >= BINARY_LINES_IN_A_ROW {
+        *done = true;
+        let first = *line + 1 - u64::from(BINARY_LINES_IN_A_ROW);
+        return Record {
+            file,
+            line: *line,
+            item: Item::Bad {
+                original: String::new(),
+                reason: format!(
+                    "the input looks binary ({BINARY_LINES_IN_A_ROW} lines in a row, from line {first}, are not UTF-8 text or hold NUL bytes): the rest of the file is skipped"
+                ),
+            },
+        };
+    }
+    let item = match (fast, text) {
+        (Some(update), _) => Item::Update(update, None),
+        (None, Ok("")) => Item::Blank,
+        (None, Ok(t)) => parse_text(t.to_owned(), shape),
+        (None, Err(e)) => not_utf8(kept, e),
+    };
+    Record {
+        file,
+        line: *line,
+        item,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufReader;
+
+    /// The lines' numbers and what each became, read through a reader buffer of `capacity`.
+    fn read(input: &[u8], capacity: usize) -> Vec<(u64, String)> {
+        let reader = BufReader::with_capacity(capacity, std::io::Cursor::new(input.to_vec()));
+        let ndjson = Ndjson {
+            reader: Box::new(reader),
+            file: 0,
+            line: 0,
+            done: false,
+            binary_run: 0,
+            shape: std::sync::Arc::new(super::super::Shape {
+                groups: false,
+                id_field: None,
+                group_key: None,
+                group_id_field: None,
+                op: engage_core::model::OpKind::Set,
+                renames: Vec::new(),
+                drops: Default::default(),
+                tags: Vec::new(),
+                remove_nulls: false,
+                reserved_names: false,
+                delete: None,
+            }),
+            buf: Vec::new(),
+        };
+        ndjson
+            .map(|r| {
+                let what = match r.item {
+                    Item::Update(u, _) => format!("update {:?}", u.profile()),
+                    Item::Bad { reason, .. } => format!("bad {reason}"),
+                    Item::Blank => "blank".to_owned(),
+                };
+                (r.line, what)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_read_in_place_or_copied_come_out_the_same() {
+        // Lines of every length up to past the buffer, CRLF, blank and bad lines, a BOM,
+        // and a last line without a newline.
+        let mut input = b"\xEF\xBB\xBF".to_vec();
+        for i in 0..200 {
+            let pad = "x".repeat(i * 7);
+            input.extend_from_slice(
+                format!(r#"{{"$distinct_id": "u{i}", "$set": {{"p": "{pad}"}}}}"#).as_bytes(),
+            );
+            input.extend_from_slice(match i % 4 {
+                0 => b"\r\n".as_slice(),
+                1 => b"\n\n",
+                2 => b"\nnot json\n",
+                _ => b"\n",
+            });
+        }
+        input.extend_from_slice(br#"{"$distinct_id": "last", "$add": {"n": 1}}"#);
+        let expected = read(&input, 1 << 20);
+        assert_eq!(expected.len(), 200 + 50 + 50 + 1);
+        assert_eq!(expected.last().map(|(line, _)| *line), Some(301));
+        assert!(expected[0].1.starts_with("update"), "{:?}", expected[0]);
+        for capacity in [1, 7, 64, 100, 1000] {
+            assert_eq!(
+                read(&input, capacity),
+                expected,
+                "buffer of {capacity} bytes"
+            );
         }
     }
 }
