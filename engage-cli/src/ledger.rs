@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use engage_core::delivery::{
-    Decision, DeliveryError, Feed, Next, READ_BURST, RecordOutcome, Sending, TransportErrorKind,
+    Decision, DeliveryError, Feed, Next, RecordOutcome, Sending, TransportErrorKind,
 };
 use engage_core::{ImportEvent, Update};
 
@@ -28,8 +28,8 @@ use crate::term::clean;
 
 /// A record waiting for its fate: where it came from and its original text (UTF-8), or
 /// `None` for an update that held its text: that is read back from its batch's body
-/// (`RecordRef::json_without_token`) or, for one found invalid as it was batched, from
-/// [`Ledger::recent`].
+/// (`RecordRef::json_without_token`) or, for one refused as it was batched, from
+/// [`Ledger::refused`].
 struct Pending {
     file: usize,
     line: u64,
@@ -181,12 +181,9 @@ pub struct Ledger {
     resume: Option<Resuming>,
     /// Records resent after a crash left them in doubt (non-idempotent ones).
     in_doubt: HashSet<u64, FixedState>,
-    /// The texts of the updates read since the importer last handed over its events, at
-    /// most the last [`READ_BURST`] (shares, not copies): one found invalid as it is
-    /// batched is reported in that hand-over, and its text is taken from here.
-    recent: VecDeque<(u64, Bytes)>,
-    /// Whether events came since the last read (`recent` is then cleared).
-    events_seen: bool,
+    /// The texts of updates the importer refused as it batched them
+    /// ([`Feed::on_refused`]), until their [`ImportEvent::Invalid`] reports them.
+    refused: Vec<(u64, Bytes)>,
     /// Set by the first SIGINT or SIGTERM.
     interrupt: Arc<AtomicBool>,
     /// Problems that make the exit status 1, named in the report.
@@ -224,8 +221,7 @@ impl Ledger {
             journal: None,
             resume: None,
             in_doubt: HashSet::default(),
-            recent: VecDeque::new(),
-            events_seen: false,
+            refused: Vec::new(),
             interrupt,
             errors: Vec::new(),
             reasons: Reasons::default(),
@@ -313,9 +309,10 @@ impl Ledger {
             let original = match (&p.original, batched) {
                 (Some(text), _) => Cow::Borrowed(std::str::from_utf8(text).unwrap_or_default()),
                 (None, Some(record)) => Cow::Owned(record.json_without_token()),
-                (None, None) => match self.recent.iter().find(|(i, _)| *i == index) {
-                    Some((_, text)) => {
-                        Cow::Owned(std::str::from_utf8(text).unwrap_or_default().to_owned())
+                (None, None) => match self.refused.iter().position(|(i, _)| *i == index) {
+                    Some(at) => {
+                        let (_, text) = self.refused.swap_remove(at);
+                        Cow::Owned(String::from_utf8_lossy(&text).into_owned())
                     }
                     None => Cow::Borrowed(""),
                 },
@@ -543,10 +540,6 @@ impl Feed for Ledger {
                     self.fail(record.file, record.line, &original, "invalid", &reason);
                 }
                 Item::Update(update, original) => {
-                    if self.events_seen {
-                        self.recent.clear();
-                        self.events_seen = false;
-                    }
                     self.counts.read += 1;
                     let index = self.next_index;
                     self.next_index += 1;
@@ -584,15 +577,7 @@ impl Feed for Ledger {
                     }
                     // An update holding its text is not copied (nor kept: a share would
                     // keep the reader's whole arena chunk alive while it waits): its text
-                    // is read back from its batch, or from `recent` if found invalid.
-                    if original.is_none()
-                        && let Some(text) = update.json_text()
-                    {
-                        if self.recent.len() == READ_BURST {
-                            self.recent.pop_front();
-                        }
-                        self.recent.push_back((index, text.clone()));
-                    }
+                    // is read back from its batch, or handed back if refused.
                     self.pending.insert(
                         index,
                         Pending {
@@ -609,8 +594,14 @@ impl Feed for Ledger {
         }
     }
 
+    fn on_refused(&mut self, index: u64, update: &Update) {
+        if let Some(text) = update.json_text() {
+            // Reported, and taken from here, when the importer hands over its events.
+            self.refused.push((index, text.clone()));
+        }
+    }
+
     fn on_event(&mut self, event: ImportEvent) {
-        self.events_seen = true;
         match event {
             ImportEvent::Invalid(e) => {
                 let reason = e.to_string();

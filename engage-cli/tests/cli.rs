@@ -248,6 +248,12 @@ fn the_failure_file_holds_exactly_the_bad_lines() {
         line4["record"],
         json!({"$distinct_id": "y", "$add": {"n": "one"}})
     );
+    // So is one refused only as it was batched (read in one pass, held as its text).
+    let line10 = entries.iter().find(|e| e["line"] == 10).unwrap();
+    assert_eq!(
+        line10["record"],
+        json!({"$distinct_id": "other", "$token": "someone-else", "$set": {"a": 2}})
+    );
 }
 
 #[test]

@@ -415,6 +415,13 @@ pub trait Feed {
     fn next_item(&mut self) -> Next<Self::Item>;
     /// Something happened (see [`ImportEvent`]).
     fn on_event(&mut self, event: ImportEvent);
+    /// The update at `index` was refused as it was batched: its
+    /// [`ImportEvent::Invalid`] follows. A feed that reports refused updates by their text
+    /// takes it from here, rather than keep a copy of every update it hands over. Does
+    /// nothing by default.
+    fn on_refused(&mut self, index: u64, update: &Update) {
+        let _ = (index, update);
+    }
     /// Whether to stop now, at `now` (an interrupt, a shutdown's deadline): asked at every
     /// [`Importer::step`]. Nothing more is read, nothing more is sent, and requests in
     /// flight get the configured [`stop_grace`](ImportConfig::stop_grace) to finish.
@@ -618,6 +625,11 @@ impl Importer {
 
     /// Adds one update.
     pub fn push(&mut self, item: impl ImportItem) {
+        self.push_item(item);
+    }
+
+    /// [`push`](Self::push), handing back the update if it was refused.
+    fn push_item(&mut self, item: impl ImportItem) -> Option<(u64, Update)> {
         let (index, update) = item.into_parts(self.next_index);
         self.next_index = index.saturating_add(1);
         self.summary.records += 1;
@@ -635,6 +647,7 @@ impl Importer {
         let pushed = open.batcher.push_hashed(index, &update, hash);
         let after = open.batcher.pending_bytes();
         self.buffered = self.buffered.saturating_sub(before) + after;
+        let mut refused = None;
         match pushed {
             Ok(closed) => {
                 if let Some(h) = hash {
@@ -653,12 +666,14 @@ impl Importer {
             Err(e) => {
                 self.summary.invalid += 1;
                 self.events.push_back(ImportEvent::Invalid(e));
+                refused = Some((index, update));
             }
         }
         if self.input_done {
             // Pushed after finish_input: send it rather than leave it in the open batch.
             self.close_all();
         }
+        refused
     }
 
     /// The lane new profiles of `endpoint` go to: the one being filled, else the least
@@ -1295,7 +1310,11 @@ impl Importer {
                 }
                 burst += 1;
                 match feed.next_item() {
-                    Next::Item(item) => self.push(item),
+                    Next::Item(item) => {
+                        if let Some((index, update)) = self.push_item(item) {
+                            feed.on_refused(index, &update);
+                        }
+                    }
                     Next::Idle => {
                         idle = true;
                         break;
