@@ -453,7 +453,10 @@ async fn read_body(
         return Err(too_large());
     }
     let reading = async {
-        let mut buf: Vec<u8> = Vec::new();
+        // The frames as they came (shares of hyper's buffers), joined once at the end:
+        // growing one buffer as they arrive copied the body about twice.
+        let mut frames: Vec<Bytes> = Vec::new();
+        let mut len = 0usize;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
                 error_response(
@@ -461,10 +464,10 @@ async fn read_body(
                     format!("could not read the body: {e}"),
                 )
             })?;
-            let Some(data) = frame.data_ref() else {
+            let Ok(data) = frame.into_data() else {
                 continue;
             };
-            let len = buf.len() + data.len();
+            len += data.len();
             if len > cap {
                 drain(&mut body, drain_limit(cap), timeout).await;
                 return Err(too_large());
@@ -472,18 +475,23 @@ async fn read_body(
             // Beyond the free allowance, every byte held counts against the budget.
             let counted = len.saturating_sub(FREE_BODY_BYTES);
             if counted > reservation.bytes && !reservation.grow(counted - reservation.bytes) {
-                drop(buf);
+                drop(frames);
                 drain(&mut body, cap, timeout).await;
                 return Err(busy());
             }
-            if buf.capacity() < len {
-                // Grow toward the declared size, never beyond what arrived twice over.
-                let want = declared.map_or(len, |d| (d as usize).min(len * 2)).max(len);
-                buf.reserve_exact(want - buf.len());
-            }
-            buf.extend_from_slice(data);
+            frames.push(data);
         }
-        Ok(Bytes::from(buf))
+        Ok(match frames.len() {
+            0 => Bytes::new(),
+            1 => frames.swap_remove(0),
+            _ => {
+                let mut joined = Vec::with_capacity(len);
+                for frame in &frames {
+                    joined.extend_from_slice(frame);
+                }
+                Bytes::from(joined)
+            }
+        })
     };
     match tokio::time::timeout(timeout, reading).await {
         Err(_) => Err(error_response(
@@ -797,10 +805,11 @@ async fn ingest_records(
         ));
     }
     // Find the data: a query parameter (GET), a form field, or the JSON body itself.
-    let data: Vec<u8> = if method == Method::GET {
+    // The JSON body is read where it lies; decoded data is new.
+    let data: Bytes = if method == Method::GET {
         match params.0.get("data") {
             Some(d) => match decode_data(d) {
-                Ok(d) => d,
+                Ok(d) => Bytes::from(d),
                 Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, e)),
             },
             None => {
@@ -823,7 +832,7 @@ async fn ingest_records(
         }
         match data {
             Some(d) => match decode_data(&d) {
-                Ok(d) => d,
+                Ok(d) => Bytes::from(d),
                 Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, e)),
             },
             // `curl -d '[...]'` labels raw JSON as a form: take it as JSON.
@@ -832,7 +841,7 @@ async fn ingest_records(
                 .first()
                 .is_some_and(|b| matches!(b, b'[' | b'{')) =>
             {
-                body.to_vec()
+                body.clone()
             }
             None => {
                 return Ok(error_response(
@@ -845,7 +854,7 @@ async fn ingest_records(
         || content_type.starts_with("application/json")
         || content_type.starts_with("text/plain")
     {
-        body.to_vec()
+        body.clone()
     } else {
         return Ok(error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -889,7 +898,7 @@ async fn ingest_records(
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'.'))
     });
 
-    let mut valid = Vec::new();
+    let mut valid = Vec::with_capacity(records.len());
     let mut failed = Vec::new();
     // Emulator extension: what was applied other than as written, per record.
     let mut notes = Vec::new();

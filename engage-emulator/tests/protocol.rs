@@ -267,6 +267,35 @@ fn body_cap_and_record_limit() {
     assert_eq!(post_json(e.addr(), "/engage", &max).status, 200);
 }
 
+/// A body that arrives in many pieces is read whole, in order, and applied as one.
+#[test]
+fn a_body_sent_in_small_chunks_is_read_whole() {
+    let e = emulator();
+    let records: Vec<String> = (0..300)
+        .map(|i| format!(r#"{{"$token":"t","$distinct_id":"u{i}","$set":{{"n":{i},"s":"é{i}"}}}}"#))
+        .collect();
+    let body = format!("[{}]", records.join(","));
+    let mut req = b"POST /engage HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    // Chunks of 7 bytes cut characters of more than one byte in two.
+    for piece in body.as_bytes().chunks(7) {
+        req.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        req.extend_from_slice(piece);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let r = raw(e.addr(), &req).unwrap();
+    assert_eq!((r.status, r.text()), (200, "1".to_owned()));
+    let profiles = e.profiles();
+    assert_eq!(profiles.len(), 300);
+    for i in [0, 150, 299] {
+        let p = &profiles[&format!("u{i}")];
+        assert_eq!(
+            (&p["n"], &p["s"]),
+            (&serde_json::json!(i), &serde_json::json!(format!("é{i}")))
+        );
+    }
+}
+
 #[test]
 fn malformed_input_gets_clear_errors_and_the_server_keeps_serving() {
     let e = emulator();
