@@ -581,6 +581,13 @@ fn overflowing_add(log: &Log, entry: &Entry) -> Option<String> {
     if log.len() > ADD_CHECK_MAX_ENTRIES {
         return None;
     }
+    // Sums of at most a few hundred numbers below 1e21 stay finite: replay (a copy of the
+    // log, every payload parsed) only when some number may be huge.
+    if !may_hold_huge_number(&entry.payload)
+        && !log.entries().any(|e| may_hold_huge_number(&e.payload))
+    {
+        return None;
+    }
     let Ok(Json::Object(deltas)) = serde_json::from_slice::<Json>(&entry.payload) else {
         return None;
     };
@@ -592,6 +599,27 @@ fn overflowing_add(log: &Log, entry: &Entry) -> Option<String> {
         .iter()
         .find(|(k, v)| add(before.as_ref().and_then(|p| p.get(*k)), v).is_none())
         .map(|(k, _)| k.clone())
+}
+
+/// Whether JSON text may hold a number of magnitude 1e21 or more: one written with an
+/// exponent (a digit then `e`/`E`) or with more than 20 digits in a row. Digits in strings
+/// count too: a false alarm only costs the full check.
+fn may_hold_huge_number(json: &[u8]) -> bool {
+    let mut run = 0;
+    for &b in json {
+        if b.is_ascii_digit() {
+            run += 1;
+            if run > 20 {
+                return true;
+            }
+        } else {
+            if run > 0 && (b == b'e' || b == b'E') {
+                return true;
+            }
+            run = 0;
+        }
+    }
+    false
 }
 
 impl Log {
@@ -637,6 +665,41 @@ mod tests {
             geo: Geo::None,
             payload: serde_json::to_vec(&payload).unwrap().into_boxed_slice(),
         }
+    }
+
+    /// Soundness of the shortcut: any number of magnitude 1e21 or more, as JSON writes it,
+    /// is flagged, so the full check runs for it; ordinary values are not.
+    #[test]
+    fn huge_numbers_are_always_flagged() {
+        let mut x = 1e21f64;
+        while x.is_finite() {
+            for v in [x, -x, x * 1.37, x + 12345.0] {
+                let text = serde_json::to_vec(&json!({ "n": v })).unwrap();
+                assert!(
+                    may_hold_huge_number(&text),
+                    "{}",
+                    String::from_utf8_lossy(&text)
+                );
+            }
+            x *= 7.3;
+        }
+        for v in [
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(f64::MAX),
+            json!(1e21),
+        ] {
+            let text = serde_json::to_vec(&json!({ "n": v })).unwrap();
+            let huge = v.as_f64().unwrap().abs() >= 1e21;
+            assert_eq!(may_hold_huge_number(&text), huge, "{v}");
+        }
+        let long = br#"{"n":1000000000000000000000000000000}"#;
+        assert!(may_hold_huge_number(long));
+        let ordinary =
+            json!({"n": 3, "m": -2.5, "big": 9_007_199_254_740_993u64, "s": "plan 2024"});
+        assert!(!may_hold_huge_number(
+            &serde_json::to_vec(&ordinary).unwrap()
+        ));
     }
 
     fn log_of(entries: Vec<Entry>) -> Log {
