@@ -394,10 +394,12 @@ impl<'a> Pass<'a> {
         loop {
             self.ws();
             let key_at = self.out_pos(self.pos);
-            let (key, escaped) = self.string()?;
-            if escaped {
+            let key_start = self.pos;
+            if self.string()? {
                 return Err(Decline);
             }
+            // Cut at ASCII quotes, so at character boundaries.
+            let key = self.text.get(key_start + 1..self.pos - 1).ok_or(Decline)?;
             self.ws();
             self.expect(b':')?;
             self.ws();
@@ -500,8 +502,7 @@ impl<'a> Pass<'a> {
     /// A string without escapes; its span in `src`, quotes included.
     fn id_string(&mut self) -> Step<(usize, usize)> {
         let start = self.pos;
-        let (_, escaped) = self.string()?;
-        if escaped {
+        if self.string()? {
             return Err(Decline);
         }
         Ok((start, self.pos))
@@ -590,17 +591,18 @@ impl<'a> Pass<'a> {
     /// passed then), not seen before in the object.
     fn key(&mut self, base: usize) -> Step {
         let start = self.pos;
-        let (_, escaped) = self.string()?;
+        let escaped = self.string()?;
         let end = self.pos;
         if escaped || end - start - 2 > MAX_STRING_BYTES || self.keys.len() - base >= MAX_FAST_KEYS
         {
             return Err(Decline);
         }
         let text = &self.src[start..end];
-        if self.keys[base..]
-            .iter()
-            .any(|&(a, b)| &self.src[a..b] == text)
-        {
+        // Lengths, then the last character, tell most keys apart before a comparison.
+        let last = self.src[end - 2];
+        if self.keys[base..].iter().any(|&(a, b)| {
+            b - a == text.len() && self.src[b - 2] == last && &self.src[a..b] == text
+        }) {
             return Err(Decline);
         }
         self.keys.push((start, end));
@@ -691,10 +693,9 @@ impl<'a> Pass<'a> {
         Ok(())
     }
 
-    /// A JSON string; returns its text between the quotes, and whether it holds an
-    /// escape. Checks every escape (a surrogate must come in a pair) and refuses control
-    /// characters, as the JSON grammar does.
-    fn string(&mut self) -> Step<(&'a str, bool)> {
+    /// A JSON string; returns whether it holds an escape. Checks every escape (a surrogate
+    /// must come in a pair) and refuses control characters, as the JSON grammar does.
+    fn string(&mut self) -> Step<bool> {
         if self.peek()? != b'"' {
             return Err(Decline);
         }
@@ -722,12 +723,12 @@ impl<'a> Pass<'a> {
             }
         }
         self.pos = at + 1;
-        // Cut at ASCII quotes, so at character boundaries: no second UTF-8 check.
-        let text = self.text.get(start..at).ok_or(Decline)?;
-        Ok((text, escaped))
+        Ok(escaped)
     }
 
-    /// The escape whose letter is at `at`; returns where the string goes on.
+    /// The escape whose letter is at `at`; returns where the string goes on. Out of line:
+    /// most strings have none, and the string loop stays small without it.
+    #[inline(never)]
     fn escape(&self, at: usize) -> Step<usize> {
         match self.src.get(at).copied().ok_or(Decline)? {
             b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(at + 1),
