@@ -595,8 +595,10 @@ impl Feed for Ledger {
     }
 
     fn on_refused(&mut self, index: u64, update: &Update) {
-        if let Some(text) = update.json_text() {
-            // Reported, and taken from here, when the importer hands over its events.
+        // Only for a record whose text is kept nowhere else: taken from here when its
+        // refusal is reported, as the importer hands over its events.
+        let kept_elsewhere = self.pending.get(index).is_none_or(|p| p.original.is_some());
+        if !kept_elsewhere && let Some(text) = update.json_text() {
             self.refused.push((index, text.clone()));
         }
     }
