@@ -37,12 +37,30 @@ impl Iterator for Ndjson {
             shape,
             ..
         } = self;
-        if let Ok(available) = reader.fill_buf()
-            && let Some(at) = memchr::memchr(b'\n', available)
-        {
-            let record = line_record(*file, line, binary_run, done, shape, &available[..at]);
-            reader.consume(at + 1);
-            return Some(record);
+        match reader.fill_buf() {
+            Ok(available) => {
+                // The buffer is 64 KiB, far under MAX_LINE_BYTES: a line found whole in it
+                // needs no length check.
+                if let Some(at) = memchr::memchr(b'\n', available) {
+                    let record =
+                        line_record(*file, line, binary_run, done, shape, &available[..at]);
+                    reader.consume(at + 1);
+                    return Some(record);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // Reported here: some readers (a gzip decoder) say an error once, then end.
+            Err(e) => {
+                *done = true;
+                return Some(Record {
+                    file: *file,
+                    line: *line + 1,
+                    item: Item::Bad {
+                        original: String::new(),
+                        reason: format!("read error, rest of the file skipped: {e}"),
+                    },
+                });
+            }
         }
         self.next_copied()
     }
@@ -181,6 +199,22 @@ mod tests {
     use super::*;
     use std::io::BufReader;
 
+    fn shape() -> super::super::Shape {
+        super::super::Shape {
+            groups: false,
+            id_field: None,
+            group_key: None,
+            group_id_field: None,
+            op: engage_core::model::OpKind::Set,
+            renames: Vec::new(),
+            drops: Default::default(),
+            tags: Vec::new(),
+            remove_nulls: false,
+            reserved_names: false,
+            delete: None,
+        }
+    }
+
     /// The lines' numbers and what each became, read through a reader buffer of `capacity`.
     fn read(input: &[u8], capacity: usize) -> Vec<(u64, String)> {
         let reader = BufReader::with_capacity(capacity, std::io::Cursor::new(input.to_vec()));
@@ -190,19 +224,7 @@ mod tests {
             line: 0,
             done: false,
             binary_run: 0,
-            shape: std::sync::Arc::new(super::super::Shape {
-                groups: false,
-                id_field: None,
-                group_key: None,
-                group_id_field: None,
-                op: engage_core::model::OpKind::Set,
-                renames: Vec::new(),
-                drops: Default::default(),
-                tags: Vec::new(),
-                remove_nulls: false,
-                reserved_names: false,
-                delete: None,
-            }),
+            shape: std::sync::Arc::new(shape()),
             buf: Vec::new(),
         };
         ndjson
@@ -215,6 +237,40 @@ mod tests {
                 (r.line, what)
             })
             .collect()
+    }
+
+    /// A reader that fails once, then says it has ended (as a gzip decoder does after a
+    /// bad header or checksum).
+    struct FailsOnceThenEnds(bool);
+
+    impl std::io::Read for FailsOnceThenEnds {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            if std::mem::replace(&mut self.0, true) {
+                Ok(0)
+            } else {
+                Err(std::io::Error::other("corrupt deflate stream"))
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_error_is_reported_even_if_the_reader_then_ends() {
+        let mut ndjson = Ndjson {
+            reader: Box::new(BufReader::new(FailsOnceThenEnds(false))),
+            file: 0,
+            line: 0,
+            done: false,
+            binary_run: 0,
+            shape: std::sync::Arc::new(shape()),
+            buf: Vec::new(),
+        };
+        let first = ndjson.next().expect("the error, not the end");
+        assert!(
+            matches!(&first.item, Item::Bad { reason, .. } if reason.contains("corrupt deflate")),
+            "{:?}",
+            first.item
+        );
+        assert!(ndjson.next().is_none());
     }
 
     #[test]
