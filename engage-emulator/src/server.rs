@@ -453,10 +453,7 @@ async fn read_body(
         return Err(too_large());
     }
     let reading = async {
-        // The frames as they came (shares of hyper's buffers), joined once at the end:
-        // growing one buffer as they arrive copied the body about twice.
-        let mut frames: Vec<Bytes> = Vec::new();
-        let mut len = 0usize;
+        let mut buf: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
                 error_response(
@@ -464,10 +461,10 @@ async fn read_body(
                     format!("could not read the body: {e}"),
                 )
             })?;
-            let Ok(data) = frame.into_data() else {
+            let Some(data) = frame.data_ref() else {
                 continue;
             };
-            len += data.len();
+            let len = buf.len() + data.len();
             if len > cap {
                 drain(&mut body, drain_limit(cap), timeout).await;
                 return Err(too_large());
@@ -475,23 +472,18 @@ async fn read_body(
             // Beyond the free allowance, every byte held counts against the budget.
             let counted = len.saturating_sub(FREE_BODY_BYTES);
             if counted > reservation.bytes && !reservation.grow(counted - reservation.bytes) {
-                drop(frames);
+                drop(buf);
                 drain(&mut body, cap, timeout).await;
                 return Err(busy());
             }
-            frames.push(data);
-        }
-        Ok(match frames.len() {
-            0 => Bytes::new(),
-            1 => frames.swap_remove(0),
-            _ => {
-                let mut joined = Vec::with_capacity(len);
-                for frame in &frames {
-                    joined.extend_from_slice(frame);
-                }
-                Bytes::from(joined)
+            if buf.capacity() < len {
+                // Grow toward the declared size, never beyond what arrived twice over.
+                let want = declared.map_or(len, |d| (d as usize).min(len * 2)).max(len);
+                buf.reserve_exact(want - buf.len());
             }
-        })
+            buf.extend_from_slice(data);
+        }
+        Ok(Bytes::from(buf))
     };
     match tokio::time::timeout(timeout, reading).await {
         Err(_) => Err(error_response(
