@@ -45,7 +45,8 @@ use crate::wire::Update;
 
 /// Updates [`Importer::step`] reads before it hands its events to the feed (and sees to
 /// its requests): an [`ImportEvent::Invalid`] comes before more than this many further
-/// updates are read, so a feed keeping the last `READ_BURST` updates' texts can name it.
+/// updates are read. (A feed that wants a refused update's text gets the update itself
+/// from [`Feed::on_refused`].)
 pub const READ_BURST: usize = 1024;
 
 /// Default bound on the bytes of batches formed and not yet sent (32 MiB).

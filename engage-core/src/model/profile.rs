@@ -82,7 +82,9 @@ pub(crate) fn profile_hash(endpoint: Endpoint, group_key: &[u8], id: &[u8]) -> u
     let mut h = foldhash::fast::FixedState::with_seed(0x656e_6761_6765).build_hasher();
     h.write_u8(endpoint as u8);
     h.write(group_key);
-    h.write_u8(0xff); // not a byte of UTF-8: keeps (key, id) pairs apart
+    // Each `write` mixes in its slice's length, which keeps (key, id) pairs apart; a
+    // collision would only put two profiles in one lane.
+    h.write_u8(0xff);
     h.write(id);
     h.finish()
 }
