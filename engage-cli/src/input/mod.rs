@@ -192,15 +192,7 @@ pub fn records(
 ) -> Box<dyn Iterator<Item = Record> + Send> {
     let shape = shape.clone();
     match input.format {
-        Format::Ndjson => Box::new(Ndjson {
-            reader: input.reader,
-            file,
-            line: 0,
-            done: false,
-            binary_run: 0,
-            shape,
-            buf: Vec::new(),
-        }),
+        Format::Ndjson => Box::new(Ndjson::new(input.reader, file, shape)),
         Format::Json => Box::new(JsonArray::new(input.reader, file, shape)),
         Format::Csv => Box::new(CsvRows::new(input.reader, file, b',', shape)),
         Format::Tsv => Box::new(CsvRows::new(input.reader, file, b'\t', shape)),

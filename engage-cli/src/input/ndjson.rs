@@ -7,14 +7,33 @@ use engage_core::Update;
 use super::{BINARY_LINES_IN_A_ROW, Item, MAX_LINE_BYTES, Record, not_utf8, parse_text};
 
 pub(super) struct Ndjson {
-    pub(super) reader: Box<dyn BufRead + Send>,
-    pub(super) file: usize,
-    pub(super) line: u64,
-    pub(super) done: bool,
-    pub(super) binary_run: u32,
-    pub(super) shape: std::sync::Arc<super::Shape>,
+    reader: Box<dyn BufRead + Send>,
+    file: usize,
+    line: u64,
+    done: bool,
+    binary_run: u32,
+    shape: std::sync::Arc<super::Shape>,
     /// The line being read, reused from line to line.
-    pub(super) buf: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl Ndjson {
+    /// The records of NDJSON text read from `reader`, input `file` of the import.
+    pub(super) fn new(
+        reader: Box<dyn BufRead + Send>,
+        file: usize,
+        shape: std::sync::Arc<super::Shape>,
+    ) -> Ndjson {
+        Ndjson {
+            reader,
+            file,
+            line: 0,
+            done: false,
+            binary_run: 0,
+            shape,
+            buf: Vec::new(),
+        }
+    }
 }
 
 /// A line buffer grown past this by a long line is given back afterwards.
@@ -52,14 +71,7 @@ impl Iterator for Ndjson {
             // Reported here: some readers (a gzip decoder) say an error once, then end.
             Err(e) => {
                 *done = true;
-                return Some(Record {
-                    file: *file,
-                    line: *line + 1,
-                    item: Item::Bad {
-                        original: String::new(),
-                        reason: format!("read error, rest of the file skipped: {e}"),
-                    },
-                });
+                return Some(read_error(*file, *line + 1, &e));
             }
         }
         self.next_copied()
@@ -121,16 +133,21 @@ impl Ndjson {
             )),
             Err(e) => {
                 self.done = true;
-                Some(Record {
-                    file: self.file,
-                    line: self.line + 1,
-                    item: Item::Bad {
-                        original: String::new(),
-                        reason: format!("read error, rest of the file skipped: {e}"),
-                    },
-                })
+                Some(read_error(self.file, self.line + 1, &e))
             }
         }
+    }
+}
+
+/// A read error at `line`: the rest of the file is skipped, and said to be.
+fn read_error(file: usize, line: u64, e: &std::io::Error) -> Record {
+    Record {
+        file,
+        line,
+        item: Item::Bad {
+            original: String::new(),
+            reason: format!("read error, rest of the file skipped: {e}"),
+        },
     }
 }
 
@@ -218,16 +235,7 @@ mod tests {
     /// The lines' numbers and what each became, read through a reader buffer of `capacity`.
     fn read(input: &[u8], capacity: usize) -> Vec<(u64, String)> {
         let reader = BufReader::with_capacity(capacity, std::io::Cursor::new(input.to_vec()));
-        let ndjson = Ndjson {
-            reader: Box::new(reader),
-            file: 0,
-            line: 0,
-            done: false,
-            binary_run: 0,
-            shape: std::sync::Arc::new(shape()),
-            buf: Vec::new(),
-        };
-        ndjson
+        Ndjson::new(Box::new(reader), 0, std::sync::Arc::new(shape()))
             .map(|r| {
                 let what = match r.item {
                     Item::Update(u, _) => format!("update {:?}", u.profile()),
@@ -255,15 +263,11 @@ mod tests {
 
     #[test]
     fn a_read_error_is_reported_even_if_the_reader_then_ends() {
-        let mut ndjson = Ndjson {
-            reader: Box::new(BufReader::new(FailsOnceThenEnds(false))),
-            file: 0,
-            line: 0,
-            done: false,
-            binary_run: 0,
-            shape: std::sync::Arc::new(shape()),
-            buf: Vec::new(),
-        };
+        let mut ndjson = Ndjson::new(
+            Box::new(BufReader::new(FailsOnceThenEnds(false))),
+            0,
+            std::sync::Arc::new(shape()),
+        );
         let first = ndjson.next().expect("the error, not the end");
         assert!(
             matches!(&first.item, Item::Bad { reason, .. } if reason.contains("corrupt deflate")),
