@@ -104,9 +104,10 @@ pub(crate) struct RecordMeta {
     pub(crate) id: (u32, u32),
     pub(crate) key: Option<(u32, u32)>,
     pub(crate) idempotent: bool,
-    /// Its profile's hash (`model::profile_hash`), kept so that settling a batch does not
-    /// read the ids back out of a body long gone cold.
-    pub(crate) hash: u64,
+    /// Its profile's hash (`model::profile_hash`) when the importer gave it, kept so that
+    /// settling a batch does not read the ids back out of a body long gone cold. `None`
+    /// for a batcher used on its own: nothing there asks for it.
+    pub(crate) hash: Option<u64>,
 }
 
 impl RecordMeta {
@@ -251,8 +252,11 @@ impl<'a> RecordRef<'a> {
     }
 
     /// A hash of its profile, equal to that of the update it came from.
-    pub(crate) fn profile_hash(&self) -> u64 {
-        self.meta.hash
+    pub(crate) fn profile_hash(&self, endpoint: Endpoint) -> u64 {
+        self.meta.hash.unwrap_or_else(|| {
+            let key = self.profile_key();
+            crate::model::profile_hash(endpoint, key.group_key, key.id)
+        })
     }
 
     /// The profile it updates.
@@ -473,8 +477,8 @@ impl Batcher {
         self.push_hashed(index, update, None)
     }
 
-    /// [`push_at`](Self::push_at) with the update's profile hash when the caller has it
-    /// (`Update::profile_hash`), else it is taken from the ids as written.
+    /// [`push_at`](Self::push_at), keeping the update's profile hash
+    /// (`Update::profile_hash`) with the record when the caller has it.
     pub(crate) fn push_hashed(
         &mut self,
         index: u64,
@@ -550,21 +554,15 @@ impl Batcher {
             });
         }
         let to32 = |v: usize| v as u32;
-        let hash = hash.unwrap_or_else(|| {
-            let span = |(a, b): (usize, usize)| &self.body[a..b];
-            crate::model::profile_hash(
-                self.config.endpoint,
-                ids.key.map(span).unwrap_or(&[]),
-                span(ids.id),
-            )
-        });
-        debug_assert_eq!(
-            hash,
-            crate::model::profile_hash(
-                self.config.endpoint,
-                ids.key.map(|(a, b)| &self.body[a..b]).unwrap_or(&[]),
-                &self.body[ids.id.0..ids.id.1],
-            ),
+        debug_assert!(
+            hash.is_none_or(|h| {
+                let span = |(a, b): (usize, usize)| &self.body[a..b];
+                h == crate::model::profile_hash(
+                    self.config.endpoint,
+                    ids.key.map(span).unwrap_or(&[]),
+                    span(ids.id),
+                )
+            }),
             "an update's profile hash is that of the ids it is written with"
         );
         let meta = RecordMeta {

@@ -844,8 +844,9 @@ impl Importer {
         // Profiles released, flush epochs counted down (a batch's records are in index
         // order, so by runs of one epoch).
         let mut run: Option<(u64, u64)> = None;
+        let endpoint = report.batch.endpoint();
         for r in report.batch.records() {
-            let h = r.profile_hash();
+            let h = r.profile_hash(endpoint);
             if let Some(entry) = self.owners.get_mut(&h) {
                 entry.1 = entry.1.saturating_sub(1);
                 if entry.1 == 0 {
