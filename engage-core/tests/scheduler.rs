@@ -496,3 +496,53 @@ fn each_attempt_says_what_comes_next() {
     assert_eq!(d[1], Decision::Settled);
     assert_eq!(decisions(vec![answer(401, "")]), [Decision::Stop]);
 }
+
+/// A feed that keeps what `on_refused` hands back and the events that follow.
+struct Refusals {
+    updates: std::vec::IntoIter<Update>,
+    refused: Vec<(u64, Option<Bytes>)>,
+    invalid: Vec<u64>,
+}
+
+impl engage_core::delivery::Feed for Refusals {
+    type Item = Update;
+    fn next_item(&mut self) -> engage_core::delivery::Next<Update> {
+        match self.updates.next() {
+            Some(u) => engage_core::delivery::Next::Item(u),
+            None => engage_core::delivery::Next::End,
+        }
+    }
+    fn on_event(&mut self, event: ImportEvent) {
+        if let ImportEvent::Invalid(e) = event {
+            // The update was handed back before its refusal is reported.
+            assert!(self.refused.iter().any(|(i, _)| *i == e.index));
+            self.invalid.push(e.index);
+        }
+    }
+    fn on_refused(&mut self, index: u64, update: &Update) {
+        self.refused.push((index, update.json_text().cloned()));
+    }
+}
+
+#[test]
+fn a_feed_gets_back_the_updates_refused_as_they_are_batched() {
+    let mut imp = Importer::new(config(100, Concurrency::Fixed(1)));
+    let clock = ManualClock::new();
+    // Read in one pass (so valid as text), refused as batched: another project's token.
+    let foreign = r#"{"$token":"other","$distinct_id":"b","$set":{"x":1}}"#;
+    let mut feed = Refusals {
+        updates: vec![
+            Update::user("a").set([("x", 1)]),
+            Update::from_json(foreign).unwrap(),
+            Update::user("c").set([("x", 1)]),
+        ]
+        .into_iter(),
+        refused: Vec::new(),
+        invalid: Vec::new(),
+    };
+    let _ = imp.step(clock.now(), &mut feed);
+    assert_eq!(feed.invalid, [1]);
+    assert_eq!(feed.refused.len(), 1);
+    assert_eq!(feed.refused[0].0, 1);
+    assert_eq!(feed.refused[0].1.as_deref(), Some(foreign.as_bytes()));
+}
