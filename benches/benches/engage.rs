@@ -53,12 +53,16 @@ fn build_encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("build_encode");
     let bytes = engage_build(TOKEN, &people, Build::SetFrom);
     assert_eq!(bytes, engage_build(TOKEN, &people, Build::Properties));
+    assert_eq!(bytes, engage_build(TOKEN, &people, Build::PushSetFrom));
     g.throughput(Throughput::ElementsAndBytes {
         elements: N as u64,
         bytes: bytes as u64,
     });
     g.bench_function("engage_set_from", |b| {
         b.iter(|| engage_build(TOKEN, black_box(&people), Build::SetFrom))
+    });
+    g.bench_function("engage_push_set_from", |b| {
+        b.iter(|| engage_build(TOKEN, black_box(&people), Build::PushSetFrom))
     });
     g.bench_function("engage_properties", |b| {
         b.iter(|| engage_build(TOKEN, black_box(&people), Build::Properties))

@@ -39,6 +39,7 @@ fn main() {
             "derive" => serde_encode(&derived),
             "build_set_from" => engage_build(TOKEN, &people, Build::SetFrom),
             "build_properties" => engage_build(TOKEN, &people, Build::Properties),
+            "build_push_set_from" => engage_build(TOKEN, &people, Build::PushSetFrom),
             "build_derive" => derive_build(TOKEN, &people),
             "build_value" => value_build(TOKEN, &people),
             "ingest" => engage_ingest(TOKEN, &ndjson),

@@ -5,6 +5,7 @@ use std::borrow::Borrow;
 use std::hint::black_box;
 
 use engage_core::batch::Batcher;
+use engage_core::model::ProfileRef;
 use engage_core::{
     BatchConfig, Endpoint, ImportConfig, ImportSummary, Properties, RetryPolicy, Target, Token,
     Update,
@@ -121,10 +122,29 @@ pub enum Build {
     SetFrom,
     /// `Update::user(id).set(Properties::from_serialize(&customer))`: through the tree.
     Properties,
+    /// `batcher.push_set_from(ProfileRef::User(id), &customer)`: straight into the body,
+    /// no `Update` built.
+    PushSetFrom,
 }
 
 /// `build_encode`: from the user's structs to bodies, with engage.
 pub fn engage_build(token: &str, people: &[(String, Customer)], how: Build) -> usize {
+    if how == Build::PushSetFrom {
+        let mut batcher = batcher(token);
+        let mut bytes = 0;
+        for (id, c) in people {
+            let pushed = batcher.push_set_from(ProfileRef::User(id), c);
+            if let Some(batch) = pushed.expect("valid") {
+                bytes += batch.body().len();
+                black_box(batch);
+            }
+        }
+        if let Some(batch) = batcher.finish() {
+            bytes += batch.body().len();
+            black_box(batch);
+        }
+        return bytes;
+    }
     push_all(
         token,
         people.iter().map(|(id, c)| match how {
@@ -132,6 +152,7 @@ pub fn engage_build(token: &str, people: &[(String, Customer)], how: Build) -> u
             Build::Properties => {
                 Update::user(id.as_str()).set(Properties::from_serialize(c).expect("a struct"))
             }
+            Build::PushSetFrom => unreachable!("pushed above"),
         }),
     )
 }

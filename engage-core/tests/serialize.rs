@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use engage_core::batch::Batcher;
-use engage_core::model::{Number, Operation, ProfileId, SerializeError};
+use engage_core::model::{Number, Operation, ProfileId, ProfileRef, SerializeError};
 use engage_core::validate::{Problem, ValidationError, Warning};
 use engage_core::{BatchConfig, Properties, Token, Update};
 use proptest::prelude::*;
@@ -23,7 +23,58 @@ fn outcome(update: &Update) -> Result<(String, Vec<Warning>), ValidationError> {
     Ok((json, batch.warnings().to_vec()))
 }
 
-/// Both paths, for `$set` and `$set_once`, users and groups.
+/// What [`Batcher::push_set_from`] (or `push_set_once_from`) gives, as [`outcome`]
+/// does; the record is the batcher's second, after one pushed as an `Update`.
+fn pushed<T: Serialize>(
+    profile: ProfileRef<'_>,
+    once: bool,
+    value: &T,
+) -> Result<(String, Vec<Warning>), ValidationError> {
+    let mut batcher = Batcher::new(BatchConfig::new(token(), profile.endpoint()));
+    let first = match profile {
+        ProfileRef::User(id) => Update::user(id).set([("first", 1)]),
+        ProfileRef::Group { key, id } => Update::group(key, id).set([("first", 1)]),
+    };
+    batcher.push(&first).unwrap();
+    let result = if once {
+        batcher.push_set_once_from(profile, value)
+    } else {
+        batcher.push_set_from(profile, value)
+    };
+    let mut pending_after = batcher.pending();
+    if let Err(mut e) = result {
+        assert_eq!(e.index, 1, "the update's index");
+        e.index = 0; // as `outcome` numbers it
+        assert_eq!(e.profile, Some(profile.to_id()));
+        // Nothing of it stays in the batch.
+        assert_eq!(batcher.pending(), 1);
+        let batch = batcher.finish().unwrap();
+        assert_eq!(batch.body().as_ref(), outcome_body(&first).as_bytes());
+        return Err(e);
+    }
+    assert_eq!(pending_after, 2);
+    pending_after -= 1;
+    let batch = batcher.finish().expect("two records");
+    let record = batch.record(pending_after).unwrap();
+    assert_eq!((record.index(), record.profile()), (1, profile.to_id()));
+    serde_json::from_slice::<serde_json::Value>(batch.body()).expect("the body is JSON");
+    let json = String::from_utf8(record.json().to_vec()).unwrap();
+    let mut warnings = batch.warnings().to_vec();
+    for w in &mut warnings {
+        assert_eq!(w.index, 1);
+        w.index = 0;
+    }
+    Ok((json, warnings))
+}
+
+/// The body of a batch of `update` alone.
+fn outcome_body(update: &Update) -> String {
+    let mut batcher = Batcher::new(BatchConfig::new(token(), update.endpoint()));
+    batcher.push(update).unwrap();
+    String::from_utf8(batcher.finish().unwrap().body().to_vec()).unwrap()
+}
+
+/// Both paths, and the batcher's direct one, for `$set` and `$set_once`, users and groups.
 fn assert_same<T: Serialize>(value: &T) -> Result<(String, Vec<Warning>), ValidationError> {
     let tree = Properties::from_serialize(value);
     let direct = Update::user("u1").set_from(value);
@@ -31,12 +82,31 @@ fn assert_same<T: Serialize>(value: &T) -> Result<(String, Vec<Warning>), Valida
         (Ok(props), Ok(direct)) => (Update::user("u1").set(props), direct),
         (Err(a), Err(b)) => {
             assert_eq!(a, b);
+            for (profile, once) in [
+                (ProfileRef::User("u1"), false),
+                (
+                    ProfileRef::Group {
+                        key: "company",
+                        id: "acme",
+                    },
+                    true,
+                ),
+            ] {
+                let err = pushed(profile, once, value).unwrap_err();
+                assert_eq!(err.problem, Problem::Unserializable(a.clone()));
+                assert_eq!(err.property, None);
+            }
             return Ok((String::new(), vec![]));
         }
         (a, b) => panic!("the paths disagree: {a:?} / {b:?}"),
     };
     let expected = outcome(&tree);
     assert_eq!(outcome(&direct), expected);
+    assert_eq!(
+        pushed(ProfileRef::User("u1"), false, value),
+        expected,
+        "push_set_from"
+    );
     // Debug, not ==: a NaN kept in a rejected operation is never equal to itself.
     assert_eq!(
         format!("{direct:?}"),
@@ -49,6 +119,15 @@ fn assert_same<T: Serialize>(value: &T) -> Result<(String, Vec<Warning>), Valida
     let once_tree =
         Update::group("company", "acme").set_once(Properties::from_serialize(value).unwrap());
     assert_eq!(outcome(&once), outcome(&once_tree));
+    let group = ProfileRef::Group {
+        key: "company",
+        id: "acme",
+    };
+    assert_eq!(
+        pushed(group, true, value),
+        outcome(&once_tree),
+        "push_set_once_from"
+    );
     expected
 }
 
@@ -369,4 +448,70 @@ proptest! {
         let value = serde_json::Value::Object(props.into_iter().collect());
         assert_same(&value).unwrap();
     }
+}
+
+#[test]
+fn pushing_structs_straight_into_batches_gives_the_same_batches() {
+    // Records of varied sizes, some invalid, some drawing warnings, under a body cap that
+    // splits batches often: the batches (bodies, records, warnings) and errors must be
+    // those of pushing the `Update`s `set_from` builds.
+    let config = BatchConfig::new(token(), engage_core::Endpoint::Engage)
+        .max_body_bytes(2_000)
+        .max_records(7);
+    let people: Vec<(String, Scored)> = (0..400)
+        .map(|i| {
+            let name = match i % 13 {
+                0 => "x".repeat(300),   // a warning
+                1 => "y".repeat(1_990), // too large for the cap
+                _ => "n".repeat(i % 97),
+            };
+            let score = if i % 17 == 0 {
+                f64::NAN
+            } else {
+                i as f64 / 3.0
+            };
+            let id = if i % 29 == 0 {
+                String::new()
+            } else {
+                format!("u{i}")
+            };
+            (id, Scored { name, score })
+        })
+        .collect();
+    let mut by_update = Batcher::new(config.clone());
+    let mut direct = Batcher::new(config);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (i, (id, scored)) in people.iter().enumerate() {
+        let once = i % 5 == 0;
+        let update = if once {
+            Update::user(id.as_str()).set_once_from(scored)
+        } else {
+            Update::user(id.as_str()).set_from(scored)
+        };
+        a.push(by_update.push(&update.unwrap()));
+        b.push(if once {
+            direct.push_set_once_from(ProfileRef::User(id), scored)
+        } else {
+            direct.push_set_from(ProfileRef::User(id), scored)
+        });
+    }
+    a.push(Ok(by_update.finish()));
+    b.push(Ok(direct.finish()));
+    assert!(
+        a.iter().filter(|r| r.is_err()).count() > 40,
+        "errors of each kind"
+    );
+    let batches = a.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+    assert!(batches > 30, "{batches} batches");
+    assert_eq!(a, b);
+    // A user's record given to a `/groups` batcher is refused as an `Update` would be.
+    let mut groups = Batcher::new(BatchConfig::new(token(), engage_core::Endpoint::Groups));
+    let err = groups
+        .push_set_from(
+            ProfileRef::User("u1"),
+            &[("a", 1)].into_iter().collect::<BTreeMap<_, _>>(),
+        )
+        .unwrap_err();
+    assert!(matches!(err.problem, Problem::WrongEndpoint(_)), "{err}");
+    assert_eq!(groups.pending(), 0);
 }

@@ -11,8 +11,8 @@ mod value;
 
 pub use modifiers::{Geolocation, Modifiers};
 pub use operation::{OpKind, Operation};
-pub use profile::{Endpoint, ProfileId};
-pub(crate) use profile::{ProfileRef, profile_hash};
+pub(crate) use profile::profile_hash;
+pub use profile::{Endpoint, ProfileId, ProfileRef};
 pub use properties::Properties;
 pub use ser::SerializeError;
 pub use token::{EmptyToken, Token};

@@ -48,15 +48,55 @@ impl ProfileId {
     }
 }
 
-/// A profile's ids, borrowed: all that encoding needs.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum ProfileRef<'a> {
+/// A profile's ids, borrowed: all that encoding needs, without copying them into a
+/// [`ProfileId`]'s strings.
+///
+/// ```
+/// use engage_core::model::{Endpoint, ProfileId, ProfileRef};
+/// let user = ProfileRef::User("user-42");
+/// assert_eq!(user.endpoint(), Endpoint::Engage);
+/// let acme = ProfileId::Group { key: "company".into(), id: "acme".into() };
+/// assert_eq!(acme.as_ref().to_id(), acme);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProfileRef<'a> {
+    /// A user profile, by its `$distinct_id`.
     User(&'a str),
-    Group { key: &'a str, id: &'a str },
+    /// A group profile, by its `$group_key` (e.g. `"company"`) and `$group_id`.
+    Group {
+        /// The group key.
+        key: &'a str,
+        /// The group id.
+        id: &'a str,
+    },
+}
+
+impl ProfileRef<'_> {
+    /// The endpoint updates of this profile go to.
+    pub fn endpoint(self) -> Endpoint {
+        match self {
+            ProfileRef::User(_) => Endpoint::Engage,
+            ProfileRef::Group { .. } => Endpoint::Groups,
+        }
+    }
+
+    /// The same ids, owned.
+    pub fn to_id(self) -> ProfileId {
+        match self {
+            ProfileRef::User(distinct_id) => ProfileId::User {
+                distinct_id: distinct_id.to_owned(),
+            },
+            ProfileRef::Group { key, id } => ProfileId::Group {
+                key: key.to_owned(),
+                id: id.to_owned(),
+            },
+        }
+    }
 }
 
 impl ProfileId {
-    pub(crate) fn as_ref(&self) -> ProfileRef<'_> {
+    /// The ids, borrowed.
+    pub fn as_ref(&self) -> ProfileRef<'_> {
         match self {
             ProfileId::User { distinct_id } => ProfileRef::User(distinct_id),
             ProfileId::Group { key, id } => ProfileRef::Group { key, id },

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::model::{Endpoint, ProfileId};
+use crate::model::{Endpoint, ProfileId, SerializeError};
 
 /// What is wrong with an update. Carried by [`ValidationError`], which adds which update
 /// and which property.
@@ -66,6 +66,11 @@ pub enum Problem {
     /// The update's token is empty.
     #[error("the update's $token is empty")]
     EmptyToken,
+    /// The properties given to
+    /// [`Batcher::push_set_from`](crate::batch::Batcher::push_set_from) could not become
+    /// properties: their `Serialize` implementation failed, or gave no struct or map.
+    #[error("the properties could not be serialized: {0}")]
+    Unserializable(SerializeError),
     /// The encoded update is larger than Mixpanel's 1 MB limit for one update.
     #[error("the update is {bytes} bytes encoded; Mixpanel's limit is {limit}")]
     UpdateTooLarge {

@@ -10,7 +10,7 @@ use crate::model::{
 };
 use crate::validate::rules::{self, Warnings, at};
 use crate::validate::{Problem, RecordProblem, WarningKind};
-use crate::wire::json::{write_f64, write_int, write_number, write_str};
+use crate::wire::json::{extend_short, write_f64, write_int, write_number, write_str};
 use crate::wire::raw::encode_raw;
 use crate::wire::ser_json;
 use crate::wire::text::TextRecord;
@@ -286,44 +286,93 @@ struct Head {
     fault: Option<RecordProblem>,
 }
 
+/// What is wrong with `profile` as the profile of a `kind` update: an empty id, or an
+/// operation `/groups` does not document. The first problem found, as reported.
+fn profile_fault(profile: ProfileRef<'_>, kind: OpKind) -> Option<RecordProblem> {
+    let problem =
+        |property: &'static str, problem: Problem| Some(RecordProblem::at(property, problem));
+    match profile {
+        ProfileRef::User("") => problem("$distinct_id", Problem::Empty("$distinct_id")),
+        ProfileRef::User(_) => None,
+        ProfileRef::Group { key: "", .. } => problem("$group_key", Problem::Empty("$group_key")),
+        ProfileRef::Group { id: "", .. } => problem("$group_id", Problem::Empty("$group_id")),
+        ProfileRef::Group { .. } if !kind.on_groups() => {
+            let op = kind.key();
+            problem(op, Problem::NotForGroups(op.into()))
+        }
+        ProfileRef::Group { .. } => None,
+    }
+}
+
+/// Appends `,"$distinct_id":"…"` or `,"$group_key":"…","$group_id":"…"`; returns the
+/// spans in `out` of the id's JSON string and the group key's, quotes included.
+fn write_ids(
+    out: &mut Vec<u8>,
+    profile: ProfileRef<'_>,
+) -> ((usize, usize), Option<(usize, usize)>) {
+    match profile {
+        ProfileRef::User(distinct_id) => {
+            out.extend_from_slice(b",\"$distinct_id\":");
+            let start = out.len();
+            write_str(out, distinct_id);
+            ((start, out.len()), None)
+        }
+        ProfileRef::Group { key, id } => {
+            out.extend_from_slice(b",\"$group_key\":");
+            let key_start = out.len();
+            write_str(out, key);
+            let key_span = (key_start, out.len());
+            out.extend_from_slice(b",\"$group_id\":");
+            let start = out.len();
+            write_str(out, id);
+            ((start, out.len()), Some(key_span))
+        }
+    }
+}
+
+/// Appends `,"$set":` or `,"$set_once":`, in fixed-size moves rather than a call to
+/// `memcpy`.
+fn write_operation_key(out: &mut Vec<u8>, kind: OpKind) {
+    out.push(b',');
+    extend_short(out, kind.field());
+}
+
+/// `$set` (or `$set_once`) of a `Serialize` struct or map written straight into a batch
+/// body, behind the batch's token: no record buffer, no second copy. `None` when it needs
+/// the checked path (a profile fault, another endpoint, anything `ser_json` stops at):
+/// the caller truncates `out` and builds the update with [`EncodedRecord::from_serialize`],
+/// which writes the same bytes or names the problem.
+pub(crate) fn encode_serialized<T: serde::Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    profile: ProfileRef<'_>,
+    once: bool,
+    value: &T,
+    ctx: &Context<'_>,
+) -> Option<EncodedIds> {
+    let kind = if once { OpKind::SetOnce } else { OpKind::Set };
+    if profile.endpoint() != ctx.endpoint || profile_fault(profile, kind).is_some() {
+        return None;
+    }
+    out.push(b'{');
+    out.extend_from_slice(ctx.token_field);
+    let (id, key) = write_ids(out, profile);
+    write_operation_key(out, kind);
+    ser_json::write_properties(out, value).ok()?;
+    out.push(b'}');
+    Some(EncodedIds {
+        id,
+        key,
+        idempotent: true,
+    })
+}
+
 impl Head {
     fn new(profile: ProfileRef<'_>, kind: OpKind) -> Head {
         // Room for a typical record and its modifiers, so that building it does not
         // reallocate (a `$set` of a few properties plus `$ip` and `$time` is ~220 bytes).
         let mut json = scratch::take();
-        let mut fault = None;
-        let mut check = |failed: bool, property: &'static str, problem: Problem| {
-            if failed && fault.is_none() {
-                fault = Some(RecordProblem::at(property, problem));
-            }
-        };
-        let (id, key) = match profile {
-            ProfileRef::User(distinct_id) => {
-                check(
-                    distinct_id.is_empty(),
-                    "$distinct_id",
-                    Problem::Empty("$distinct_id"),
-                );
-                json.extend_from_slice(b",\"$distinct_id\":");
-                let start = json.len();
-                write_str(&mut json, distinct_id);
-                ((start, json.len()), None)
-            }
-            ProfileRef::Group { key, id } => {
-                check(key.is_empty(), "$group_key", Problem::Empty("$group_key"));
-                check(id.is_empty(), "$group_id", Problem::Empty("$group_id"));
-                let op = kind.key();
-                check(!kind.on_groups(), op, Problem::NotForGroups(op.into()));
-                json.extend_from_slice(b",\"$group_key\":");
-                let key_start = json.len();
-                write_str(&mut json, key);
-                let key_span = (key_start, json.len());
-                json.extend_from_slice(b",\"$group_id\":");
-                let start = json.len();
-                write_str(&mut json, id);
-                ((start, json.len()), Some(key_span))
-            }
-        };
+        let fault = profile_fault(profile, kind);
+        let (id, key) = write_ids(&mut json, profile);
         Head {
             json,
             id,
@@ -391,13 +440,21 @@ impl EncodedRecord {
         let kind = if once { OpKind::SetOnce } else { OpKind::Set };
         let mut head = Head::new(profile, kind);
         let operation_at = head.json.len();
-        head.json.extend_from_slice(b",\"");
-        head.json.extend_from_slice(kind.key().as_bytes());
-        head.json.extend_from_slice(b"\":");
+        write_operation_key(&mut head.json, kind);
         if ser_json::write_properties(&mut head.json, value).is_ok() {
             return Ok(head.finish(kind, operation_at, Vec::new(), None));
         }
         scratch::give_back(head.json);
+        Self::from_tree(profile, once, value)
+    }
+
+    /// The checked path of [`from_serialize`](Self::from_serialize) alone, through
+    /// [`Properties`]: it names the property at fault.
+    pub(crate) fn from_tree<T: serde::Serialize + ?Sized>(
+        profile: ProfileRef<'_>,
+        once: bool,
+        value: &T,
+    ) -> Result<Self, SerializeError> {
         let props = Properties::from_serialize(value)?;
         let operation = if once {
             Operation::SetOnce(props)

@@ -108,16 +108,24 @@ fn needs_escape(bytes: &[u8]) -> bool {
     }
 }
 
-/// Writes `s` as a JSON string literal, quotes included. The common string needs no
-/// escaping: one word test per 8 bytes, then one copy.
-#[inline]
+/// Writes `s` as a JSON string literal, quotes included. The common string is short and
+/// needs no escaping: a few word tests and fixed-size moves, inlined where it is called;
+/// anything else is written out of line.
+#[inline(always)]
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    if bytes.len() <= SHORT && !needs_escape(bytes) {
+        return write_short_str(out, bytes);
+    }
+    write_long_str(out, bytes);
+}
+
+/// [`write_str`] for a string that is long or needs escaping: one word test per 8 bytes,
+/// then one copy, or the escaping walk.
+#[inline(never)]
+fn write_long_str(out: &mut Vec<u8>, bytes: &[u8]) {
     if needs_escape(bytes) {
         return write_escaped(out, bytes);
-    }
-    if bytes.len() <= SHORT {
-        return write_short_str(out, bytes);
     }
     out.reserve(bytes.len() + 2);
     out.push(b'"');
@@ -144,7 +152,34 @@ fn write_short_str(out: &mut Vec<u8>, bytes: &[u8]) {
     out.truncate(at + n + 2);
 }
 
-/// Copies `src` (at most 32 bytes) to the start of `dst` (at least 32 bytes long) with
+/// Writes an object member's key as JSON, with its comma before (unless it is the first)
+/// and its colon after: `,"key":`. A short key that needs no escaping (every struct
+/// field's name, most property names) takes one fixed-size window, like
+/// [`write_short_str`].
+#[inline(always)]
+pub(crate) fn write_key(out: &mut Vec<u8>, first: bool, key: &str) {
+    let bytes = key.as_bytes();
+    let n = bytes.len();
+    if n > SHORT - 2 || needs_escape(bytes) {
+        if !first {
+            out.push(b',');
+        }
+        write_long_str(out, bytes);
+        out.push(b':');
+        return;
+    }
+    let comma = usize::from(!first);
+    let at = out.len();
+    out.extend_from_slice(&[b','; SHORT + 2]);
+    let window = &mut out[at + comma..at + SHORT + 2];
+    window[0] = b'"';
+    copy_overlapping(&mut window[1..], bytes);
+    window[n + 1] = b'"';
+    window[n + 2] = b':';
+    out.truncate(at + comma + n + 3);
+}
+
+/// Copies `src` (at most 32 bytes) to the start of `dst` (at least as long) with
 /// fixed-size moves: two overlapping ones of 16, 8 or 4 bytes, or byte by byte below 4.
 #[inline(always)]
 fn copy_overlapping(dst: &mut [u8], src: &[u8]) {
@@ -158,10 +193,12 @@ fn copy_overlapping(dst: &mut [u8], src: &[u8]) {
     } else if n >= 4 {
         dst[..4].copy_from_slice(&src[..4]);
         dst[n - 4..n].copy_from_slice(&src[n - 4..]);
-    } else {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = *s;
-        }
+    } else if n > 0 {
+        // One to three bytes: first, middle and last cover them all (a loop here becomes
+        // a call to `memcpy`).
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
     }
 }
 
@@ -265,6 +302,25 @@ mod tests {
             let mut out = Vec::new();
             write_str(&mut out, &s[..s.len() - 40 + n]);
             assert_eq!(out, serde_json::to_vec(&s[..s.len() - 40 + n]).unwrap());
+        }
+    }
+
+    #[test]
+    fn keys_are_written_with_their_comma_and_colon() {
+        let text: String = ('a'..='z').chain('A'..='Z').collect();
+        let keys = (0..=text.len()).map(|n| text[..n].to_owned()).chain([
+            "q\"uote".into(),
+            "tab\t".into(),
+            "é😀".repeat(9),
+        ]);
+        for key in keys {
+            for first in [true, false] {
+                let mut out = b"{".to_vec();
+                write_key(&mut out, first, &key);
+                let comma = if first { "" } else { "," };
+                let expected = format!("{{{comma}{}:", serde_json::to_string(&key).unwrap());
+                assert_eq!(String::from_utf8(out).unwrap(), expected, "{key:?}");
+            }
         }
     }
 

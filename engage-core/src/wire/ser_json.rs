@@ -11,31 +11,25 @@ use serde::ser::{self, Serialize};
 
 use crate::model::ser::ARBITRARY_PRECISION_NUMBER;
 use crate::validate::rules::{MAX_DEPTH, MAX_NAME_CHARS, MAX_STRING_BYTES};
-use crate::wire::json::{write_f64, write_int, write_str};
+use crate::wire::json::{write_f64, write_int, write_key, write_str};
 
-/// Why the fast path stopped.
+/// The fast path stopped: the value holds something the tree path must handle (and may
+/// report), or its own `Serialize` implementation failed (the tree path reports that
+/// too, so the message is not kept). A unit, so that every `Result` here fits a register.
 #[derive(Debug)]
-pub(crate) enum Stop {
-    /// Something the tree path must handle (and may report).
-    Fallback,
-    /// The value's own `Serialize` implementation failed.
-    Custom(String),
-}
+pub(crate) struct Stop;
 
 impl std::fmt::Display for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Stop::Fallback => f.write_str("needs the checked path"),
-            Stop::Custom(m) => f.write_str(m),
-        }
+        f.write_str("needs the checked path")
     }
 }
 
 impl std::error::Error for Stop {}
 
 impl ser::Error for Stop {
-    fn custom<T: std::fmt::Display>(msg: T) -> Self {
-        Stop::Custom(msg.to_string())
+    fn custom<T: std::fmt::Display>(_msg: T) -> Self {
+        Stop
     }
 }
 
@@ -65,10 +59,10 @@ struct Json<'a> {
     depth: u32,
 }
 
-#[inline]
+#[inline(always)]
 fn string(out: &mut Vec<u8>, s: &str) -> R {
     if s.len() > MAX_STRING_BYTES {
-        return Err(Stop::Fallback);
+        return Err(Stop);
     }
     write_str(out, s);
     Ok(())
@@ -76,7 +70,7 @@ fn string(out: &mut Vec<u8>, s: &str) -> R {
 
 #[inline]
 fn float(out: &mut Vec<u8>, v: f64) -> R {
-    write_f64(out, v).map_err(|_| Stop::Fallback)
+    write_f64(out, v).map_err(|_| Stop)
 }
 
 #[inline]
@@ -92,7 +86,7 @@ impl<'a> Json<'a> {
 
     fn open(self, bracket: u8) -> Result<Compound<'a>, Stop> {
         if self.depth >= MAX_DEPTH {
-            return Err(Stop::Fallback);
+            return Err(Stop);
         }
         self.out.push(bracket);
         Ok(Compound {
@@ -107,7 +101,7 @@ impl<'a> Json<'a> {
     /// `{"variant":` then a container one level further down, closed by `Compound::end`.
     fn open_variant(self, variant: &str, bracket: u8) -> Result<Compound<'a>, Stop> {
         if self.depth + 1 >= MAX_DEPTH {
-            return Err(Stop::Fallback);
+            return Err(Stop);
         }
         self.out.push(b'{');
         write_str(self.out, variant);
@@ -201,7 +195,7 @@ impl<'a> ser::Serializer for Json<'a> {
         value: &T,
     ) -> R {
         if self.depth >= MAX_DEPTH {
-            return Err(Stop::Fallback);
+            return Err(Stop);
         }
         self.out.push(b'{');
         write_str(self.out, variant);
@@ -237,7 +231,7 @@ impl<'a> ser::Serializer for Json<'a> {
     fn serialize_struct(self, name: &'static str, _len: usize) -> Result<Compound<'a>, Stop> {
         // serde_json's `arbitrary_precision` numbers are structs: the tree path reads them.
         if name == ARBITRARY_PRECISION_NUMBER {
-            return Err(Stop::Fallback);
+            return Err(Stop);
         }
         self.open(b'{')
     }
@@ -281,9 +275,11 @@ impl Compound<'_> {
     }
     #[inline]
     fn field<T: Serialize + ?Sized>(&mut self, key: &str, v: &T) -> R {
-        self.comma();
-        name(self.out, key, self.top_level)?;
-        self.out.push(b':');
+        if self.top_level && key.len() > MAX_NAME_CHARS {
+            return Err(Stop);
+        }
+        write_key(self.out, self.first, key);
+        self.first = false;
         self.item(v)
     }
     fn close(self, bracket: u8) -> R {
@@ -367,7 +363,7 @@ struct TopLevel<'a> {
 macro_rules! wrappers {
     () => {
         fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> R {
-            Err(Stop::Fallback)
+            Err(Stop)
         }
         fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _n: &'static str, value: &T) -> R {
             value.serialize(self)
@@ -379,7 +375,7 @@ macro_rules! wrappers {
             _variant: &'static str,
             _value: &T,
         ) -> R {
-            Err(Stop::Fallback)
+            Err(Stop)
         }
     };
 }
@@ -389,7 +385,7 @@ macro_rules! wrappers {
 macro_rules! fallback {
     ($($name:ident($($arg:ty),*) -> $ok:ty;)*) => {$(
         fn $name(self, $(_: $arg),*) -> Result<$ok, Stop> {
-            Err(Stop::Fallback)
+            Err(Stop)
         }
     )*};
 }
@@ -452,7 +448,7 @@ impl<'a> ser::Serializer for TopLevel<'a> {
 #[inline]
 fn name(out: &mut Vec<u8>, key: &str, top_level: bool) -> R {
     if top_level && key.len() > MAX_NAME_CHARS {
-        return Err(Stop::Fallback);
+        return Err(Stop);
     }
     write_str(out, key);
     Ok(())

@@ -273,6 +273,16 @@ impl Update {
         EncodedRecord::from_serialize(profile, once, value).map(Update::encoded)
     }
 
+    /// [`serialized`](Self::serialized) through [`Properties`] only, for a value the
+    /// direct writer (`encode::encode_serialized`) stopped at.
+    pub(crate) fn serialized_checked<T: Serialize + ?Sized>(
+        profile: ProfileRef<'_>,
+        once: bool,
+        value: &T,
+    ) -> Result<Update, SerializeError> {
+        EncodedRecord::from_tree(profile, once, value).map(Update::encoded)
+    }
+
     /// The escape hatch: an already-formed update object, sent as given except that
     /// `$token` is filled in when missing. Validation still checks that it is an object
     /// with a token that matches, a non-empty id for its endpoint, and exactly one known
