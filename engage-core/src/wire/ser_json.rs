@@ -273,7 +273,7 @@ impl Compound<'_> {
             depth: self.depth,
         })
     }
-    #[inline]
+    #[inline(always)]
     fn field<T: Serialize + ?Sized>(&mut self, key: &str, v: &T) -> R {
         if self.top_level && key.len() > MAX_NAME_CHARS {
             return Err(Stop);
@@ -341,6 +341,9 @@ macro_rules! fields {
         impl ser::$trait for Compound<'_> {
             type Ok = ();
             type Error = Stop;
+            // Inlined into the caller's derived `serialize`, where `key` is a constant: its
+            // checks fold away and writing it is a few fixed stores.
+            #[inline(always)]
             fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> R {
                 self.field(key, v)
             }
