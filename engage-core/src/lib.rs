@@ -64,9 +64,10 @@
 //! - [`wire`]: [`Update`] (typed: [`Update::user`] with all eight operations,
 //!   [`Update::group`] with the six `/groups` documents; raw: [`Update::raw`]), validated
 //!   and encoded to JSON once, when built.
-//! - [`batch`]: [`batch::Batcher`] / [`batches`] copy each update's bytes into bodies; a
-//!   [`batch::Batch`] keeps its body for every retry and knows which caller updates it
-//!   carries.
+//! - [`batch`]: [`batch::Batcher`] / [`batches`] copy each update's bytes into bodies
+//!   ([`batch::Batcher::push_set_from`] writes a `Serialize` struct straight into one, no
+//!   [`Update`] in between); a [`batch::Batch`] keeps its body for every retry and knows
+//!   which caller updates it carries.
 //! - [`exchange`]: [`Target`] builds `http::Request<Bytes>`; [`exchange::parse_response`]
 //!   reads every answer shape.
 //! - [`delivery`]: [`delivery::Delivery`], the retry state machine of one batch (time is an

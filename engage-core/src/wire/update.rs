@@ -94,6 +94,9 @@ impl UserUpdate<'_> {
     /// [`Properties`] to name the property: a `Serialize` implementation that can only run
     /// once should go through [`Properties::from_serialize`] instead.
     ///
+    /// To batch many structs, [`Batcher::push_set_from`](crate::batch::Batcher::push_set_from)
+    /// writes each straight into a request body, without building the `Update`.
+    ///
     /// ```
     /// use engage_core::Update;
     /// #[derive(serde::Serialize)]
