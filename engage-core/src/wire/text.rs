@@ -200,14 +200,17 @@ struct Scratch {
     keys: Vec<(usize, usize)>,
 }
 
-/// Reads `text` as an update object; `None` when the full path must decide.
-pub(crate) fn read(text: &str) -> Option<TextRecord> {
+/// Reads `text` as an update object; `None` when the full path must decide. The bytes
+/// need not have been checked to be UTF-8: the pass checks the strings that are not
+/// ASCII (JSON has no other place for such bytes) and declines invalid ones.
+#[inline]
+pub(crate) fn read(text: &[u8]) -> Option<TextRecord> {
     read_at(text, 0, true).map(|(record, _)| record)
 }
 
 /// Reads the update object at `text[start..]`: to the end of `text` if `whole`, else to
 /// its closing brace. Returns it and where it ended.
-fn read_at(text: &str, start: usize, whole: bool) -> Option<(TextRecord, usize)> {
+fn read_at(text: &[u8], start: usize, whole: bool) -> Option<(TextRecord, usize)> {
     let len = text.len() - start;
     if u32::try_from(len).is_err() {
         return None;
@@ -223,8 +226,7 @@ fn read_at(text: &str, start: usize, whole: bool) -> Option<(TextRecord, usize)>
         }
         keys.clear();
         let mut pass = Pass {
-            text,
-            src: text.as_bytes(),
+            src: text,
             pos: start,
             copied: start,
             out: arena,
@@ -282,7 +284,7 @@ pub(crate) fn read_array(text: &str) -> Option<Vec<ArrayItem<'_>>> {
     }
     loop {
         let read = if src.get(at) == Some(&b'{') {
-            read_at(text, at, false)
+            read_at(src, at, false)
         } else {
             None
         };
@@ -335,9 +337,10 @@ enum Want {
     UnionItem,
 }
 
-/// One pass over `src`, copying to `out` all but whitespace between tokens.
+/// One pass over `src`, copying to `out` all but whitespace between tokens. Outside
+/// strings it takes ASCII only; strings holding other bytes are checked to be UTF-8: so
+/// what it takes is UTF-8 text, whether or not `src` was checked before.
 struct Pass<'a> {
-    text: &'a str,
     src: &'a [u8],
     pos: usize,
     /// `src[..copied]` is in `out` (less the whitespace skipped).
@@ -398,47 +401,52 @@ impl<'a> Pass<'a> {
             if self.string()? {
                 return Err(Decline);
             }
-            // Cut at ASCII quotes, so at character boundaries.
-            let key = self.text.get(key_start + 1..self.pos - 1).ok_or(Decline)?;
+            // Compared as bytes: the keys looked for are ASCII.
+            let key = &self.src[key_start + 1..self.pos - 1];
             self.ws();
             self.expect(b':')?;
             self.ws();
             let bit = match key {
-                "$token" => {
+                b"$token" => {
                     let (a, b) = self.id_string()?;
-                    let value = self.text.get(a + 1..b - 1).ok_or(Decline)?;
-                    if value.trim().is_empty() {
+                    let value = &self.src[a + 1..b - 1];
+                    // Blank as `str::trim` has it (Unicode spaces too), as the full path.
+                    let blank = match value.is_ascii() {
+                        true => value.trim_ascii().is_empty(),
+                        false => std::str::from_utf8(value).map_or(true, |v| v.trim().is_empty()),
+                    };
+                    if blank {
                         return Err(Decline);
                     }
                     let value_at = self.out_pos(a) + 1;
                     token = Some((key_at, value_at, value_at + value.len(), first));
                     seen::TOKEN
                 }
-                "$distinct_id" => {
+                b"$distinct_id" => {
                     distinct = Some(self.id_span()?);
                     seen::DISTINCT_ID
                 }
-                "$group_key" => {
+                b"$group_key" => {
                     group_key = Some(self.id_span()?);
                     seen::GROUP_KEY
                 }
-                "$group_id" => {
+                b"$group_id" => {
                     group_id = Some(self.id_span()?);
                     seen::GROUP_ID
                 }
                 _ => {
                     let start = self.out_pos(self.pos);
-                    if let Some(op) = OpKind::from_key(key) {
+                    if let Some(op) = OpKind::ALL.into_iter().find(|k| k.key().as_bytes() == key) {
                         self.payload(op)?;
                         kind = Some(op);
                         payload = (start, self.out_pos(self.pos));
                         seen::OPERATION
                     } else {
-                        let i = crate::validate::rules::MODIFIERS
+                        let i = MODIFIERS
                             .iter()
-                            .position(|m| *m == key)
+                            .position(|m| m.as_bytes() == key)
                             .ok_or(Decline)?;
-                        self.modifier(key)?;
+                        self.modifier(MODIFIERS[i])?;
                         modifiers[i] = (start, self.out_pos(self.pos));
                         seen::MODIFIER << i
                     }
@@ -694,18 +702,25 @@ impl<'a> Pass<'a> {
     }
 
     /// A JSON string; returns whether it holds an escape. Checks every escape (a surrogate
-    /// must come in a pair) and refuses control characters, as the JSON grammar does.
+    /// must come in a pair) and refuses control characters, as the JSON grammar does, and
+    /// bytes that are not UTF-8. Inlined: it is the pass's inner loop.
+    #[inline(always)]
     fn string(&mut self) -> Step<bool> {
         if self.peek()? != b'"' {
             return Err(Decline);
         }
-        let start = self.pos + 1;
-        let mut at = start;
+        let mut at = self.pos + 1;
         let mut escaped = false;
+        // Where the first byte that is not ASCII is: the string is checked to be UTF-8
+        // from there to its end, in one go. Until one is found, the scan stops at such a
+        // byte too (its high bit).
+        let mut wide_from = None;
+        let mut high = 0x8080_8080_8080_8080u64;
         loop {
             // Eight bytes at a time to the next quote, backslash or control byte.
             while let Some(word) = self.src.get(at..at + 8) {
-                let mask = escape_mask(u64::from_le_bytes(word.try_into().map_err(|_| Decline)?));
+                let word = u64::from_le_bytes(word.try_into().map_err(|_| Decline)?);
+                let mask = escape_mask(word) | (word & high);
                 if mask != 0 {
                     at += (mask.trailing_zeros() / 8) as usize;
                     break;
@@ -719,8 +734,18 @@ impl<'a> Pass<'a> {
                     at = self.escape(at + 1)?;
                 }
                 0..0x20 => return Err(Decline),
+                0x80.. if wide_from.is_none() => {
+                    wide_from = Some(at);
+                    high = 0;
+                    at += 1;
+                }
                 _ => at += 1,
             }
+        }
+        if let Some(from) = wide_from
+            && std::str::from_utf8(&self.src[from..at]).is_err()
+        {
+            return Err(Decline);
         }
         self.pos = at + 1;
         Ok(escaped)

@@ -326,7 +326,11 @@ impl Update {
     /// and is then treated like [`Update::raw_parsed`]: the same checks, errors and
     /// warnings either way, reported when the update is batched.
     ///
-    /// The error is for text that is not JSON at all.
+    /// The error is for text that is not JSON at all (or not UTF-8).
+    ///
+    /// `text` is a `&str`, or bytes not yet checked to be UTF-8 (a line as read from a
+    /// file): the one-pass reader checks the strings that hold other bytes than ASCII, so
+    /// the common record is not walked twice.
     ///
     /// ```
     /// use engage_core::batch::Batcher;
@@ -345,10 +349,11 @@ impl Update {
     /// assert!(batcher.push(&Update::from_json(r#"{"$distinct_id": "u1"}"#)?).is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn from_json(text: &str) -> Result<Update, serde_json::Error> {
+    pub fn from_json(text: impl AsRef<[u8]>) -> Result<Update, serde_json::Error> {
+        let text = text.as_ref();
         match Update::from_json_fast(text) {
             Some(update) => Ok(update),
-            None => crate::validate::parse_record(text.as_bytes()).map(Update::raw_parsed),
+            None => crate::validate::parse_record(text).map(Update::raw_parsed),
         }
     }
 
@@ -356,15 +361,18 @@ impl Update {
     /// (a valid update object that draws no warning), `None` when the text needs the full
     /// parser: not JSON, not an update object (no operation: a flat record a caller may
     /// want to shape), invalid, or unusual (repeated keys, escapes in keys or ids,
-    /// exponents, strings Mixpanel would truncate, deep nesting).
+    /// exponents, strings Mixpanel would truncate, deep nesting), or not UTF-8.
     ///
     /// ```
     /// use engage_core::Update;
     /// assert!(Update::from_json_fast(r#"{"$distinct_id":"u1","$set":{"plan":"pro"}}"#).is_some());
     /// assert!(Update::from_json_fast(r#"{"distinct_id":"u1","plan":"pro"}"#).is_none());
+    /// // Bytes as read: UTF-8 is checked where it matters, in the strings.
+    /// assert!(Update::from_json_fast(b"{\"$distinct_id\":\"u1\",\"$set\":{\"c\":\"Z\xc3\xbcrich\"}}").is_some());
+    /// assert!(Update::from_json_fast(b"{\"$distinct_id\":\"u1\",\"$set\":{\"c\":\"Z\xfcrich\"}}").is_none());
     /// ```
-    pub fn from_json_fast(text: &str) -> Option<Update> {
-        crate::wire::text::read(text).map(|record| Update {
+    pub fn from_json_fast(text: impl AsRef<[u8]>) -> Option<Update> {
+        crate::wire::text::read(text.as_ref()).map(|record| Update {
             kind: UpdateKind::Text(record),
         })
     }
