@@ -81,10 +81,7 @@ fn lines(ndjson: &[u8]) -> impl Iterator<Item = &[u8]> {
 pub fn engage_ingest(token: &str, ndjson: &[u8]) -> usize {
     push_all(
         token,
-        lines(ndjson).map(|line| {
-            let text = std::str::from_utf8(line).expect("UTF-8");
-            Update::from_json(text).expect("valid JSON")
-        }),
+        lines(ndjson).map(|line| Update::from_json(line).expect("valid JSON")),
     )
 }
 

@@ -223,10 +223,17 @@ fn shaped(
 }
 
 /// Parses one JSON object: an update as it is, or a flat record to shape (always, for
-/// engage delete: every record names a profile to delete).
+/// engage delete: every record names a profile to delete). An update object engage-core's
+/// one-pass reader takes (it checks UTF-8 in the strings, where it matters) is copied,
+/// minified, into the update; anything else is checked to be UTF-8, copied and parsed.
 fn parse_update(bytes: &[u8], shape: &Shape) -> Item {
+    if shape.delete.is_none()
+        && let Some(update) = Update::from_json_fast(bytes)
+    {
+        return Item::Update(update, None);
+    }
     match std::str::from_utf8(bytes) {
-        Ok(text) => item_from_text(text, shape),
+        Ok(text) => parse_text(text.to_owned(), shape),
         Err(e) => not_utf8(bytes, e),
     }
 }
@@ -237,19 +244,6 @@ fn not_utf8(bytes: &[u8], e: std::str::Utf8Error) -> Item {
         original: String::from_utf8_lossy(bytes).into_owned(),
         reason: format!("invalid UTF-8: {e}"),
     }
-}
-
-/// [`parse_update`] on text already checked to be UTF-8, borrowed (a reused line buffer):
-/// an update object engage-core's one-pass reader takes is copied, minified, into the
-/// update, and once more as the record's original text; anything else is copied and
-/// parsed.
-fn item_from_text(text: &str, shape: &Shape) -> Item {
-    if shape.delete.is_none()
-        && let Some(update) = Update::from_json_fast(text)
-    {
-        return Item::Update(update, None);
-    }
-    parse_text(text.to_owned(), shape)
 }
 
 /// The full parser on one record's text, which becomes its original text as it is.

@@ -152,7 +152,8 @@ fn read_error(file: usize, line: u64, e: &std::io::Error) -> Record {
 }
 
 /// The record of one line read (its newline, if any, included or not), borrowed: one UTF-8
-/// check, and copied once (by the reader of updates, or as the text to parse).
+/// check (by the one-pass reader, in the strings, for the lines it takes; of the whole line
+/// for the others), and copied once (by the reader of updates, or as the text to parse).
 fn line_record(
     file: usize,
     line: &mut u64,
@@ -167,18 +168,28 @@ fn line_record(
         start = 3;
     }
     let kept = raw[start..].trim_ascii();
-    let text = std::str::from_utf8(kept);
-    // An update the one-pass reader takes holds no NUL byte (JSON has none outside
-    // strings, and refuses control characters in them): only other lines are searched.
-    let fast = match &text {
-        Ok(t) if shape.delete.is_none() && !t.is_empty() => Update::from_json_fast(t),
-        _ => None,
+    // The one-pass reader takes only UTF-8 text, and checks it where bytes other than
+    // ASCII can be (in strings): the lines it takes are not walked again. An update it
+    // takes holds no NUL byte either (JSON has none outside strings, and refuses control
+    // characters in them): only other lines are searched.
+    let fast = if shape.delete.is_none() && !kept.is_empty() {
+        Update::from_json_fast(kept)
+    } else {
+        None
     };
-    let binary = fast.is_none()
-        && match &text {
-            Ok(t) => memchr::memchr(0, t.as_bytes()).is_some(),
-            Err(_) => true,
+    if let Some(update) = fast {
+        *binary_run = 0;
+        return Record {
+            file,
+            line: *line,
+            item: Item::Update(update, None),
         };
+    }
+    let text = std::str::from_utf8(kept);
+    let binary = match &text {
+        Ok(t) => memchr::memchr(0, t.as_bytes()).is_some(),
+        Err(_) => true,
+    };
     if binary {
         *binary_run += 1;
     } else {
@@ -198,11 +209,10 @@ fn line_record(
             },
         };
     }
-    let item = match (fast, text) {
-        (Some(update), _) => Item::Update(update, None),
-        (None, Ok("")) => Item::Blank,
-        (None, Ok(t)) => parse_text(t.to_owned(), shape),
-        (None, Err(e)) => not_utf8(kept, e),
+    let item = match text {
+        Ok("") => Item::Blank,
+        Ok(t) => parse_text(t.to_owned(), shape),
+        Err(e) => not_utf8(kept, e),
     };
     Record {
         file,
