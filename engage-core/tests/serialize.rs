@@ -515,3 +515,128 @@ fn pushing_structs_straight_into_batches_gives_the_same_batches() {
     assert!(matches!(err.problem, Problem::WrongEndpoint(_)), "{err}");
     assert_eq!(groups.pending(), 0);
 }
+
+#[derive(Serialize)]
+struct OddNames {
+    #[serde(rename = "a_name_of_exactly_28_bytes__")]
+    n28: u8,
+    #[serde(rename = "a_name_of_exactly_29_bytes___")]
+    n29: u8,
+    #[serde(rename = "a_name_that_is_thirty-one_byte")]
+    n31: u8,
+    #[serde(rename = "quote\"and\\backslash")]
+    escaped: u8,
+    #[serde(rename = "")]
+    empty: u8,
+    #[serde(rename = "ünïcödé")]
+    wide: u8,
+    #[serde(
+        rename = "a_name_longer_than_Mixpanel_keeps_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+    )]
+    long: u8,
+}
+
+#[test]
+fn struct_field_names_of_every_kind_give_the_same_record() {
+    let value = OddNames {
+        n28: 1,
+        n29: 2,
+        n31: 3,
+        escaped: 4,
+        empty: 5,
+        wide: 6,
+        long: 7,
+    };
+    let (json, warnings) = assert_same(&value).unwrap();
+    assert!(json.contains(r#""quote\"and\\backslash":4"#), "{json}");
+    assert!(json.contains(r#""":5,"ünïcödé":6"#), "{json}");
+    // The long name draws its warning on every path.
+    assert_eq!(warnings.len(), 1);
+}
+
+/// A hand-written `Serialize` that breaks the map protocol.
+enum BrokenMap {
+    ValueWithoutKey,
+    TwoKeys,
+    KeyLast,
+}
+
+impl Serialize for BrokenMap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("ok", &1)?;
+        match self {
+            BrokenMap::ValueWithoutKey => map.serialize_value(&2)?,
+            BrokenMap::TwoKeys => {
+                map.serialize_key("a")?;
+                map.serialize_key("b")?;
+                map.serialize_value(&3)?;
+            }
+            BrokenMap::KeyLast => map.serialize_key("dangling")?,
+        }
+        map.end()
+    }
+}
+
+#[test]
+fn a_serialize_that_breaks_the_map_protocol_never_breaks_the_body() {
+    // Whatever the tree path makes of it (an error, or a record), the direct paths agree
+    // with it, and `pushed` checks that the whole body is still JSON.
+    for broken in [
+        BrokenMap::ValueWithoutKey,
+        BrokenMap::TwoKeys,
+        BrokenMap::KeyLast,
+    ] {
+        let _ = assert_same(&[("p", &broken)].into_iter().collect::<BTreeMap<_, _>>());
+        let _ = assert_same(&broken);
+    }
+}
+
+#[test]
+fn pushing_what_cannot_become_properties_names_the_update() {
+    struct Fails;
+    impl Serialize for Fails {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no"))
+        }
+    }
+    let mut batcher = Batcher::new(BatchConfig::new(token(), engage_core::Endpoint::Engage));
+    let err = batcher
+        .push_set_from(ProfileRef::User("u1"), &Fails)
+        .unwrap_err();
+    assert_eq!(
+        err.problem,
+        Problem::Unserializable(SerializeError::Custom("no".into()))
+    );
+    // As `set_from`, which fails before the ids are looked at: an empty id and a value
+    // that cannot become properties is the latter.
+    let err = batcher
+        .push_set_from(ProfileRef::User(""), &[1, 2])
+        .unwrap_err();
+    assert_eq!(err.index, 1);
+    assert!(matches!(
+        err.problem,
+        Problem::Unserializable(SerializeError::NotAMap(_))
+    ));
+    let deep = serde_json::json!({ "p": nested_lists(1000) });
+    let err = batcher
+        .push_set_from(ProfileRef::User("u1"), &deep)
+        .unwrap_err();
+    assert_eq!(
+        err.problem,
+        Problem::Unserializable(SerializeError::TooDeep)
+    );
+    // The batcher goes on.
+    batcher
+        .push_set_from(
+            ProfileRef::User("u1"),
+            &Scored {
+                name: "a".into(),
+                score: 1.0,
+            },
+        )
+        .unwrap();
+    let batch = batcher.finish().unwrap();
+    assert_eq!((batch.len(), batch.record(0).unwrap().index()), (1, 3));
+}

@@ -95,6 +95,7 @@ impl<'a> Json<'a> {
             first: true,
             wrapped: false,
             top_level: false,
+            key_pending: false,
         })
     }
 
@@ -113,6 +114,7 @@ impl<'a> Json<'a> {
             first: true,
             wrapped: true,
             top_level: false,
+            key_pending: false,
         })
     }
 }
@@ -256,6 +258,10 @@ pub(crate) struct Compound<'a> {
     wrapped: bool,
     /// The payload itself: its keys are property names.
     top_level: bool,
+    /// A map's key is written and its value not yet. A `Serialize` that gives a value
+    /// without a key, two keys in a row or a key last would write JSON that is not
+    /// well formed into a body other records share: the tree path takes it instead.
+    key_pending: bool,
 }
 
 impl Compound<'_> {
@@ -275,9 +281,7 @@ impl Compound<'_> {
     }
     #[inline(always)]
     fn field<T: Serialize + ?Sized>(&mut self, key: &str, v: &T) -> R {
-        if self.top_level && key.len() > MAX_NAME_CHARS {
-            return Err(Stop);
-        }
+        check_name(key, self.top_level)?;
         write_key(self.out, self.first, key);
         self.first = false;
         self.item(v)
@@ -319,6 +323,10 @@ impl ser::SerializeMap for Compound<'_> {
     type Ok = ();
     type Error = Stop;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> R {
+        if self.key_pending {
+            return Err(Stop);
+        }
+        self.key_pending = true;
         self.comma();
         key.serialize(Key {
             out: &mut *self.out,
@@ -328,9 +336,16 @@ impl ser::SerializeMap for Compound<'_> {
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
+        if !self.key_pending {
+            return Err(Stop);
+        }
+        self.key_pending = false;
         self.item(v)
     }
     fn end(self) -> R {
+        if self.key_pending {
+            return Err(Stop);
+        }
         self.close(b'}')
     }
 }
@@ -439,6 +454,7 @@ impl<'a> ser::Serializer for TopLevel<'a> {
             first: true,
             wrapped: false,
             top_level: true,
+            key_pending: false,
         })
     }
     fn serialize_struct(self, _n: &'static str, len: usize) -> Result<Compound<'a>, Stop> {
@@ -446,13 +462,20 @@ impl<'a> ser::Serializer for TopLevel<'a> {
     }
 }
 
-/// Writes a key; a property name Mixpanel would truncate goes to the tree path, which
-/// warns about it.
-#[inline]
-fn name(out: &mut Vec<u8>, key: &str, top_level: bool) -> R {
+/// A property name Mixpanel might truncate goes to the tree path, which warns about it
+/// (bytes, not characters: the tree path judges the rare long name exactly).
+#[inline(always)]
+fn check_name(key: &str, top_level: bool) -> R {
     if top_level && key.len() > MAX_NAME_CHARS {
         return Err(Stop);
     }
+    Ok(())
+}
+
+/// Writes a map's key (its comma and colon are the caller's).
+#[inline]
+fn name(out: &mut Vec<u8>, key: &str, top_level: bool) -> R {
+    check_name(key, top_level)?;
     write_str(out, key);
     Ok(())
 }
