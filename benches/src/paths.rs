@@ -4,8 +4,9 @@
 use std::borrow::Borrow;
 use std::hint::black_box;
 
-use engage_core::batch::Batcher;
+use engage_core::batch::{Batch, Batcher};
 use engage_core::model::ProfileRef;
+use engage_core::validate::ValidationError;
 use engage_core::{
     BatchConfig, Endpoint, ImportConfig, ImportSummary, Properties, RetryPolicy, Target, Token,
     Update,
@@ -23,10 +24,19 @@ fn batcher(token: &str) -> Batcher {
 
 /// Pushes updates into 2000-update bodies.
 fn push_all(token: &str, updates: impl IntoIterator<Item = impl Borrow<Update>>) -> usize {
+    push_each(token, updates, |batcher, u| batcher.push(u.borrow()))
+}
+
+/// Gives each item to `push`, which batches it into 2000-update bodies.
+fn push_each<T>(
+    token: &str,
+    items: impl IntoIterator<Item = T>,
+    mut push: impl FnMut(&mut Batcher, T) -> Result<Option<Batch>, ValidationError>,
+) -> usize {
     let mut batcher = batcher(token);
     let mut bytes = 0;
-    for u in updates {
-        if let Some(batch) = batcher.push(u.borrow()).expect("valid") {
+    for item in items {
+        if let Some(batch) = push(&mut batcher, item).expect("valid") {
             bytes += batch.body().len();
             black_box(batch);
         }
@@ -127,20 +137,9 @@ pub enum Build {
 /// `build_encode`: from the user's structs to bodies, with engage.
 pub fn engage_build(token: &str, people: &[(String, Customer)], how: Build) -> usize {
     if how == Build::PushSetFrom {
-        let mut batcher = batcher(token);
-        let mut bytes = 0;
-        for (id, c) in people {
-            let pushed = batcher.push_set_from(ProfileRef::User(id), c);
-            if let Some(batch) = pushed.expect("valid") {
-                bytes += batch.body().len();
-                black_box(batch);
-            }
-        }
-        if let Some(batch) = batcher.finish() {
-            bytes += batch.body().len();
-            black_box(batch);
-        }
-        return bytes;
+        return push_each(token, people, |batcher, (id, c)| {
+            batcher.push_set_from(ProfileRef::User(id), c)
+        });
     }
     push_all(
         token,

@@ -481,13 +481,17 @@ impl Batcher {
 
     /// `$set` of `value` (any struct or map that implements [`Serialize`]) for `profile`,
     /// written straight into the open batch: the same record, validation, index and
-    /// errors as pushing `Update::user(id).set_from(value)?`, without building the
-    /// [`Update`] (no allocation and one copy fewer per record: the way to batch many
-    /// structs). A value validation reports (a NaN, a string Mixpanel would truncate…) is
-    /// serialized a second time, through [`Properties`](crate::Properties), to name the
-    /// property; a `Serialize` implementation that fails, or gives no struct or map, is
-    /// reported as [`Problem::Unserializable`]. Modifiers (`$time`, `$ip`) need an
-    /// [`Update`].
+    /// errors as pushing `Update::user(id).set_from(value)?` (or `Update::group(key,
+    /// id)…`), without building the [`Update`] (no allocation and one copy fewer per
+    /// record: the way to batch many structs).
+    ///
+    /// A value validation reports (a NaN, a string Mixpanel would truncate…) is serialized
+    /// a second time, through [`Properties`](crate::Properties), to name the property: a
+    /// `Serialize` implementation that can only run once should go through
+    /// [`Properties::from_serialize`](crate::Properties::from_serialize) and
+    /// [`push`](Self::push) instead. A value that cannot become properties (the
+    /// [`SerializeError`](crate::model::SerializeError) `set_from` returns) is reported as
+    /// [`Problem::Unserializable`]. Modifiers (`$time`, `$ip`) need an [`Update`].
     ///
     /// ```
     /// use engage_core::batch::Batcher;

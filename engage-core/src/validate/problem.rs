@@ -66,9 +66,11 @@ pub enum Problem {
     /// The update's token is empty.
     #[error("the update's $token is empty")]
     EmptyToken,
-    /// The properties given to
+    /// The value given to
     /// [`Batcher::push_set_from`](crate::batch::Batcher::push_set_from) could not become
-    /// properties: their `Serialize` implementation failed, or gave no struct or map.
+    /// properties: the [`SerializeError`] `set_from` would have returned (its `Serialize`
+    /// implementation failed, it gave no struct or map, a map key that cannot be a name,
+    /// or nesting past 128 levels).
     #[error("the properties could not be serialized: {0}")]
     Unserializable(SerializeError),
     /// The encoded update is larger than Mixpanel's 1 MB limit for one update.

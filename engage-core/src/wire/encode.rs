@@ -340,8 +340,8 @@ fn write_operation_key(out: &mut Vec<u8>, kind: OpKind) {
 /// `$set` (or `$set_once`) of a `Serialize` struct or map written straight into a batch
 /// body, behind the batch's token: no record buffer, no second copy. `None` when it needs
 /// the checked path (a profile fault, another endpoint, anything `ser_json` stops at):
-/// the caller truncates `out` and builds the update with [`EncodedRecord::from_serialize`],
-/// which writes the same bytes or names the problem.
+/// the caller truncates `out` and builds the update through [`Properties`]
+/// ([`EncodedRecord::from_tree`]), which writes the same bytes or names the problem.
 pub(crate) fn encode_serialized<T: serde::Serialize + ?Sized>(
     out: &mut Vec<u8>,
     profile: ProfileRef<'_>,
@@ -349,7 +349,7 @@ pub(crate) fn encode_serialized<T: serde::Serialize + ?Sized>(
     value: &T,
     ctx: &Context<'_>,
 ) -> Option<EncodedIds> {
-    let kind = if once { OpKind::SetOnce } else { OpKind::Set };
+    let kind = set_kind(once);
     if profile.endpoint() != ctx.endpoint || profile_fault(profile, kind).is_some() {
         return None;
     }
@@ -362,8 +362,13 @@ pub(crate) fn encode_serialized<T: serde::Serialize + ?Sized>(
     Some(EncodedIds {
         id,
         key,
-        idempotent: true,
+        idempotent: kind.is_idempotent(),
     })
+}
+
+/// `$set_once` if `once`, else `$set`: what a `Serialize` value is written as.
+fn set_kind(once: bool) -> OpKind {
+    if once { OpKind::SetOnce } else { OpKind::Set }
 }
 
 impl Head {
@@ -437,7 +442,7 @@ impl EncodedRecord {
         once: bool,
         value: &T,
     ) -> Result<Self, SerializeError> {
-        let kind = if once { OpKind::SetOnce } else { OpKind::Set };
+        let kind = set_kind(once);
         let mut head = Head::new(profile, kind);
         let operation_at = head.json.len();
         write_operation_key(&mut head.json, kind);
@@ -708,4 +713,104 @@ fn write_operation(
         Operation::Unset(_) | Operation::Delete => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize)]
+    struct Customer {
+        name: &'static str,
+        seats: u32,
+        tags: Vec<&'static str>,
+    }
+
+    fn ctx() -> Context<'static> {
+        Context {
+            token: "tok",
+            token_field: br#""$token":"tok""#,
+            endpoint: Endpoint::Engage,
+            override_token: false,
+        }
+    }
+
+    /// The batcher's direct path gives the same bytes as the checked path whatever it
+    /// does, so only a test here can tell that it runs at all: a plain struct must be
+    /// written by it, and what it cannot judge must be left to the checked path.
+    #[test]
+    fn the_direct_writer_takes_a_plain_struct_and_leaves_the_rest() {
+        let plain = Customer {
+            name: "Zoë",
+            seats: 3,
+            tags: vec!["a", "b"],
+        };
+        let mut out = b"[".to_vec();
+        let ids = encode_serialized(&mut out, ProfileRef::User("u1"), false, &plain, &ctx())
+            .expect("a plain struct goes the direct way");
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"[{"$token":"tok","$distinct_id":"u1","$set":{"name":"Zoë","seats":3,"tags":["a","b"]}}"#
+        );
+        assert_eq!(&out[ids.id.0..ids.id.1], br#""u1""#);
+        assert!(ids.idempotent);
+        let group = ProfileRef::Group {
+            key: "company",
+            id: "acme",
+        };
+        let groups = Context {
+            endpoint: Endpoint::Groups,
+            ..ctx()
+        };
+        let mut out = Vec::new();
+        let ids = encode_serialized(&mut out, group, true, &plain, &groups).expect("direct");
+        assert_eq!(
+            &out[ids.key.unwrap().0..ids.key.unwrap().1],
+            br#""company""#
+        );
+        assert!(
+            std::str::from_utf8(&out)
+                .unwrap()
+                .contains(r#","$set_once":{"#)
+        );
+        // Left to the checked path: a NaN, an empty id, the other endpoint, a long string.
+        let nan = [("score", f64::NAN)]
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>();
+        let long = [("s", "x".repeat(300))]
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>();
+        for (profile, value, ctx) in [
+            (ProfileRef::User("u1"), &nan as &dyn erased::Value, ctx()),
+            (ProfileRef::User(""), &plain, ctx()),
+            (ProfileRef::User("u1"), &plain, groups),
+            (ProfileRef::User("u1"), &long, ctx()),
+        ] {
+            let mut out = Vec::new();
+            assert!(value.direct(&mut out, profile, &ctx).is_none());
+        }
+    }
+
+    /// A way to hold values of different types in one list for the test above.
+    mod erased {
+        use super::*;
+        pub(super) trait Value {
+            fn direct(
+                &self,
+                out: &mut Vec<u8>,
+                p: ProfileRef<'_>,
+                ctx: &Context<'_>,
+            ) -> Option<EncodedIds>;
+        }
+        impl<T: serde::Serialize> Value for T {
+            fn direct(
+                &self,
+                out: &mut Vec<u8>,
+                p: ProfileRef<'_>,
+                ctx: &Context<'_>,
+            ) -> Option<EncodedIds> {
+                encode_serialized(out, p, false, self, ctx)
+            }
+        }
+    }
 }
