@@ -9,6 +9,7 @@
 //! `$ignore_time`; about four updates per profile.
 
 pub mod paths;
+pub mod threads;
 
 use engage_core::model::{DateTime, Number, Operation, ProfileId};
 use engage_core::{Properties, Update, Value};
