@@ -643,3 +643,49 @@ fn records_read_back_without_the_token() {
         }
     }
 }
+
+/// An element longer than the room the reader gives an array's element at first (4 KiB)
+/// grows its arena chunk as it is written, keeping what came before it, in it and after
+/// it: each is read as it is read alone.
+#[test]
+fn array_elements_longer_than_their_first_room_are_read_whole() {
+    let long = |n: usize, tag: &str| {
+        let props: Vec<String> = (0..n)
+            .map(|i| {
+                let inner: Vec<String> = (0..10)
+                    .map(|j| format!(r#""q{j}" : "{tag}{}""#, "v".repeat(200)))
+                    .collect();
+                format!(r#""p{i}" : {{ {} }}"#, inner.join(" , "))
+            })
+            .collect();
+        format!(
+            r#"{{ "$distinct_id" : "{tag}", "$set" : {{ {} }} }}"#,
+            props.join(" , ")
+        )
+    };
+    let short = r#"{"$distinct_id": "s", "$add": {"n": 1}}"#;
+    // 2 KiB a property: from under the first room to several arena chunks.
+    for n in [1, 2, 3, 8, 9, 60] {
+        let elements = [
+            short.to_owned(),
+            long(n, "a"),
+            short.to_owned(),
+            long(n, "b"),
+            long(3, "c"),
+        ];
+        let text = format!("[{}]", elements.join(" , "));
+        let split = Update::from_json_array(&text).expect("a well-formed array");
+        assert_eq!(split.len(), elements.len());
+        for (item, element) in split.iter().zip(&elements) {
+            let Ok(update) = item else {
+                panic!("the reader declined an element of {n} properties");
+            };
+            let alone = Update::from_json_fast(element).expect("taken alone");
+            assert_eq!(update.json_text(), alone.json_text(), "{n} properties");
+            let minified =
+                serde_json::to_vec(&serde_json::from_str::<serde_json::Value>(element).unwrap())
+                    .unwrap();
+            assert_eq!(update.json_text().unwrap().len(), minified.len());
+        }
+    }
+}

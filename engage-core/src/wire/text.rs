@@ -30,6 +30,10 @@ const MAX_NUMBER_BYTES: usize = 40;
 /// Size of the arena chunks records are copied into: one record kept (held back for a
 /// busy profile, waiting for its fate) keeps its whole chunk, so not large.
 const ARENA_BYTES: usize = 16 * 1024;
+/// Runs of text between whitespace up to this long are copied as one fixed-size block
+/// (a few vector moves) rather than by a call to `memcpy` for their exact length: the
+/// arena always has this much room past what is written.
+const WINDOW: usize = 32;
 
 /// A span of a record's text: start and end. `u32` keeps an update small (the reader
 /// declines longer texts; Mixpanel takes 1 MB per update).
@@ -194,7 +198,9 @@ thread_local! {
 }
 
 /// Per-thread buffers: the arena records are written into (split off as [`Bytes`] that
-/// share a chunk), and the stack of keys seen in the objects being read.
+/// share a chunk; its bytes are all initialized, zeroed when it is made, so a record is
+/// written by index without length bookkeeping), and the stack of keys seen in the
+/// objects being read.
 struct Scratch {
     arena: BytesMut,
     keys: Vec<(usize, usize)>,
@@ -216,13 +222,13 @@ fn read_at(text: &[u8], start: usize, whole: bool) -> Option<(TextRecord, usize)
         return None;
     }
     // A record in an array is seldom longer than this; a longer one grows the arena as
-    // it is written.
-    let room = if whole { len } else { len.min(4096) };
+    // it is written. The window: runs are copied in fixed-size blocks (see `flush`).
+    let room = if whole { len } else { len.min(4096) } + WINDOW;
     SCRATCH.with(|scratch| {
         let Scratch { arena, keys } = &mut *scratch.borrow_mut();
-        if arena.capacity() - arena.len() < room {
+        if arena.len() < room {
             // Earlier records share the old chunk; it is freed when the last one goes.
-            *arena = BytesMut::with_capacity(ARENA_BYTES.max(room));
+            *arena = BytesMut::zeroed(ARENA_BYTES.max(room));
         }
         keys.clear();
         let mut pass = Pass {
@@ -230,6 +236,7 @@ fn read_at(text: &[u8], start: usize, whole: bool) -> Option<(TextRecord, usize)
             pos: start,
             copied: start,
             out: arena,
+            written: 0,
             keys,
         };
         let read = pass.record().and_then(|record| {
@@ -242,17 +249,11 @@ fn read_at(text: &[u8], start: usize, whole: bool) -> Option<(TextRecord, usize)
             }
             Ok(record)
         });
-        match read {
-            Ok(mut record) => {
-                let end = pass.pos;
-                record.json = pass.out.split().freeze();
-                Some((record, end))
-            }
-            Err(Decline) => {
-                pass.out.clear();
-                None
-            }
-        }
+        // A declined record leaves what it wrote in the arena, to be overwritten.
+        let mut record = read.ok()?;
+        let (end, written) = (pass.pos, pass.written);
+        record.json = arena.split_to(written).freeze();
+        Some((record, end))
     })
 }
 
@@ -343,21 +344,50 @@ enum Want {
 struct Pass<'a> {
     src: &'a [u8],
     pos: usize,
-    /// `src[..copied]` is in `out` (less the whitespace skipped).
+    /// `src[..copied]` is in `out[..written]` (less the whitespace skipped).
     copied: usize,
+    /// The arena: every byte initialized, at least `WINDOW` bytes of room past what the
+    /// record needs (grown by `grow` otherwise).
     out: &'a mut BytesMut,
+    written: usize,
     keys: &'a mut Vec<(usize, usize)>,
 }
 
 impl<'a> Pass<'a> {
     /// Where `src[at]` lands in `out` (`at` past the last whitespace skipped).
     fn out_pos(&self, at: usize) -> usize {
-        self.out.len() + (at - self.copied)
+        self.written + (at - self.copied)
     }
 
+    /// Copies what was read since the last whitespace to `out`.
+    #[inline]
     fn flush(&mut self) {
-        self.out.extend_from_slice(&self.src[self.copied..self.pos]);
+        let (from, to) = (self.copied, self.written);
+        let n = self.pos - from;
+        if to + n + WINDOW > self.out.len() {
+            self.grow(to + n + WINDOW);
+        }
+        let block = self
+            .src
+            .get(from..)
+            .and_then(|rest| rest.first_chunk::<WINDOW>());
+        match (block, self.out[to..].first_chunk_mut::<WINDOW>()) {
+            // Bytes past the run are written too, and overwritten by what follows.
+            (Some(block), Some(window)) if n <= WINDOW => *window = *block,
+            _ => self.out[to..to + n].copy_from_slice(&self.src[from..self.pos]),
+        }
+        self.written = to + n;
         self.copied = self.pos;
+    }
+
+    /// A record longer than the room it was given (one in an array, over 4 KiB): a new
+    /// chunk holding what is written so far.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, needed: usize) {
+        let mut bigger = BytesMut::zeroed(needed.max(2 * self.out.len()).max(ARENA_BYTES));
+        bigger[..self.written].copy_from_slice(&self.out[..self.written]);
+        *self.out = bigger;
     }
 
     fn peek(&self) -> Step<u8> {
