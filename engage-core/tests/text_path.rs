@@ -644,9 +644,9 @@ fn records_read_back_without_the_token() {
     }
 }
 
-/// An element longer than the room the reader gives an array's element at first (4 KiB)
-/// grows its arena chunk as it is written, keeping what came before it, in it and after
-/// it: each is read as it is read alone.
+/// An element longer than the room left in the reader's arena chunk (16 KiB at most for
+/// a fresh one) grows the chunk as it is written, keeping what came before it, in it and
+/// after it: each is read as it is read alone.
 #[test]
 fn array_elements_longer_than_their_first_room_are_read_whole() {
     let long = |n: usize, tag: &str| {

@@ -27,12 +27,15 @@ const MAX_FAST_DEPTH: u32 = 16;
 const MAX_FAST_KEYS: usize = 64;
 /// Longest number the pass copies; longer ones (which may overflow) go to the full path.
 const MAX_NUMBER_BYTES: usize = 40;
-/// Size of the arena chunks records are copied into: one record kept (held back for a
-/// busy profile, waiting for its fate) keeps its whole chunk, so not large.
+/// Size of the arena chunks records are usually copied into: one record kept (held back
+/// for a busy profile, waiting for its fate) keeps its whole chunk, so not large. A longer
+/// record gets a chunk of its own size (plus `WINDOW`); an array element that outgrows its
+/// chunk gets one at least twice as large (see `Pass::grow`).
 const ARENA_BYTES: usize = 16 * 1024;
-/// Runs of text between whitespace up to this long are copied as one fixed-size block
-/// (a few vector moves) rather than by a call to `memcpy` for their exact length: the
-/// arena always has this much room past what is written.
+/// Runs of text between whitespace up to this long, with this many bytes of text after
+/// their start, are copied as one fixed-size block (a few vector moves) rather than by a
+/// call to `memcpy` for their exact length: the arena always has this much room past what
+/// is written. Longer runs, and those near the end of the text, are copied exactly.
 const WINDOW: usize = 32;
 
 /// A span of a record's text: start and end. `u32` keeps an update small (the reader
@@ -380,8 +383,10 @@ impl<'a> Pass<'a> {
         self.copied = self.pos;
     }
 
-    /// A record longer than the room it was given (one in an array, over 4 KiB): a new
-    /// chunk holding what is written so far.
+    /// A record longer than the room left in its chunk (only an array element can be: it
+    /// is given at least 4 KiB, up to what the chunk has left, since its end is not known
+    /// yet): a new chunk, at least twice as large, holding what is written so far. The
+    /// chunk's remainder serves the records that follow, as any chunk's does.
     #[cold]
     #[inline(never)]
     fn grow(&mut self, needed: usize) {
