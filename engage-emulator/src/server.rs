@@ -477,8 +477,10 @@ async fn read_body(
                 return Err(busy());
             }
             if buf.capacity() < len {
-                // Grow toward the declared size, never beyond what arrived twice over.
-                let want = declared.map_or(len, |d| (d as usize).min(len * 2)).max(len);
+                // Grow toward the declared size, or by doubling when none was declared
+                // (a chunked body of many small frames is not copied again at each one);
+                // never beyond the cap nor twice what arrived.
+                let want = (len * 2).min(declared.map_or(cap, |d| d as usize)).max(len);
                 buf.reserve_exact(want - buf.len());
             }
             buf.extend_from_slice(data);
