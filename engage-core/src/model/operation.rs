@@ -133,7 +133,13 @@ impl OpKind {
 
     /// The operation a JSON key names, if it names one.
     pub fn from_key(key: &str) -> Option<OpKind> {
-        OpKind::ALL.into_iter().find(|k| k.key() == key)
+        OpKind::from_key_bytes(key.as_bytes())
+    }
+
+    /// [`from_key`](Self::from_key) on a key's bytes (the one-pass reader's keys are not
+    /// yet known to be UTF-8; the keys looked for are ASCII).
+    pub(crate) fn from_key_bytes(key: &[u8]) -> Option<OpKind> {
+        OpKind::ALL.into_iter().find(|k| k.key().as_bytes() == key)
     }
 
     /// The JSON key, e.g. `"$set"`.

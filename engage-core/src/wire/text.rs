@@ -471,7 +471,7 @@ impl<'a> Pass<'a> {
                 }
                 _ => {
                     let start = self.out_pos(self.pos);
-                    if let Some(op) = OpKind::ALL.into_iter().find(|k| k.key().as_bytes() == key) {
+                    if let Some(op) = OpKind::from_key_bytes(key) {
                         self.payload(op)?;
                         kind = Some(op);
                         payload = (start, self.out_pos(self.pos));
