@@ -546,3 +546,118 @@ fn a_feed_gets_back_the_updates_refused_as_they_are_batched() {
     assert_eq!(feed.refused[0].0, 1);
     assert_eq!(feed.refused[0].1.as_deref(), Some(foreign.as_bytes()));
 }
+
+/// Every request's body (in order) of an import of `feed`, each answered at once, and the
+/// records, accepted and invalid counted.
+fn requests_and_counts<F: engage_core::delivery::Feed>(
+    config: ImportConfig,
+    feed: &mut F,
+) -> (Vec<String>, (u64, u64, u64)) {
+    let clock = ManualClock::new();
+    let mut imp = Importer::new(config);
+    let (mut bodies, mut waiting) = (Vec::new(), Vec::new());
+    loop {
+        match imp.step(clock.now(), feed) {
+            ImportAction::Send { id, request } => {
+                bodies.push(String::from_utf8(request.body().to_vec()).unwrap());
+                waiting.push(id);
+            }
+            ImportAction::Done => break,
+            ImportAction::NeedInput => unreachable!("the feeds never idle"),
+            ImportAction::Wait { .. } => {
+                assert!(!waiting.is_empty(), "waiting for nothing");
+                for id in waiting.drain(..) {
+                    imp.on_result(id, clock.now(), clock.wall(), Ok(answer(200, "1")));
+                }
+            }
+        }
+    }
+    let s = imp.summary();
+    (bodies, (s.records, s.accepted, s.invalid))
+}
+
+/// A feed of JSON lines given to the importer as text: `Importer::push_json`, and what it
+/// does not take parsed and pushed as an update (the way a program reading an export does).
+struct TextFeed {
+    lines: std::vec::IntoIter<(u64, String)>,
+    refused: Vec<(u64, String)>,
+}
+
+impl engage_core::delivery::Feed for TextFeed {
+    type Item = (u64, Update);
+    fn next_item(&mut self) -> engage_core::delivery::Next<(u64, Update)> {
+        unreachable!("push_next is overridden")
+    }
+    fn on_event(&mut self, event: ImportEvent) {
+        if let ImportEvent::Invalid(e) = event {
+            self.refused.push((e.index, e.to_string()));
+        }
+    }
+    fn push_next(&mut self, importer: &mut Importer) -> engage_core::delivery::Next<()> {
+        use engage_core::delivery::{JsonPush, Next};
+        let Some((index, line)) = self.lines.next() else {
+            return Next::End;
+        };
+        if importer.push_json(index, line.as_bytes()) == JsonPush::NotTaken {
+            importer.push((index, Update::from_json(&line).expect("JSON")));
+        }
+        Next::Item(())
+    }
+}
+
+/// Lines as an export has them: repeated profiles, spaces, tokens of their own (the
+/// project's and another's), both endpoints, invalid updates and ones drawing warnings.
+fn export_lines(n: u64, seed: u64) -> Vec<(u64, String)> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n)
+        .map(|i| {
+            let p = rng.below(60);
+            let line = match rng.below(12) {
+                0 => format!(r#"{{"$token": "other", "$distinct_id": "u{p}", "$set": {{"i": {i}}}}}"#),
+                1 => format!(r#"{{"$token":"tok","$group_key":"co","$group_id":"g{p}","$set":{{"i":{i}}}}}"#),
+                2 => format!(r#"{{"$distinct_id":"u{p}","$add":{{"n":"not a number"}}}}"#),
+                3 => format!(r#"{{"$distinct_id":"u{p}","$set":{{"s":"{}"}}}}"#, "x".repeat(300)),
+                4 => format!(r#"{{"distinct_id":"u{p}","plan":"flat"}}"#),
+                5 => format!(r#"{{ "$token" : "tok" , "$distinct_id" : "u{p}" , "$add" : {{ "n" : {i} }} , "$ip" : "1.2.3.4" }}"#),
+                _ => format!(r#"{{"$token":"tok","$distinct_id":"u{p}","$set":{{"i":{i},"name":"n{p}"}},"$time":{i}}}"#),
+            };
+            (i * 2 + 1, line)
+        })
+        .collect()
+}
+
+#[test]
+fn json_text_pushed_as_it_is_makes_the_requests_its_updates_make() {
+    let lines = export_lines(3_000, 5);
+    for route in [Route::Configured, Route::ByProfile] {
+        let config = || config(50, Concurrency::Fixed(4)).route(route);
+        let mut as_text = TextFeed {
+            lines: lines.clone().into_iter(),
+            refused: Vec::new(),
+        };
+        let mut refused = Vec::new();
+        let mut as_updates = FeedFrom {
+            source: lines
+                .iter()
+                .map(|(i, l)| (*i, Update::from_json(l).expect("JSON"))),
+            on_event: |e| {
+                if let ImportEvent::Invalid(e) = e {
+                    refused.push((e.index, e.to_string()));
+                }
+            },
+        };
+        let text = requests_and_counts(config(), &mut as_text);
+        let updates = requests_and_counts(config(), &mut as_updates);
+        assert_eq!(text.0.len(), updates.0.len(), "{route:?}");
+        for (a, b) in text.0.iter().zip(&updates.0) {
+            assert_eq!(a, b, "{route:?}");
+        }
+        assert_eq!(text.1, updates.1, "{route:?}");
+        assert_eq!(as_text.refused, refused, "{route:?}");
+        // The mix holds every case: refused (another token, a non-numeric $add, and for
+        // one endpoint the other's updates), and most accepted.
+        let (records, accepted, invalid) = text.1;
+        assert_eq!(records, 3_000);
+        assert!(invalid > 500 && accepted > 1_500, "{:?}", text.1);
+    }
+}

@@ -7,7 +7,7 @@
 //! strings, deep nesting and corrupted bytes.
 
 use engage_core::batch::Batcher;
-use engage_core::validate::{ValidationError, Warning, parse_record};
+use engage_core::validate::{Problem, ValidationError, Warning, parse_record};
 use engage_core::{BatchConfig, Endpoint, Token, Update};
 use proptest::prelude::*;
 use serde_json::Value as Json;
@@ -38,10 +38,19 @@ fn outcome(
     endpoint: Endpoint,
     override_token: bool,
 ) -> Result<Outcome, ValidationError> {
+    outcome_of(endpoint, override_token, |batcher| batcher.push(update))
+}
+
+/// What the batcher makes of one update pushed by `push`.
+fn outcome_of(
+    endpoint: Endpoint,
+    override_token: bool,
+    push: impl FnOnce(&mut Batcher) -> Result<Option<engage_core::batch::Batch>, ValidationError>,
+) -> Result<Outcome, ValidationError> {
     let config =
         BatchConfig::new(Token::new(TOKEN).unwrap(), endpoint).override_token(override_token);
     let mut batcher = Batcher::new(config);
-    batcher.push(update)?;
+    push(&mut batcher)?;
     let batch = batcher.finish().expect("one record");
     let record = batch.record(0).expect("one record");
     Ok(Outcome {
@@ -68,6 +77,16 @@ fn same_verdicts(text: &str) -> Result<(), TestCaseError> {
         text
     );
     let (Ok(fast), Ok(full)) = (fast, full) else {
+        // Text pushed as it is: not JSON, an error naming the update.
+        for endpoint in [Endpoint::Engage, Endpoint::Groups] {
+            let pushed = outcome_of(endpoint, false, |b| b.push_json(text.as_bytes()));
+            prop_assert!(
+                matches!(&pushed, Err(e) if matches!(e.problem, Problem::MalformedJson(_)) && e.index == 0),
+                "{:?} on {}",
+                pushed,
+                text
+            );
+        }
         return Ok(());
     };
     prop_assert_eq!(fast.endpoint(), full.endpoint());
@@ -101,6 +120,19 @@ fn same_verdicts(text: &str) -> Result<(), TestCaseError> {
         for override_token in [false, true] {
             let a = outcome(&fast, endpoint, override_token);
             let b = outcome(&full, endpoint, override_token);
+            // The text pushed as it is, straight into the body: what its update makes.
+            let pushed = outcome_of(endpoint, override_token, |b| b.push_json(text.as_bytes()));
+            match (&a, &pushed) {
+                (Ok(a), Ok(p)) => {
+                    prop_assert_eq!(&a.warnings, &p.warnings, "warnings differ on {}", text);
+                    prop_assert_eq!(&a.body, &p.body, "bodies differ on {}", text);
+                    prop_assert_eq!(&a.profile, &p.profile, "profiles differ on {}", text);
+                    prop_assert_eq!(a.idempotent, p.idempotent);
+                    prop_assert_eq!(&p.subset, &p.body, "spans are off on {}", text);
+                }
+                (Err(a), Err(p)) => prop_assert_eq!(a, p, "errors differ on {}", text),
+                _ => prop_assert!(false, "{:?} against {:?} on {}", a, pushed, text),
+            }
             match (&a, &b) {
                 (Ok(a), Ok(b)) => {
                     prop_assert_eq!(&a.warnings, &b.warnings, "warnings differ on {}", text);

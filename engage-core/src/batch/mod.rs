@@ -12,6 +12,7 @@ use crate::validate::{Problem, RecordProblem, ValidationError, Warning};
 use crate::wire::Update;
 use crate::wire::encode::{self, Context, EncodedIds};
 use crate::wire::json::write_str;
+use crate::wire::text::TextRecord;
 
 /// Most updates Mixpanel takes in one request.
 pub const MAX_RECORDS_PER_REQUEST: usize = 2000;
@@ -554,6 +555,61 @@ impl Batcher {
         }
     }
 
+    /// Adds the next update given as JSON text (a line of an NDJSON export, say): the
+    /// same record, checks, warnings and errors as
+    /// `push(&Update::from_json(json)?)`, with the same index rules as
+    /// [`push`](Self::push). Text engage-core's one-pass reader takes (a valid update
+    /// that draws no warning, as most are) goes straight into the open batch, minified:
+    /// no [`Update`] is built and nothing is allocated. Text that is not JSON is a
+    /// [`Problem::MalformedJson`] error for this update.
+    ///
+    /// ```
+    /// use engage_core::batch::Batcher;
+    /// use engage_core::validate::Problem;
+    /// use engage_core::{BatchConfig, Endpoint, Token};
+    /// let mut batcher = Batcher::new(BatchConfig::new(Token::new("tok")?, Endpoint::Engage));
+    /// batcher.push_json(br#"{"$distinct_id": "u1", "$add": {"logins": 1}}"#)?;
+    /// let err = batcher.push_json(b"{\"$distinct_id\": ").unwrap_err();
+    /// assert_eq!(err.index, 1);
+    /// assert!(matches!(err.problem, Problem::MalformedJson(_)));
+    /// assert!(batcher.push_json(br#"{"$distinct_id": "u2"}"#).is_err()); // no operation
+    /// let batch = batcher.finish().expect("one record");
+    /// assert_eq!(
+    ///     batch.body().as_ref(),
+    ///     br#"[{"$token":"tok","$distinct_id":"u1","$add":{"logins":1}}]"#
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push_json(&mut self, json: &[u8]) -> Result<Option<Batch>, ValidationError> {
+        self.push_json_at(self.next_index, json)
+    }
+
+    /// [`push_json`](Self::push_json) with the caller's own index (e.g. a line number);
+    /// later pushes continue from `index + 1`.
+    pub fn push_json_at(
+        &mut self,
+        index: u64,
+        json: &[u8],
+    ) -> Result<Option<Batch>, ValidationError> {
+        let taken =
+            crate::wire::text::read_borrowed(json, |record| self.push_text(index, record, None));
+        if let Some(pushed) = taken {
+            return pushed;
+        }
+        match Update::from_json(json) {
+            Ok(update) => self.push_hashed(index, &update, None),
+            Err(e) => {
+                self.next_index = index.saturating_add(1);
+                Err(ValidationError {
+                    index,
+                    profile: None,
+                    property: None,
+                    problem: Problem::MalformedJson(e.to_string()),
+                })
+            }
+        }
+    }
+
     /// [`push_at`](Self::push_at), keeping the update's profile hash
     /// (`Update::profile_hash`) with the record when the caller has it.
     pub(crate) fn push_hashed(
@@ -562,19 +618,49 @@ impl Batcher {
         update: &Update,
         hash: Option<u64>,
     ) -> Result<Option<Batch>, ValidationError> {
+        self.push_encoded(index, hash, &|| update.profile(), |out, ctx, warnings| {
+            encode::encode_update(out, update, ctx, warnings)
+        })
+    }
+
+    /// A record the one-pass reader took, with its profile hash when the caller has it.
+    pub(crate) fn push_text<J: AsRef<[u8]>>(
+        &mut self,
+        index: u64,
+        record: &TextRecord<J>,
+        hash: Option<u64>,
+    ) -> Result<Option<Batch>, ValidationError> {
+        self.push_encoded(
+            index,
+            hash,
+            &|| Some(record.profile()),
+            |out, ctx, warnings| encode::encode_text(out, record, ctx, warnings),
+        )
+    }
+
+    /// Writes record `index` with `encode` (which names `profile` on error) and keeps it.
+    fn push_encoded(
+        &mut self,
+        index: u64,
+        hash: Option<u64>,
+        profile: &dyn Fn() -> Option<ProfileId>,
+        encode: impl FnOnce(
+            &mut Vec<u8>,
+            &Context<'_>,
+            &mut Warnings,
+        ) -> Result<EncodedIds, RecordProblem>,
+    ) -> Result<Option<Batch>, ValidationError> {
         let (before, start) = self.open_record(index);
         let ctx = context(&self.config, &self.token_field);
-        let encoded =
-            encode::encode_update(&mut self.body, update, &ctx, &mut self.scratch_warnings);
-        match encoded {
-            Ok(ids) => self.close_record(index, before, start, ids, hash, &|| update.profile()),
+        match encode(&mut self.body, &ctx, &mut self.scratch_warnings) {
+            Ok(ids) => self.close_record(index, before, start, ids, hash, profile),
             Err(RecordProblem {
                 property, problem, ..
             }) => {
                 self.body.truncate(before);
                 Err(ValidationError {
                     index,
-                    profile: update.profile(),
+                    profile: profile(),
                     property,
                     problem,
                 })

@@ -15,7 +15,7 @@ pub use retry::{
 };
 pub use scheduler::{
     Attempt, DEFAULT_BUFFER_BYTES, Decision, Feed, FeedFrom, FlushId, ImportAction, ImportConfig,
-    ImportEvent, ImportItem, ImportSummary, Importer, Next, READ_BURST, RequestId, Route, Sending,
-    Source,
+    ImportEvent, ImportItem, ImportSummary, Importer, JsonPush, Next, READ_BURST, RequestId, Route,
+    Sending, Source,
 };
 pub use transport::{TransportError, TransportErrorKind};

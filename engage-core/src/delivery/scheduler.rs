@@ -383,6 +383,20 @@ pub enum Next<T> {
     End,
 }
 
+/// What [`Importer::push_json`] did with a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JsonPush {
+    /// Read in one pass and batched.
+    Batched,
+    /// Read in one pass and refused as it was batched (another endpoint's update, another
+    /// project's token, too large): its [`ImportEvent::Invalid`] is queued.
+    Refused,
+    /// Not taken by the one-pass reader; nothing was pushed or counted: the full parser
+    /// decides (see [`Importer::push_json`]).
+    NotTaken,
+}
+
 /// Where an import's updates come from: any iterator (which ends), or a queue an
 /// application feeds (which may be idle).
 pub trait Source {
@@ -422,6 +436,25 @@ pub trait Feed {
     /// nothing by default.
     fn on_refused(&mut self, index: u64, update: &Update) {
         let _ = (index, update);
+    }
+    /// Gives `importer` the next input. By default one item of
+    /// [`next_item`](Self::next_item), pushed (an update refused as it is batched goes to
+    /// [`on_refused`](Self::on_refused)). A feed holding its input as JSON text overrides
+    /// it to give the text to [`Importer::push_json`], which reads it straight into a
+    /// request body: no [`Update`] is made, nothing is copied twice. It pushes at most one
+    /// update per call and answers as `next_item` would (`Next::Item(())` for one pushed).
+    fn push_next(&mut self, importer: &mut Importer) -> Next<()> {
+        match self.next_item() {
+            Next::Item(item) => {
+                if let Some((index, update)) = importer.push_item(item) {
+                    self.on_refused(index, &update);
+                }
+                Next::Item(())
+            }
+            Next::Idle => Next::Idle,
+            Next::Flush => Next::Flush,
+            Next::End => Next::End,
+        }
     }
     /// Whether to stop now, at `now` (an interrupt, a shutdown's deadline): asked at every
     /// [`Importer::step`]. Nothing more is read, nothing more is sent, and requests in
@@ -629,27 +662,85 @@ impl Importer {
         self.push_item(item);
     }
 
+    /// Adds one update given as JSON text (a line of an NDJSON export, say) with the
+    /// caller's index, when engage-core's one-pass reader takes the text (a valid update
+    /// that draws no warning, as most are): it goes straight into a request body,
+    /// minified, with no [`Update`] built and nothing allocated. Otherwise nothing is
+    /// pushed and nothing counted: parse the text ([`Update::from_json`], or the caller's
+    /// own handling of text that is no update) and [`push`](Self::push) that.
+    ///
+    /// ```
+    /// use engage_core::delivery::{ImportEvent, Importer, JsonPush};
+    /// use engage_core::{BatchConfig, Endpoint, ImportConfig, Target, Token};
+    /// let batch = BatchConfig::new(Token::new("tok")?, Endpoint::Engage);
+    /// let mut importer = Importer::new(ImportConfig::new(batch, Target::base_url("http://127.0.0.1:9")?));
+    /// let line = br#"{"$distinct_id": "u1", "$add": {"logins": 1}}"#;
+    /// assert_eq!(importer.push_json(7, line), JsonPush::Batched);
+    /// // The same text under another token is refused: its event names index 8.
+    /// let other = br#"{"$token": "other", "$distinct_id": "u1", "$set": {"a": 1}}"#;
+    /// assert_eq!(importer.push_json(8, other), JsonPush::Refused);
+    /// assert!(matches!(importer.next_event(), Some(ImportEvent::Invalid(e)) if e.index == 8));
+    /// // Not an update object: left to the caller.
+    /// let flat = br#"{"distinct_id": "u2", "plan": "pro"}"#;
+    /// assert_eq!(importer.push_json(9, flat), JsonPush::NotTaken);
+    /// assert_eq!(importer.summary().records, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push_json(&mut self, index: u64, json: &[u8]) -> JsonPush {
+        crate::wire::text::read_borrowed(json, |record| {
+            let endpoint = match self.config.route {
+                Route::Configured => self.config.batch.endpoint(),
+                Route::ByProfile => record.endpoint,
+            };
+            let hash = record.profile_hash();
+            let batched = self.push_with(index, endpoint, Some(hash), |batcher| {
+                batcher.push_text(index, record, Some(hash))
+            });
+            if batched {
+                JsonPush::Batched
+            } else {
+                JsonPush::Refused
+            }
+        })
+        .unwrap_or(JsonPush::NotTaken)
+    }
+
     /// [`push`](Self::push), handing back the update if it was refused.
-    fn push_item(&mut self, item: impl ImportItem) -> Option<(u64, Update)> {
+    pub(crate) fn push_item(&mut self, item: impl ImportItem) -> Option<(u64, Update)> {
         let (index, update) = item.into_parts(self.next_index);
-        self.next_index = index.saturating_add(1);
-        self.summary.records += 1;
         let endpoint = match self.config.route {
             Route::Configured => self.config.batch.endpoint(),
             Route::ByProfile => update.endpoint(),
         };
         let hash = update.profile_hash();
+        let batched = self.push_with(index, endpoint, hash, |batcher| {
+            batcher.push_hashed(index, &update, hash)
+        });
+        (!batched).then_some((index, update))
+    }
+
+    /// Adds update `index` of profile `hash` with `push`, into the lane that profile's
+    /// updates go to. Returns whether it was batched; a refused one's
+    /// [`ImportEvent::Invalid`] is queued.
+    fn push_with(
+        &mut self,
+        index: u64,
+        endpoint: Endpoint,
+        hash: Option<u64>,
+        push: impl FnOnce(&mut Batcher) -> Result<Option<Batch>, ValidationError>,
+    ) -> bool {
+        self.next_index = index.saturating_add(1);
+        self.summary.records += 1;
         let lane = match hash.and_then(|h| self.owners.get(&h)) {
             Some(&(lane, _)) => lane,
             None => self.filling_lane(endpoint),
         };
         let open = self.open_batch(lane, endpoint);
         let before = open.batcher.pending_bytes();
-        let pushed = open.batcher.push_hashed(index, &update, hash);
+        let pushed = push(&mut open.batcher);
         let after = open.batcher.pending_bytes();
         self.buffered = self.buffered.saturating_sub(before) + after;
-        let mut refused = None;
-        match pushed {
+        let batched = match pushed {
             Ok(closed) => {
                 if let Some(h) = hash {
                     self.owners.entry(h).or_insert((lane, 0)).1 += 1;
@@ -663,18 +754,19 @@ impl Importer {
                         self.filling[slot_of(endpoint)] = None;
                     }
                 }
+                true
             }
             Err(e) => {
                 self.summary.invalid += 1;
                 self.events.push_back(ImportEvent::Invalid(e));
-                refused = Some((index, update));
+                false
             }
-        }
+        };
         if self.input_done {
             // Pushed after finish_input: send it rather than leave it in the open batch.
             self.close_all();
         }
-        refused
+        batched
     }
 
     /// The lane new profiles of `endpoint` go to: the one being filled, else the least
@@ -1311,12 +1403,8 @@ impl Importer {
                     break;
                 }
                 burst += 1;
-                match feed.next_item() {
-                    Next::Item(item) => {
-                        if let Some((index, update)) = self.push_item(item) {
-                            feed.on_refused(index, &update);
-                        }
-                    }
+                match feed.push_next(self) {
+                    Next::Item(()) => {}
                     Next::Idle => {
                         idle = true;
                         break;

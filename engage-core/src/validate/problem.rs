@@ -57,6 +57,10 @@ pub enum Problem {
     /// The update is not a JSON object.
     #[error("an update must be a JSON object")]
     NotAnObject,
+    /// The text given as an update ([`Batcher::push_json`](crate::batch::Batcher::push_json))
+    /// is not well-formed JSON: the parser's message.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
     /// The update belongs to the other endpoint than the batch it was given to.
     #[error("the update belongs to {}, not this batch's endpoint", .0.path())]
     WrongEndpoint(Endpoint),

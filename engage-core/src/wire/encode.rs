@@ -160,9 +160,9 @@ pub(crate) fn encode_update(
 /// Appends an update the one-pass reader took: its text behind the batch's token, its own
 /// `$token` member cut out. One it cannot send as it is (another endpoint's, a different
 /// token) goes through the full path, which names the problem as for any raw record.
-fn encode_text(
+pub(crate) fn encode_text<J: AsRef<[u8]>>(
     out: &mut Vec<u8>,
-    text: &TextRecord,
+    text: &TextRecord<J>,
     ctx: &Context<'_>,
     warnings: &mut Warnings,
 ) -> Result<EncodedIds, RecordProblem> {
@@ -170,11 +170,11 @@ fn encode_text(
         .token
         .is_none_or(|t| ctx.override_token || text.span(t.value) == ctx.token.as_bytes());
     if text.endpoint != ctx.endpoint || !token_ok {
-        let parsed = crate::validate::parse_record(&text.json)
+        let parsed = crate::validate::parse_record(text.json.as_ref())
             .map_err(|_| RecordProblem::whole(Problem::NotAnObject))?;
         return encode_raw(out, &parsed.value, ctx, warnings);
     }
-    let json = &text.json;
+    let json = text.json.as_ref();
     let last = json.len() - 1;
     let (cut_from, cut_to) = text
         .token

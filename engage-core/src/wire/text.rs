@@ -15,7 +15,7 @@ use std::cell::RefCell;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::model::{Endpoint, OpKind};
+use crate::model::{Endpoint, OpKind, ProfileId};
 use crate::validate::rules::{MAX_STRING_BYTES, MODIFIERS, modifier_type};
 use crate::wire::json::escape_mask;
 
@@ -42,11 +42,13 @@ const WINDOW: usize = 32;
 /// declines longer texts; Mixpanel takes 1 MB per update).
 pub(crate) type Span = (u32, u32);
 
-/// An update read from JSON text: its object minified, and where its parts are.
+/// An update read from JSON text: its object minified, and where its parts are. The text
+/// is held (`Bytes`, in an [`Update`](crate::Update)) or borrowed (`&[u8]`, from the
+/// reader's scratch, while a batcher copies it: [`read_borrowed`]).
 #[derive(Clone, PartialEq)]
-pub(crate) struct TextRecord {
+pub(crate) struct TextRecord<J = Bytes> {
     /// The whole object, `{` to `}`, without whitespace between tokens.
-    pub(crate) json: Bytes,
+    pub(crate) json: J,
     pub(crate) kind: OpKind,
     pub(crate) endpoint: Endpoint,
     /// Span of the id's JSON string, quotes included (`$distinct_id` or `$group_id`).
@@ -71,7 +73,7 @@ pub(crate) struct TokenMember {
     pub(crate) value: Span,
 }
 
-impl std::fmt::Debug for TextRecord {
+impl<J: AsRef<[u8]>> std::fmt::Debug for TextRecord<J> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The text holds the token: show what identifies the record only.
         f.debug_struct("TextRecord")
@@ -82,10 +84,26 @@ impl std::fmt::Debug for TextRecord {
     }
 }
 
-impl TextRecord {
+impl<J> TextRecord<J> {
+    /// The same record with its text in `json`.
+    fn with_json<K>(self, json: K) -> TextRecord<K> {
+        TextRecord {
+            json,
+            kind: self.kind,
+            endpoint: self.endpoint,
+            id: self.id,
+            key: self.key,
+            token: self.token,
+            payload: self.payload,
+            modifiers: self.modifiers,
+        }
+    }
+}
+
+impl<J: AsRef<[u8]>> TextRecord<J> {
     /// The text of a span of `json`.
     pub(crate) fn span(&self, (a, b): Span) -> &[u8] {
-        &self.json[a as usize..b as usize]
+        &self.json.as_ref()[a as usize..b as usize]
     }
 
     /// An id's string, quotes stripped (ids the pass takes hold no escape).
@@ -100,6 +118,28 @@ impl TextRecord {
             .position(|m| *m == name)?;
         let span = self.modifiers[i];
         (span.1 > 0).then(|| self.span(span))
+    }
+
+    /// The profile it updates.
+    pub(crate) fn profile(&self) -> ProfileId {
+        match self.key {
+            Some(key) => ProfileId::Group {
+                key: self.id_text(key).to_owned(),
+                id: self.id_text(self.id).to_owned(),
+            },
+            None => ProfileId::User {
+                distinct_id: self.id_text(self.id).to_owned(),
+            },
+        }
+    }
+
+    /// Its profile's hash ([`profile_hash`](crate::model::profile_hash)).
+    pub(crate) fn profile_hash(&self) -> u64 {
+        crate::model::profile_hash(
+            self.endpoint,
+            self.key.map_or(&[][..], |k| self.span(k)),
+            self.span(self.id),
+        )
     }
 }
 
@@ -217,9 +257,40 @@ pub(crate) fn read(text: &[u8]) -> Option<TextRecord> {
     read_at(text, 0, true).map(|(record, _)| record)
 }
 
+/// Reads `text` as [`read`] does, into the thread's scratch, and hands the record to `f`
+/// borrowed from there: nothing is kept, so nothing is shared or counted (the way to copy
+/// a record straight into a body). `f` must not read JSON text itself (the scratch is in
+/// use). `None` when the full path must decide.
+#[inline]
+pub(crate) fn read_borrowed<R>(text: &[u8], f: impl FnOnce(&TextRecord<&[u8]>) -> R) -> Option<R> {
+    SCRATCH.with(|scratch| {
+        let Scratch { arena, keys } = &mut *scratch.borrow_mut();
+        let (record, _, written) = pass_at(text, 0, true, arena, keys)?;
+        Some(f(&record.with_json(&arena[..written])))
+    })
+}
+
 /// Reads the update object at `text[start..]`: to the end of `text` if `whole`, else to
 /// its closing brace. Returns it and where it ended.
 fn read_at(text: &[u8], start: usize, whole: bool) -> Option<(TextRecord, usize)> {
+    SCRATCH.with(|scratch| {
+        let Scratch { arena, keys } = &mut *scratch.borrow_mut();
+        let (record, end, written) = pass_at(text, start, whole, arena, keys)?;
+        Some((record.with_json(arena.split_to(written).freeze()), end))
+    })
+}
+
+/// The pass over the update object at `text[start..]` (to the end of `text` if `whole`,
+/// else to its closing brace), written to the front of `arena`. Returns the record, where
+/// it ended in `text`, and how many bytes of `arena` it wrote.
+#[inline]
+fn pass_at(
+    text: &[u8],
+    start: usize,
+    whole: bool,
+    arena: &mut BytesMut,
+    keys: &mut Vec<(usize, usize)>,
+) -> Option<(TextRecord<()>, usize, usize)> {
     let len = text.len() - start;
     if u32::try_from(len).is_err() {
         return None;
@@ -227,37 +298,32 @@ fn read_at(text: &[u8], start: usize, whole: bool) -> Option<(TextRecord, usize)
     // A record in an array is seldom longer than this; a longer one grows the arena as
     // it is written. The window: runs are copied in fixed-size blocks (see `flush`).
     let room = if whole { len } else { len.min(4096) } + WINDOW;
-    SCRATCH.with(|scratch| {
-        let Scratch { arena, keys } = &mut *scratch.borrow_mut();
-        if arena.len() < room {
-            // Earlier records share the old chunk; it is freed when the last one goes.
-            *arena = BytesMut::zeroed(ARENA_BYTES.max(room));
-        }
-        keys.clear();
-        let mut pass = Pass {
-            src: text,
-            pos: start,
-            copied: start,
-            out: arena,
-            written: 0,
-            keys,
-        };
-        let read = pass.record().and_then(|record| {
-            pass.flush();
-            if whole {
-                pass.ws();
-                if pass.pos != pass.src.len() {
-                    return Err(Decline);
-                }
+    if arena.len() < room {
+        // Earlier records share the old chunk; it is freed when the last one goes.
+        *arena = BytesMut::zeroed(ARENA_BYTES.max(room));
+    }
+    keys.clear();
+    let mut pass = Pass {
+        src: text,
+        pos: start,
+        copied: start,
+        out: arena,
+        written: 0,
+        keys,
+    };
+    let read = pass.record().and_then(|record| {
+        pass.flush();
+        if whole {
+            pass.ws();
+            if pass.pos != pass.src.len() {
+                return Err(Decline);
             }
-            Ok(record)
-        });
-        // A declined record leaves what it wrote in the arena, to be overwritten.
-        let mut record = read.ok()?;
-        let (end, written) = (pass.pos, pass.written);
-        record.json = arena.split_to(written).freeze();
-        Some((record, end))
-    })
+        }
+        Ok(record)
+    });
+    // A declined record leaves what it wrote in the arena, to be overwritten.
+    let record = read.ok()?;
+    Some((record, pass.pos, pass.written))
 }
 
 /// One element of a JSON array read by [`read_array`]: an update object the one-pass
@@ -420,7 +486,7 @@ impl<'a> Pass<'a> {
         }
     }
 
-    fn record(&mut self) -> Step<TextRecord> {
+    fn record(&mut self) -> Step<TextRecord<()>> {
         self.ws();
         self.expect(b'{')?;
         let mut seen = 0u16;
@@ -521,7 +587,7 @@ impl<'a> Pass<'a> {
             value: span((a, b)),
         });
         Ok(TextRecord {
-            json: Bytes::new(),
+            json: (),
             kind,
             endpoint,
             id: span(id),

@@ -481,15 +481,7 @@ impl Update {
         match &self.kind {
             UpdateKind::Typed { record, .. } => record.profile(),
             UpdateKind::Raw(v, _) => crate::validate::raw_profile(v),
-            UpdateKind::Text(t) => Some(match t.key {
-                Some(key) => ProfileId::Group {
-                    key: t.id_text(key).to_owned(),
-                    id: t.id_text(t.id).to_owned(),
-                },
-                None => ProfileId::User {
-                    distinct_id: t.id_text(t.id).to_owned(),
-                },
-            }),
+            UpdateKind::Text(t) => Some(t.profile()),
         }
     }
 
@@ -565,11 +557,7 @@ impl Update {
                 };
                 Some(hash)
             }
-            UpdateKind::Text(t) => Some(crate::model::profile_hash(
-                t.endpoint,
-                t.key.map_or(&[][..], |k| t.span(k)),
-                t.span(t.id),
-            )),
+            UpdateKind::Text(t) => Some(t.profile_hash()),
         }
     }
 
