@@ -86,9 +86,17 @@ fn lines(ndjson: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// `ingest`: engage's path for update objects read from NDJSON (the CLI's): each line
-/// checked for UTF-8, read by `Update::from_json` (the one-pass reader; the full parser for
-/// what it declines), checked by the rules and written into 2000-update bodies.
+/// given as it is to `Batcher::push_json` (the one-pass reader straight into the body;
+/// the full parser for what it declines), checked by the rules, into 2000-update bodies.
 pub fn engage_ingest(token: &str, ndjson: &[u8]) -> usize {
+    push_each(token, lines(ndjson), |batcher, line| {
+        batcher.push_json(line)
+    })
+}
+
+/// `ingest/engage_update`: each line made an `Update` first (`Update::from_json`: the
+/// one-pass reader into a shared arena), then pushed: the path before `push_json`.
+pub fn engage_ingest_updates(token: &str, ndjson: &[u8]) -> usize {
     push_all(
         token,
         lines(ndjson).map(|line| Update::from_json(line).expect("valid JSON")),
