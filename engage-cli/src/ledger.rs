@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use engage_core::delivery::{
-    Decision, DeliveryError, Feed, Next, RecordOutcome, Sending, TransportErrorKind,
+    Decision, DeliveryError, Feed, Importer, JsonPush, Next, RecordOutcome, Sending,
+    TransportErrorKind,
 };
 use engage_core::{ImportEvent, Update};
 
@@ -20,7 +21,7 @@ use engage_core::batch::RecordRef;
 use foldhash::fast::FixedState;
 
 use crate::failures::FailureFile;
-use crate::input::{Item, Record};
+use crate::input::{Item, Records};
 use crate::journal::{Journal, Resume, Status};
 use crate::progress::Progress;
 use crate::reasons::{self, Category, Reasons};
@@ -163,7 +164,7 @@ pub struct Counts {
 
 /// The import's account.
 pub struct Ledger {
-    reader: Box<dyn Iterator<Item = Record> + Send>,
+    reader: Box<dyn Records>,
     files: Vec<String>,
     /// By index (a hash map's table, spread over megabytes, missed the cache on every
     /// insert and remove; a B-tree cost a node walk and rebalancing each).
@@ -201,7 +202,7 @@ pub struct Ledger {
 impl Ledger {
     /// A ledger reading `reader` (records of the inputs named `files`).
     pub fn new(
-        reader: Box<dyn Iterator<Item = Record> + Send>,
+        reader: Box<dyn Records>,
         files: Vec<String>,
         failures: Option<FailureFile>,
         progress: Progress,
@@ -515,18 +516,71 @@ impl Ledger {
     }
 }
 
-impl Feed for Ledger {
-    type Item = (u64, Update);
+/// What the ledger read next.
+enum Read {
+    /// An update to push, with its index.
+    Update(u64, Update),
+    /// A line given to the importer as text, pushed and accounted for.
+    Taken,
+    /// Nothing more.
+    End,
+}
 
-    fn next_item(&mut self) -> Next<(u64, Update)> {
+impl Ledger {
+    /// Reads up to the next update, accounting for what comes before it. Given an
+    /// importer, lines of update JSON go to it as text ([`Importer::push_json`]): read
+    /// from the reader's buffer straight into a request body. Not on resume, which must
+    /// see each update's operation before it is pushed.
+    fn read(&mut self, mut importer: Option<&mut Importer>) -> Read {
         loop {
             if self.interrupted() {
-                return Next::End;
+                return Read::End;
             }
-            let Some(record) = self.reader.next() else {
-                return Next::End;
+            let record = match importer.as_deref_mut() {
+                Some(importer) if self.resume.is_none() => {
+                    let Ledger {
+                        reader,
+                        pending,
+                        next_index,
+                        counts,
+                        refused,
+                        ..
+                    } = self;
+                    let mut take = |file: usize, line: u64, text: &[u8]| {
+                        let index = *next_index;
+                        let pushed = importer.push_json(index, text);
+                        if pushed == JsonPush::NotTaken {
+                            return false;
+                        }
+                        *next_index += 1;
+                        counts.read += 1;
+                        pending.insert(
+                            index,
+                            Pending {
+                                file,
+                                line,
+                                original: None,
+                            },
+                        );
+                        if pushed == JsonPush::Refused {
+                            // Its refusal is reported as the importer hands over events.
+                            refused.push((index, Bytes::copy_from_slice(text)));
+                        }
+                        true
+                    };
+                    reader.next_record(Some(&mut take))
+                }
+                _ => self.reader.next_record(None),
+            };
+            let Some(record) = record else {
+                return Read::End;
             };
             match record.item {
+                Item::Taken => {
+                    let read = self.counts.read;
+                    self.progress.tick(read);
+                    return Read::Taken;
+                }
                 Item::Blank => self.counts.blank += 1,
                 Item::Bad { original, reason } => {
                     self.counts.read += 1;
@@ -588,9 +642,34 @@ impl Feed for Ledger {
                     );
                     let read = self.counts.read;
                     self.progress.tick(read);
-                    return Next::Item((index, update));
+                    return Read::Update(index, update);
                 }
             }
+        }
+    }
+}
+
+impl Feed for Ledger {
+    type Item = (u64, Update);
+
+    fn next_item(&mut self) -> Next<(u64, Update)> {
+        match self.read(None) {
+            Read::Update(index, update) => Next::Item((index, update)),
+            Read::Taken => unreachable!("nothing is taken without an importer"),
+            Read::End => Next::End,
+        }
+    }
+
+    fn push_next(&mut self, importer: &mut Importer) -> Next<()> {
+        match self.read(Some(importer)) {
+            Read::Update(index, update) => {
+                if let Some((index, update)) = importer.push_item((index, update)) {
+                    self.on_refused(index, &update);
+                }
+                Next::Item(())
+            }
+            Read::Taken => Next::Item(()),
+            Read::End => Next::End,
         }
     }
 

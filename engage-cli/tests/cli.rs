@@ -484,6 +484,106 @@ fn dry_run_writes_bodies_of_at_most_2000_records() {
     assert_eq!(total, 4500);
 }
 
+/// A dry run of `file`: its report, its bodies (in order) and its failure entries (the
+/// record, kind and reason of each, sorted).
+fn dry_run_of(dir: &std::path::Path, file: &str, name: &str) -> (Value, Vec<Value>, Vec<String>) {
+    let out_dir = dir.join(format!("{name}-bodies"));
+    let failed = dir.join(format!("{name}-failed.ndjson"));
+    let out = stdout_of(
+        engage().args([
+            "import",
+            file,
+            "--dry-run",
+            "--batch-size",
+            "300",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--failed",
+            failed.to_str().unwrap(),
+            "--token",
+            TOKEN,
+            "--report",
+            "json",
+        ]),
+        2,
+    );
+    let mut files: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let bodies = files
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    let mut failures: Vec<String> = std::fs::read_to_string(&failed)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let e: Value = serde_json::from_str(l).unwrap();
+            format!("{} {} {}", e["record"], e["kind"], e["reason"])
+        })
+        .collect();
+    failures.sort();
+    (report(&out), bodies, failures)
+}
+
+#[test]
+fn ndjson_lines_sent_as_text_make_the_bodies_their_parsed_updates_make() {
+    // NDJSON lines of updates go from the reader's buffer straight into bodies; the same
+    // records in a JSON array are parsed into updates (on a second core, in a dry run).
+    // Both must make the same requests and report the same failures.
+    let dir = tempfile::tempdir().unwrap();
+    let mut records = Vec::new();
+    for i in 0..2_500u32 {
+        let p = i % 97;
+        records.push(match i % 9 {
+            0 => format!(r#"{{"$token": "someone-else", "$distinct_id": "u{p}", "$set": {{"i": {i}}}}}"#),
+            1 => format!(r#"{{"$distinct_id": "u{p}", "$add": {{"n": "not a number"}}}}"#),
+            2 => format!(r#"{{"$distinct_id": "u{p}", "$set": {{"long": "{}"}}}}"#, "x".repeat(300)),
+            3 => format!(r#"{{"$token": "{TOKEN}", "$distinct_id": "u{p}", "$add": {{"n": {i}}}, "$ip": "203.0.113.9"}}"#),
+            4 => format!(r#"{{"$distinct_id":"u{p}","$union":{{"tags":["a","b"]}},"$ignore_time":true}}"#),
+            5 => format!(r#"{{"$distinct_id": "u{p}", "$set": {{"name": "Zoë \"{i}\"", "x": 1.5e3}}}}"#),
+            _ => format!(r#"{{ "$distinct_id" : "u{p}" , "$set" : {{ "i" : {i}, "plan" : "pro" }} }}"#),
+        });
+    }
+    let ndjson = records.join("\n") + "\n";
+    let array = format!("[\n{}\n]\n", records.join(",\n"));
+    let as_text = dry_run_of(
+        dir.path(),
+        &write(dir.path(), "in.ndjson", ndjson.as_bytes()),
+        "text",
+    );
+    let as_updates = dry_run_of(
+        dir.path(),
+        &write(dir.path(), "in.json", array.as_bytes()),
+        "array",
+    );
+    for key in ["records", "accepted", "invalid", "warnings", "requests"] {
+        assert_eq!(as_text.0[key], as_updates.0[key], "{key}");
+    }
+    assert_eq!(as_text.0["records"], 2_500);
+    assert!(
+        as_text.0["invalid"].as_u64().unwrap() > 500,
+        "{}",
+        as_text.0
+    );
+    assert!(
+        as_text.0["warnings"].as_u64().unwrap() > 200,
+        "{}",
+        as_text.0
+    );
+    assert_eq!(as_text.1.len(), as_updates.1.len());
+    for (a, b) in as_text.1.iter().zip(&as_updates.1) {
+        assert_eq!(a, b);
+    }
+    assert_eq!(as_text.2, as_updates.2);
+    assert_eq!(
+        as_text.2.len() as u64,
+        as_text.0["invalid"].as_u64().unwrap()
+    );
+}
+
 #[test]
 fn help_reads_like_a_man_page() {
     let out = stdout_of(engage().args(["import", "--help"]), 0);

@@ -5,7 +5,7 @@
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use super::{Item, Record};
+use super::{Item, Record, Records};
 
 /// Records per hand-over.
 const CHUNK: usize = 256;
@@ -23,9 +23,7 @@ pub struct ReadAhead {
 
 impl ReadAhead {
     /// Starts reading `records` on a new thread.
-    pub fn spawn(
-        records: impl Iterator<Item = Record> + Send + 'static,
-    ) -> std::io::Result<ReadAhead> {
+    pub fn spawn(records: impl Records + 'static) -> std::io::Result<ReadAhead> {
         let (tx, rx) = sync_channel(CHUNKS_AHEAD);
         let thread = std::thread::Builder::new()
             .name("engage-read".into())
@@ -39,10 +37,10 @@ impl ReadAhead {
     }
 }
 
-fn read(mut records: impl Iterator<Item = Record>, to: &SyncSender<Vec<Record>>) {
+fn read(mut records: impl Records, to: &SyncSender<Vec<Record>>) {
     loop {
         let mut chunk = Vec::with_capacity(CHUNK);
-        chunk.extend(records.by_ref().take(CHUNK));
+        chunk.extend(std::iter::from_fn(|| records.next_record(None)).take(CHUNK));
         // Stops when the input ends, or when the importer is gone (it stopped reading).
         if chunk.is_empty() || to.send(chunk).is_err() {
             return;

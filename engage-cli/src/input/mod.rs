@@ -61,6 +61,70 @@ pub enum Item {
     },
     /// A blank line (skipped).
     Blank,
+    /// A line of update JSON handed as text to the taker given to
+    /// [`Records::next_record`], which accounted for it.
+    Taken,
+}
+
+/// Takes the text of a line that may be an update object, given its input and line,
+/// before its reader parses it: `true` when it took the line (and accounted for it),
+/// `false` when engage-core's one-pass reader declined it: the reader then parses it as
+/// always (so the reader's own one-pass read is not repeated).
+pub type TakeText<'a> = dyn FnMut(usize, u64, &[u8]) -> bool + 'a;
+
+/// A stream of records: any iterator of them, or a reader that offers each line of update
+/// JSON to a taker as text first (NDJSON: the line goes from the reader's buffer straight
+/// into a request body, no update made).
+pub trait Records: Send {
+    /// The next record. With `take`, a line that may be an update object is offered to it
+    /// first: an [`Item::Taken`] record says it took one.
+    fn next_record(&mut self, take: Option<&mut TakeText<'_>>) -> Option<Record>;
+}
+
+impl<I: Iterator<Item = Record> + Send> Records for I {
+    fn next_record(&mut self, _: Option<&mut TakeText<'_>>) -> Option<Record> {
+        self.next()
+    }
+}
+
+/// The records of every input in turn, at most a given number of them (blank and bad
+/// lines count).
+pub struct Reader {
+    inputs: std::iter::Enumerate<std::vec::IntoIter<Input>>,
+    current: Option<Box<dyn Records>>,
+    shape: Arc<Shape>,
+    left: u64,
+}
+
+impl Reader {
+    /// Reads `inputs` in turn, shaping flat records by `shape`, up to `max` records.
+    pub fn new(inputs: Vec<Input>, shape: Arc<Shape>, max: Option<u64>) -> Reader {
+        Reader {
+            inputs: inputs.into_iter().enumerate(),
+            current: None,
+            shape,
+            left: max.unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl Records for Reader {
+    fn next_record(&mut self, mut take: Option<&mut TakeText<'_>>) -> Option<Record> {
+        if self.left == 0 {
+            return None;
+        }
+        loop {
+            if let Some(current) = &mut self.current {
+                if let Some(record) = current.next_record(take.as_deref_mut()) {
+                    self.left -= 1;
+                    return Some(record);
+                }
+                self.current = None;
+            }
+            let (i, input) = self.inputs.next()?;
+            self.current = Some(records(input, i, &self.shape));
+        }
+    }
 }
 
 /// A record and where it came from.
@@ -99,6 +163,13 @@ pub struct Input {
     format: Format,
     /// A Parquet file, read from its end rather than as a stream.
     parquet: Option<(File, Arc<AtomicU64>)>,
+}
+
+impl Input {
+    /// Its format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
 }
 
 /// Opens `path` (`-` for stdin), detecting the format from the extension unless given;
@@ -185,11 +256,7 @@ pub fn open(
 }
 
 /// The records of one input, lazily.
-pub fn records(
-    input: Input,
-    file: usize,
-    shape: &Arc<Shape>,
-) -> Box<dyn Iterator<Item = Record> + Send> {
+pub fn records(input: Input, file: usize, shape: &Arc<Shape>) -> Box<dyn Records> {
     let shape = shape.clone();
     match input.format {
         Format::Ndjson => Box::new(Ndjson::new(input.reader, file, shape)),

@@ -4,7 +4,9 @@ use std::io::{BufRead, Read};
 
 use engage_core::Update;
 
-use super::{BINARY_LINES_IN_A_ROW, Item, MAX_LINE_BYTES, Record, not_utf8, parse_text};
+use super::{
+    BINARY_LINES_IN_A_ROW, Item, MAX_LINE_BYTES, Record, Records, TakeText, not_utf8, parse_text,
+};
 
 pub(super) struct Ndjson {
     reader: Box<dyn BufRead + Send>,
@@ -39,10 +41,8 @@ impl Ndjson {
 /// A line buffer grown past this by a long line is given back afterwards.
 const KEPT_BUFFER_BYTES: usize = 1 << 20;
 
-impl Iterator for Ndjson {
-    type Item = Record;
-
-    fn next(&mut self) -> Option<Record> {
+impl Records for Ndjson {
+    fn next_record(&mut self, mut take: Option<&mut TakeText<'_>>) -> Option<Record> {
         if self.done {
             return None;
         }
@@ -61,8 +61,15 @@ impl Iterator for Ndjson {
                 // The buffer is 64 KiB, far under MAX_LINE_BYTES: a line found whole in it
                 // needs no length check.
                 if let Some(at) = memchr::memchr(b'\n', available) {
-                    let record =
-                        line_record(*file, line, binary_run, done, shape, &available[..at]);
+                    let record = line_record(
+                        *file,
+                        line,
+                        binary_run,
+                        done,
+                        shape,
+                        &available[..at],
+                        take.as_deref_mut(),
+                    );
                     reader.consume(at + 1);
                     return Some(record);
                 }
@@ -74,14 +81,14 @@ impl Iterator for Ndjson {
                 return Some(read_error(*file, *line + 1, &e));
             }
         }
-        self.next_copied()
+        self.next_copied(take)
     }
 }
 
 impl Ndjson {
     /// The next line copied into the line buffer: one that runs past the reader's buffer,
     /// the last one (without a newline), or a read error.
-    fn next_copied(&mut self) -> Option<Record> {
+    fn next_copied(&mut self, take: Option<&mut TakeText<'_>>) -> Option<Record> {
         if self.buf.capacity() > KEPT_BUFFER_BYTES {
             self.buf = Vec::new();
         }
@@ -130,6 +137,7 @@ impl Ndjson {
                 &mut self.done,
                 &self.shape,
                 buf,
+                take,
             )),
             Err(e) => {
                 self.done = true;
@@ -154,6 +162,7 @@ fn read_error(file: usize, line: u64, e: &std::io::Error) -> Record {
 /// The record of one line read (its newline, if any, included or not), borrowed: one UTF-8
 /// check (by the one-pass reader, in the strings, for the lines it takes; of the whole line
 /// for the others), and copied once (by the reader of updates, or as the text to parse).
+/// With `take`, a line that may be an update goes to it as text first.
 fn line_record(
     file: usize,
     line: &mut u64,
@@ -161,6 +170,7 @@ fn line_record(
     done: &mut bool,
     shape: &super::Shape,
     raw: &[u8],
+    take: Option<&mut TakeText<'_>>,
 ) -> Record {
     *line += 1;
     let mut start = 0;
@@ -172,17 +182,18 @@ fn line_record(
     // ASCII can be (in strings): the lines it takes are not walked again. An update it
     // takes holds no NUL byte either (JSON has none outside strings, and refuses control
     // characters in them): only other lines are searched.
-    let fast = if shape.delete.is_none() && !kept.is_empty() {
-        Update::from_json_fast(kept)
-    } else {
-        None
+    let offer = shape.delete.is_none() && !kept.is_empty();
+    let item = match take {
+        Some(take) if offer => take(file, *line, kept).then_some(Item::Taken),
+        _ if offer => Update::from_json_fast(kept).map(|update| Item::Update(update, None)),
+        _ => None,
     };
-    if let Some(update) = fast {
+    if let Some(item) = item {
         *binary_run = 0;
         return Record {
             file,
             line: *line,
-            item: Item::Update(update, None),
+            item,
         };
     }
     let text = std::str::from_utf8(kept);
@@ -245,12 +256,14 @@ mod tests {
     /// The lines' numbers and what each became, read through a reader buffer of `capacity`.
     fn read(input: &[u8], capacity: usize) -> Vec<(u64, String)> {
         let reader = BufReader::with_capacity(capacity, std::io::Cursor::new(input.to_vec()));
-        Ndjson::new(Box::new(reader), 0, std::sync::Arc::new(shape()))
+        let mut ndjson = Ndjson::new(Box::new(reader), 0, std::sync::Arc::new(shape()));
+        std::iter::from_fn(|| ndjson.next_record(None))
             .map(|r| {
                 let what = match r.item {
                     Item::Update(u, _) => format!("update {:?}", u.profile()),
                     Item::Bad { reason, .. } => format!("bad {reason}"),
                     Item::Blank => "blank".to_owned(),
+                    Item::Taken => unreachable!("nothing to take"),
                 };
                 (r.line, what)
             })
@@ -278,13 +291,13 @@ mod tests {
             0,
             std::sync::Arc::new(shape()),
         );
-        let first = ndjson.next().expect("the error, not the end");
+        let first = ndjson.next_record(None).expect("the error, not the end");
         assert!(
             matches!(&first.item, Item::Bad { reason, .. } if reason.contains("corrupt deflate")),
             "{:?}",
             first.item
         );
-        assert!(ndjson.next().is_none());
+        assert!(ndjson.next_record(None).is_none());
     }
 
     #[test]

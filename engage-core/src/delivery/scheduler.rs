@@ -705,8 +705,10 @@ impl Importer {
         .unwrap_or(JsonPush::NotTaken)
     }
 
-    /// [`push`](Self::push), handing back the update if it was refused.
-    pub(crate) fn push_item(&mut self, item: impl ImportItem) -> Option<(u64, Update)> {
+    /// [`push`](Self::push), handing the update back (with its index) if it was refused as
+    /// it was batched: its [`ImportEvent::Invalid`] is queued, and a feed that reports
+    /// refused updates by their text takes it from here.
+    pub fn push_item(&mut self, item: impl ImportItem) -> Option<(u64, Update)> {
         let (index, update) = item.into_parts(self.next_index);
         let endpoint = match self.config.route {
             Route::Configured => self.config.batch.endpoint(),
