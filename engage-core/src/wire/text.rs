@@ -257,16 +257,22 @@ pub(crate) fn read(text: &[u8]) -> Option<TextRecord> {
     read_at(text, 0, true).map(|(record, _)| record)
 }
 
-/// Reads `text` as [`read`] does, into the thread's scratch, and hands the record to `f`
-/// borrowed from there: nothing is kept, so nothing is shared or counted (the way to copy
-/// a record straight into a body). `f` must not read JSON text itself (the scratch is in
-/// use). `None` when the full path must decide.
+/// Reads `text` as [`read`] does and hands the record to `f` borrowed: nothing is kept, so
+/// nothing is shared or counted (the way to copy a record straight into a body). Text
+/// without whitespace between its tokens (as exports and serializers write it) is handed
+/// over where it lies; other text is minified into the thread's scratch first. `f` must
+/// not read JSON text itself (the scratch is in use). `None` when the full path must
+/// decide.
 #[inline]
 pub(crate) fn read_borrowed<R>(text: &[u8], f: impl FnOnce(&TextRecord<&[u8]>) -> R) -> Option<R> {
     SCRATCH.with(|scratch| {
         let Scratch { arena, keys } = &mut *scratch.borrow_mut();
-        let (record, _, written) = pass_at(text, 0, true, arena, keys)?;
-        Some(f(&record.with_json(&arena[..written])))
+        let (record, _, minified) = pass_at(text, 0, true, true, arena, keys)?;
+        let json = match minified {
+            Minified::InPlace(from, to) => &text[from..to],
+            Minified::Written(len) => &arena[..len],
+        };
+        Some(f(&record.with_json(json)))
     })
 }
 
@@ -275,22 +281,35 @@ pub(crate) fn read_borrowed<R>(text: &[u8], f: impl FnOnce(&TextRecord<&[u8]>) -
 fn read_at(text: &[u8], start: usize, whole: bool) -> Option<(TextRecord, usize)> {
     SCRATCH.with(|scratch| {
         let Scratch { arena, keys } = &mut *scratch.borrow_mut();
-        let (record, end, written) = pass_at(text, start, whole, arena, keys)?;
-        Some((record.with_json(arena.split_to(written).freeze()), end))
+        let (record, end, minified) = pass_at(text, start, whole, false, arena, keys)?;
+        let Minified::Written(len) = minified else {
+            unreachable!("only a borrowing pass leaves text in place")
+        };
+        Some((record.with_json(arena.split_to(len).freeze()), end))
     })
 }
 
+/// Where a pass left the minified text of a record.
+enum Minified {
+    /// In the source, `text[from..to]`: it had no whitespace to take out.
+    InPlace(usize, usize),
+    /// In the front of the arena, this many bytes.
+    Written(usize),
+}
+
 /// The pass over the update object at `text[start..]` (to the end of `text` if `whole`,
-/// else to its closing brace), written to the front of `arena`. Returns the record, where
-/// it ended in `text`, and how many bytes of `arena` it wrote.
+/// else to its closing brace), written to the front of `arena` (or, if `in_place` and
+/// there is no whitespace to take out, left where it is). Returns the record, where it
+/// ended in `text`, and where its minified text is.
 #[inline]
 fn pass_at(
     text: &[u8],
     start: usize,
     whole: bool,
+    in_place: bool,
     arena: &mut BytesMut,
     keys: &mut Vec<(usize, usize)>,
-) -> Option<(TextRecord<()>, usize, usize)> {
+) -> Option<(TextRecord<()>, usize, Minified)> {
     let len = text.len() - start;
     if u32::try_from(len).is_err() {
         return None;
@@ -311,19 +330,23 @@ fn pass_at(
         written: 0,
         keys,
     };
-    let read = pass.record().and_then(|record| {
-        pass.flush();
-        if whole {
-            pass.ws();
-            if pass.pos != pass.src.len() {
-                return Err(Decline);
-            }
-        }
-        Ok(record)
-    });
     // A declined record leaves what it wrote in the arena, to be overwritten.
-    let record = read.ok()?;
-    Some((record, pass.pos, pass.written))
+    let record = pass.record().ok()?;
+    let end = pass.pos;
+    if whole
+        && !text[end..]
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        return None;
+    }
+    // Nothing written yet: no whitespace inside, so the text from the last whitespace
+    // skipped (leading, if any) is the minified record, its spans counted from there.
+    if in_place && pass.written == 0 {
+        return Some((record, end, Minified::InPlace(pass.copied, end)));
+    }
+    pass.flush();
+    Some((record, end, Minified::Written(pass.written)))
 }
 
 /// One element of a JSON array read by [`read_array`]: an update object the one-pass
@@ -465,8 +488,9 @@ impl<'a> Pass<'a> {
         self.src.get(self.pos).copied().ok_or(Decline)
     }
 
-    /// Skips whitespace (copying what came before it).
-    #[inline]
+    /// Skips whitespace (copying what came before it). Called between every two tokens,
+    /// mostly to find none: inlined always (out of line, its call cost more than it).
+    #[inline(always)]
     fn ws(&mut self) {
         if matches!(self.src.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.flush();
