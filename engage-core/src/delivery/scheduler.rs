@@ -554,7 +554,7 @@ pub struct Importer {
     /// Lanes with a delivery (`Lane::active`), counted as they change: asked once per
     /// update read.
     active_lanes: usize,
-    /// Profile hash → (lane, updates pending there).
+    /// Profile hash → (lane, updates pending there); empty with a single lane.
     owners: HashMap<u64, (usize, u32), FixedState>,
     /// The lane new profiles go to, per endpoint.
     filling: [Option<usize>; 2],
@@ -626,6 +626,12 @@ impl Importer {
         self.config.concurrency.most()
     }
 
+    /// Whether updates are told apart by profile (hashed, and their lane kept while they
+    /// are pending): not with a single lane, which every update goes to in order.
+    fn tracks_profiles(&self) -> bool {
+        self.most_lanes() > 1
+    }
+
     fn active(&self) -> usize {
         debug_assert_eq!(
             self.active_lanes,
@@ -692,9 +698,9 @@ impl Importer {
                 Route::Configured => self.config.batch.endpoint(),
                 Route::ByProfile => record.endpoint,
             };
-            let hash = record.profile_hash();
-            let batched = self.push_with(index, endpoint, Some(hash), |batcher| {
-                batcher.push_text(index, record, Some(hash))
+            let hash = self.tracks_profiles().then(|| record.profile_hash());
+            let batched = self.push_with(index, endpoint, hash, |batcher| {
+                batcher.push_text(index, record, hash)
             });
             if batched {
                 JsonPush::Batched
@@ -714,7 +720,10 @@ impl Importer {
             Route::Configured => self.config.batch.endpoint(),
             Route::ByProfile => update.endpoint(),
         };
-        let hash = update.profile_hash();
+        let hash = match self.tracks_profiles() {
+            true => update.profile_hash(),
+            false => None,
+        };
         let batched = self.push_with(index, endpoint, hash, |batcher| {
             batcher.push_hashed(index, &update, hash)
         });
@@ -940,11 +949,14 @@ impl Importer {
         let mut run: Option<(u64, u64)> = None;
         let endpoint = report.batch.endpoint();
         for r in report.batch.records() {
-            let h = r.profile_hash(endpoint);
-            if let Some(entry) = self.owners.get_mut(&h) {
-                entry.1 = entry.1.saturating_sub(1);
-                if entry.1 == 0 {
-                    self.owners.remove(&h);
+            // None tracked (a single lane): no hash to look for.
+            if !self.owners.is_empty() {
+                let h = r.profile_hash(endpoint);
+                if let Some(entry) = self.owners.get_mut(&h) {
+                    entry.1 = entry.1.saturating_sub(1);
+                    if entry.1 == 0 {
+                        self.owners.remove(&h);
+                    }
                 }
             }
             let epoch = self
