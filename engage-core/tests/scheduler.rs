@@ -581,6 +581,8 @@ fn requests_and_counts<F: engage_core::delivery::Feed>(
 struct TextFeed {
     lines: std::vec::IntoIter<(u64, String)>,
     refused: Vec<(u64, String)>,
+    /// What `push_json` answered: batched, refused, not taken.
+    answers: [usize; 3],
 }
 
 impl engage_core::delivery::Feed for TextFeed {
@@ -598,7 +600,13 @@ impl engage_core::delivery::Feed for TextFeed {
         let Some((index, line)) = self.lines.next() else {
             return Next::End;
         };
-        if importer.push_json(index, line.as_bytes()) == JsonPush::NotTaken {
+        let answer = importer.push_json(index, line.as_bytes());
+        self.answers[match answer {
+            JsonPush::Batched => 0,
+            JsonPush::Refused => 1,
+            _ => 2,
+        }] += 1;
+        if answer == JsonPush::NotTaken {
             importer.push((index, Update::from_json(&line).expect("JSON")));
         }
         Next::Item(())
@@ -634,6 +642,7 @@ fn json_text_pushed_as_it_is_makes_the_requests_its_updates_make() {
         let mut as_text = TextFeed {
             lines: lines.clone().into_iter(),
             refused: Vec::new(),
+            answers: [0; 3],
         };
         let mut refused = Vec::new();
         let mut as_updates = FeedFrom {
@@ -656,6 +665,21 @@ fn json_text_pushed_as_it_is_makes_the_requests_its_updates_make() {
         assert_eq!(as_text.refused, refused, "{route:?}");
         // The mix holds every case: refused (another token, a non-numeric $add, and for
         // one endpoint the other's updates), and most accepted.
+        // The one-pass reader took every line but those it must leave to the full parser
+        // (an invalid update, one drawing a warning, a flat record), spaced or not.
+        let declined = lines
+            .iter()
+            .filter(|(_, l)| {
+                l.contains("not a number") || l.contains(&"x".repeat(300)) || l.contains("flat")
+            })
+            .count();
+        assert_eq!(as_text.answers[2], declined, "{route:?}");
+        assert_eq!(as_text.answers.iter().sum::<usize>(), lines.len());
+        assert!(
+            as_text.answers[0] > 1_000 && as_text.answers[1] > 100,
+            "{route:?} {:?}",
+            as_text.answers
+        );
         let (records, accepted, invalid) = text.1;
         assert_eq!(records, 3_000);
         assert!(invalid > 500 && accepted > 1_500, "{:?}", text.1);

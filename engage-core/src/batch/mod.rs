@@ -556,12 +556,12 @@ impl Batcher {
     }
 
     /// Adds the next update given as JSON text (a line of an NDJSON export, say): the
-    /// same record, checks, warnings and errors as
-    /// `push(&Update::from_json(json)?)`, with the same index rules as
-    /// [`push`](Self::push). Text engage-core's one-pass reader takes (a valid update
-    /// that draws no warning, as most are) goes straight into the open batch, minified:
-    /// no [`Update`] is built and nothing is allocated. Text that is not JSON is a
-    /// [`Problem::MalformedJson`] error for this update.
+    /// same record, checks, warnings and errors as `push(&Update::from_json(json)?)`, with
+    /// the same index rules as [`push`](Self::push). Text engage-core's one-pass reader
+    /// takes (a valid update that draws no warning, as most are) goes straight into the
+    /// open batch, minified: no [`Update`] is built, nothing is allocated per record once
+    /// warm. Text that is not JSON is a [`Problem::MalformedJson`] error for this update
+    /// (its index is used up, as for any invalid update).
     ///
     /// ```
     /// use engage_core::batch::Batcher;
@@ -596,7 +596,9 @@ impl Batcher {
         if let Some(pushed) = taken {
             return pushed;
         }
-        match Update::from_json(json) {
+        // Declined by the one-pass reader: the full parser (not `Update::from_json`, which
+        // would try the same pass again).
+        match crate::validate::parse_record(json).map(Update::raw_parsed) {
             Ok(update) => self.push_hashed(index, &update, None),
             Err(e) => {
                 self.next_index = index.saturating_add(1);

@@ -441,8 +441,9 @@ pub trait Feed {
     /// [`next_item`](Self::next_item), pushed (an update refused as it is batched goes to
     /// [`on_refused`](Self::on_refused)). A feed holding its input as JSON text overrides
     /// it to give the text to [`Importer::push_json`], which reads it straight into a
-    /// request body: no [`Update`] is made, nothing is copied twice. It pushes at most one
-    /// update per call and answers as `next_item` would (`Next::Item(())` for one pushed).
+    /// request body: no [`Update`] is made, nothing is copied twice. It must push at most
+    /// one update per call (the importer bounds what it buffers by calls) and answers as
+    /// `next_item` would (`Next::Item(())` for one pushed).
     fn push_next(&mut self, importer: &mut Importer) -> Next<()> {
         match self.next_item() {
             Next::Item(item) => {
@@ -671,9 +672,10 @@ impl Importer {
     /// Adds one update given as JSON text (a line of an NDJSON export, say) with the
     /// caller's index, when engage-core's one-pass reader takes the text (a valid update
     /// that draws no warning, as most are): it goes straight into a request body,
-    /// minified, with no [`Update`] built and nothing allocated. Otherwise nothing is
-    /// pushed and nothing counted: parse the text ([`Update::from_json`], or the caller's
-    /// own handling of text that is no update) and [`push`](Self::push) that.
+    /// minified, with no [`Update`] built and nothing allocated per record once warm.
+    /// Otherwise nothing is pushed and nothing counted: parse the text
+    /// ([`Update::from_json`], or the caller's own handling of text that is no update)
+    /// and push that with the same index.
     ///
     /// ```
     /// use engage_core::delivery::{ImportEvent, Importer, JsonPush};

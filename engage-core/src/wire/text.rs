@@ -32,6 +32,9 @@ const MAX_NUMBER_BYTES: usize = 40;
 /// record gets a chunk of its own size (plus `WINDOW`); an array element that outgrows its
 /// chunk gets one at least twice as large (see `Pass::grow`).
 const ARENA_BYTES: usize = 16 * 1024;
+/// A scratch chunk grown past this by a long record (a line may be megabytes) is given
+/// back once the record is copied, rather than kept for the thread's lifetime.
+const KEPT_SCRATCH_BYTES: usize = 1 << 20;
 /// Runs of text between whitespace up to this long, with this many bytes of text after
 /// their start, are copied as one fixed-size block (a few vector moves) rather than by a
 /// call to `memcpy` for their exact length: the arena always has this much room past what
@@ -44,7 +47,8 @@ pub(crate) type Span = (u32, u32);
 
 /// An update read from JSON text: its object minified, and where its parts are. The text
 /// is held (`Bytes`, in an [`Update`](crate::Update)) or borrowed (`&[u8]`, from the
-/// reader's scratch, while a batcher copies it: [`read_borrowed`]).
+/// source text itself or the reader's scratch, while a batcher copies it:
+/// [`read_borrowed`]).
 #[derive(Clone, PartialEq)]
 pub(crate) struct TextRecord<J = Bytes> {
     /// The whole object, `{` to `}`, without whitespace between tokens.
@@ -260,19 +264,25 @@ pub(crate) fn read(text: &[u8]) -> Option<TextRecord> {
 /// Reads `text` as [`read`] does and hands the record to `f` borrowed: nothing is kept, so
 /// nothing is shared or counted (the way to copy a record straight into a body). Text
 /// without whitespace between its tokens (as exports and serializers write it) is handed
-/// over where it lies; other text is minified into the thread's scratch first. `f` must
-/// not read JSON text itself (the scratch is in use). `None` when the full path must
-/// decide.
+/// over where it lies; other text is minified into the thread's scratch first. `None`
+/// when the full path must decide (also if `f` itself reads text this way while the
+/// scratch is in use).
 #[inline]
 pub(crate) fn read_borrowed<R>(text: &[u8], f: impl FnOnce(&TextRecord<&[u8]>) -> R) -> Option<R> {
     SCRATCH.with(|scratch| {
-        let Scratch { arena, keys } = &mut *scratch.borrow_mut();
+        // In use (`f` reading text after all): declined, the full path decides; no panic.
+        let mut scratch = scratch.try_borrow_mut().ok()?;
+        let Scratch { arena, keys } = &mut *scratch;
         let (record, _, minified) = pass_at(text, 0, true, true, arena, keys)?;
         let json = match minified {
             Minified::InPlace(from, to) => &text[from..to],
             Minified::Written(len) => &arena[..len],
         };
-        Some(f(&record.with_json(json)))
+        let out = f(&record.with_json(json));
+        if arena.len() > KEPT_SCRATCH_BYTES {
+            *arena = BytesMut::new();
+        }
+        Some(out)
     })
 }
 
