@@ -556,7 +556,8 @@ pub struct Importer {
     /// update read.
     active_lanes: usize,
     /// Profile hash → (lane, updates pending there); empty with a single lane.
-    owners: HashMap<u64, (usize, u32), FixedState>,
+    /// (Lanes are few: `u32` keeps an entry at 16 bytes, and more of the table in cache.)
+    owners: HashMap<u64, (u32, u32), FixedState>,
     /// The lane new profiles go to, per endpoint.
     filling: [Option<usize>; 2],
     /// Lanes with a closed batch waiting and no delivery: first come, first served.
@@ -745,7 +746,7 @@ impl Importer {
         self.next_index = index.saturating_add(1);
         self.summary.records += 1;
         let lane = match hash.and_then(|h| self.owners.get(&h)) {
-            Some(&(lane, _)) => lane,
+            Some(&(lane, _)) => lane as usize,
             None => self.filling_lane(endpoint),
         };
         let open = self.open_batch(lane, endpoint);
@@ -756,7 +757,7 @@ impl Importer {
         let batched = match pushed {
             Ok(closed) => {
                 if let Some(h) = hash {
-                    self.owners.entry(h).or_insert((lane, 0)).1 += 1;
+                    self.owners.entry(h).or_insert((lane as u32, 0)).1 += 1;
                 }
                 *self.epochs.entry(self.epoch).or_insert(0) += 1;
                 if let Some(batch) = closed {
