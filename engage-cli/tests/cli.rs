@@ -585,6 +585,34 @@ fn ndjson_lines_sent_as_text_make_the_bodies_their_parsed_updates_make() {
 }
 
 #[test]
+fn max_records_counts_every_line_read_across_files() {
+    // Lines go to the importer as text; --max-records still counts what is read, blank and
+    // bad lines included, and stops in the middle of the second file.
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(
+        dir.path(),
+        "a.ndjson",
+        b"{\"$distinct_id\":\"a1\",\"$set\":{\"n\":1}}\n\nnot json\n",
+    );
+    let b = write(
+        dir.path(),
+        "b.ndjson",
+        b"{\"$distinct_id\":\"b1\",\"$set\":{\"n\":1}}\n{\"$distinct_id\":\"b2\",\"$set\":{\"n\":1}}\n",
+    );
+    let e = emulator();
+    let out = stdout_of(
+        &mut import(&e, &[&a, &b, "--max-records", "4", "--report", "json"]),
+        2,
+    );
+    let r = report(&out);
+    assert_eq!(r["records"], 3, "{r}");
+    assert_eq!(r["accepted"], 2, "{r}");
+    assert_eq!(r["blank_lines"], 1, "{r}");
+    assert!(e.profile("a1").is_some() && e.profile("b1").is_some());
+    assert!(e.profile("b2").is_none(), "read past --max-records");
+}
+
+#[test]
 fn help_reads_like_a_man_page() {
     let out = stdout_of(engage().args(["import", "--help"]), 0);
     let text = String::from_utf8_lossy(&out);
