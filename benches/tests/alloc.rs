@@ -15,6 +15,7 @@ fn allocation_counts() {
     no_allocation_per_update_beyond_the_body_buffer();
     building_from_a_struct_allocates_one_block_per_update();
     pushing_structs_straight_into_batches_allocates_per_body_only();
+    pushing_json_lines_allocates_per_body_only();
 }
 
 fn blocks_to_encode(updates: &[Update], batcher: &mut Batcher) -> u64 {
@@ -102,4 +103,40 @@ fn pushing_structs_straight_into_batches_allocates_per_body_only() {
     let warm = push(&people[4000..]);
     println!("blocks allocated: cold {cold}, warm {warm} for 4000 structs (2 bodies each)");
     assert!(warm <= 8, "warm: {warm} blocks for 4000 structs");
+}
+
+/// NDJSON lines pushed as text (`Batcher::push_json`, the CLI's path), compact and spaced:
+/// read in one pass straight into the body, no block per line once the scratch is warm.
+fn pushing_json_lines_allocates_per_body_only() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let lines: Vec<String> = workload(8000, 11)
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let compact = engage_benches::to_value(r, "tok").to_string();
+            // Half of them spaced, so that both ways through the reader are counted.
+            match i % 2 {
+                0 => compact,
+                _ => compact.replace(',', ", ").replace(':', ": "),
+            }
+        })
+        .collect();
+    let mut batcher = Batcher::new(BatchConfig::new(
+        Token::new("tok").unwrap(),
+        Endpoint::Engage,
+    ));
+    let mut push = |lines: &[String]| {
+        let before = dhat::HeapStats::get().total_blocks;
+        let mut bodies = Vec::with_capacity(8);
+        for line in lines {
+            bodies.extend(batcher.push_json(line.as_bytes()).unwrap());
+        }
+        bodies.extend(batcher.finish());
+        assert_eq!(bodies.iter().map(|b| b.len()).sum::<usize>(), lines.len());
+        dhat::HeapStats::get().total_blocks - before
+    };
+    let cold = push(&lines[..4000]);
+    let warm = push(&lines[4000..]);
+    println!("blocks allocated: cold {cold}, warm {warm} for 4000 lines (2 bodies each)");
+    assert!(warm <= 8, "warm: {warm} blocks for 4000 lines");
 }
