@@ -642,7 +642,7 @@ impl Ledger {
                     );
                     let read = self.counts.read;
                     self.progress.tick(read);
-                    return Read::Update(index, *update);
+                    return Read::Update(index, update);
                 }
             }
         }

@@ -51,10 +51,7 @@ pub enum Format {
 pub enum Item {
     /// An update, with its original text; `None` for an update that holds its text (see
     /// [`Update::json_text`]: minified then), which the ledger copies when it keeps it.
-    /// Boxed: records are moved by value through the readers (a move of a record holding
-    /// an update in place cost a call to `memcpy`), and most (NDJSON lines taken as
-    /// text) carry no update.
-    Update(Box<Update>, Option<Bytes>),
+    Update(Update, Option<Bytes>),
     /// A line that could not become an update.
     Bad {
         /// The original text (lossy UTF-8).
@@ -286,10 +283,7 @@ fn shaped(
             let mut parsed = engage_core::validate::parse_record(b"{}").expect("an empty object");
             parsed.value = value;
             parsed.repeated = repeated;
-            Item::Update(
-                Box::new(Update::raw_parsed(parsed)),
-                Some(Bytes::from(original)),
-            )
+            Item::Update(Update::raw_parsed(parsed), Some(Bytes::from(original)))
         }
         Err(reason) => Item::Bad { original, reason },
     }
@@ -303,7 +297,7 @@ fn parse_update(bytes: &[u8], shape: &Shape) -> Item {
     if shape.delete.is_none()
         && let Some(update) = Update::from_json_fast(bytes)
     {
-        return Item::Update(Box::new(update), None);
+        return Item::Update(update, None);
     }
     match std::str::from_utf8(bytes) {
         Ok(text) => parse_text(text.to_owned(), shape),
@@ -324,10 +318,7 @@ fn parse_text(original: String, shape: &Shape) -> Item {
     match engage_core::validate::parse_record(original.as_bytes()) {
         Ok(mut parsed) => match &mut parsed.value {
             Json::Object(object) if shape.delete.is_none() && Shape::is_update(object) => {
-                Item::Update(
-                    Box::new(Update::raw_parsed(parsed)),
-                    Some(Bytes::from(original)),
-                )
+                Item::Update(Update::raw_parsed(parsed), Some(Bytes::from(original)))
             }
             Json::Object(object) => {
                 let record = std::mem::take(object);

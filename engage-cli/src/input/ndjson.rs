@@ -185,9 +185,7 @@ fn line_record(
     let offer = shape.delete.is_none() && !kept.is_empty();
     let item = match take {
         Some(take) if offer => take(file, *line, kept).then_some(Item::Taken),
-        _ if offer => {
-            Update::from_json_fast(kept).map(|update| Item::Update(Box::new(update), None))
-        }
+        _ if offer => Update::from_json_fast(kept).map(|update| Item::Update(update, None)),
         _ => None,
     };
     if let Some(item) = item {
