@@ -13,7 +13,12 @@ pub(super) struct JsonArray {
     started: bool,
     done: bool,
     shape: std::sync::Arc<super::Shape>,
+    /// The element being read, reused from element to element.
+    element: Vec<u8>,
 }
+
+/// An element buffer grown past this by a long element is given back afterwards.
+const KEPT_BUFFER_BYTES: usize = 1 << 20;
 
 impl JsonArray {
     pub(super) fn new(
@@ -28,6 +33,7 @@ impl JsonArray {
             started: false,
             done: false,
             shape,
+            element: Vec::new(),
         }
     }
 
@@ -107,43 +113,76 @@ impl JsonArray {
             }
         };
         let line = self.line;
-        let mut element = vec![first];
+        if self.element.capacity() > KEPT_BUFFER_BYTES {
+            self.element = Vec::new();
+        }
+        self.element.clear();
+        self.element.push(first);
         let mut scan = Scanner::default();
         scan.feed(first);
         let scalar = !matches!(first, b'{' | b'[' | b'"');
+        // The element's bytes are scanned where they lie in the reader's buffer and
+        // copied a run at a time (a call through the reader per byte cost most of a
+        // JSON array's reading).
         while scan.depth > 0 || scan.in_string || scalar {
-            let Some(b) = self.reader.fill_buf()?.first().copied() else {
+            let JsonArray {
+                reader,
+                element,
+                line: lines,
+                ..
+            } = self;
+            let buf = reader.fill_buf()?;
+            if buf.is_empty() {
                 if scalar && scan.depth == 0 {
                     break;
                 }
+                let element = std::mem::take(&mut self.element);
                 return Ok(self.bad(
                     line,
                     element,
                     "the JSON array ends inside an element".into(),
                 ));
-            };
-            if scalar && (b == b',' || b == b']' || b.is_ascii_whitespace()) {
-                break; // end of a scalar element
             }
-            self.byte()?;
-            if element.len() as u64 >= MAX_LINE_BYTES {
+            let mut taken = 0;
+            let (mut ended, mut unbalanced) = (false, false);
+            for &b in buf {
+                if scalar && (b == b',' || b == b']' || b.is_ascii_whitespace()) {
+                    ended = true; // end of a scalar element
+                    break;
+                }
+                taken += 1;
+                scan.feed(b);
+                // Judged on the bytes after the first, as when they were read one by one.
+                unbalanced = scan.depth < 0;
+                if unbalanced || (!scalar && scan.depth == 0 && !scan.in_string) {
+                    ended = true;
+                    break;
+                }
+            }
+            *lines += memchr::memchr_iter(b'\n', &buf[..taken]).count() as u64;
+            element.extend_from_slice(&buf[..taken]);
+            reader.consume(taken);
+            if element.len() as u64 > MAX_LINE_BYTES {
+                let mut element = std::mem::take(&mut self.element);
                 element.truncate(200);
                 return Ok(self.bad(line, element, format!("array element longer than {MAX_LINE_BYTES} bytes; the rest of the file is skipped")));
             }
-            element.push(b);
-            scan.feed(b);
-            if scan.depth < 0 {
+            if unbalanced {
+                let element = std::mem::take(&mut self.element);
                 return Ok(self.bad(
                     line,
                     element,
                     "unbalanced brackets in the JSON array".into(),
                 ));
             }
+            if ended {
+                break;
+            }
         }
         Ok(Some(Record {
             file: self.file,
             line,
-            item: parse_update(&element, &self.shape),
+            item: parse_update(&self.element, &self.shape),
         }))
     }
 }
@@ -198,6 +237,113 @@ impl Iterator for JsonArray {
                     Vec::new(),
                     format!("read error, rest of the file skipped: {e}"),
                 )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufReader;
+
+    fn shape() -> super::super::Shape {
+        super::super::Shape {
+            groups: false,
+            id_field: None,
+            group_key: None,
+            group_id_field: None,
+            op: engage_core::model::OpKind::Set,
+            renames: Vec::new(),
+            drops: Default::default(),
+            tags: Vec::new(),
+            remove_nulls: false,
+            reserved_names: false,
+            delete: None,
+        }
+    }
+
+    /// Each element's line and what it became, read through a reader buffer of `capacity`.
+    fn read(input: &[u8], capacity: usize) -> Vec<(u64, String)> {
+        let reader = BufReader::with_capacity(capacity, std::io::Cursor::new(input.to_vec()));
+        JsonArray::new(Box::new(reader), 0, std::sync::Arc::new(shape()))
+            .map(|r| {
+                let what = match r.item {
+                    Item::Update(u, _) => format!("update {:?}", u.profile()),
+                    Item::Bad { original, reason } => format!("bad {reason}: {original}"),
+                    Item::Blank => "blank".to_owned(),
+                    Item::Taken => unreachable!("nothing to take"),
+                };
+                (r.line, what)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn elements_split_across_reads_come_out_as_read_whole() {
+        // Elements of every length up to past the buffer, spread over lines, with strings
+        // holding brackets, quotes and escapes, and elements that are not objects.
+        let mut input = b"\xEF\xBB\xBF [\n".to_vec();
+        for i in 0..150 {
+            let pad = "x".repeat(i * 5);
+            let element = match i % 5 {
+                0 => format!(r#"{{"$distinct_id": "u{i}", "$set": {{"p": "{pad}"}}}}"#),
+                1 => {
+                    format!("{{\"$distinct_id\":\"u{i}\",\n  \"$set\":{{\"s\":\"]}} \\\" {{[\"}}}}")
+                }
+                2 => format!(r#"{{"$distinct_id": "u{i}", "$union": {{"t": ["a", "{pad}"]}}}}"#),
+                3 => format!("{i}"),
+                _ => format!(r#""text {pad} ]""#),
+            };
+            input.extend_from_slice(element.as_bytes());
+            input.extend_from_slice(if i % 2 == 0 { b",\n" } else { b" , " });
+        }
+        let last_line = 1 + input.iter().filter(|&&b| b == b'\n').count() as u64;
+        input.extend_from_slice(b"[1, {\"a\": [2]}]\n]\n");
+        let expected = read(&input, 1 << 20);
+        // Lines are counted inside elements too.
+        assert_eq!(expected.last().map(|(line, _)| *line), Some(last_line));
+        assert_eq!(expected.len(), 151);
+        assert!(expected[0].1.starts_with("update"), "{:?}", expected[0]);
+        assert!(expected[1].1.starts_with("update"), "{:?}", expected[1]);
+        assert!(expected[3].1.starts_with("bad"), "{:?}", expected[3]);
+        assert_eq!(expected[0].0, 2);
+        for capacity in [1, 7, 64, 100, 1000] {
+            assert_eq!(
+                read(&input, capacity),
+                expected,
+                "buffer of {capacity} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stray_closing_bracket_is_one_bad_element_and_reading_goes_on() {
+        for capacity in [1, 3, 1 << 20] {
+            let got = read(
+                b"[{\"a\": 1}}, {\"$distinct_id\": \"u\", \"$set\": {}}]",
+                capacity,
+            );
+            assert_eq!(got.len(), 3, "{capacity}: {got:?}");
+            assert!(got[1].1.starts_with("bad malformed JSON"), "{got:?}");
+            assert!(got[2].1.starts_with("update"), "{got:?}");
+        }
+    }
+
+    #[test]
+    fn a_broken_array_is_named_whatever_the_buffer() {
+        for (input, reason) in [
+            (&b"[{\"a\": 1}}}, {\"b\": 2}]"[..], "unbalanced brackets"),
+            (b"[{\"a\": \"open", "ends inside an element"),
+            (b"[{\"a\": 1}", "not closed"),
+            (b"[1] x", "content after the closing"),
+        ] {
+            for capacity in [1, 3, 1 << 20] {
+                let got = read(input, capacity);
+                assert!(
+                    got.last().is_some_and(|(_, what)| what.contains(reason)),
+                    "{capacity}: {got:?}"
+                );
             }
         }
     }
