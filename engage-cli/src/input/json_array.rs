@@ -247,36 +247,16 @@ mod tests {
     use super::*;
     use std::io::BufReader;
 
-    fn shape() -> super::super::Shape {
-        super::super::Shape {
-            groups: false,
-            id_field: None,
-            group_key: None,
-            group_id_field: None,
-            op: engage_core::model::OpKind::Set,
-            renames: Vec::new(),
-            drops: Default::default(),
-            tags: Vec::new(),
-            remove_nulls: false,
-            reserved_names: false,
-            delete: None,
-        }
-    }
-
     /// Each element's line and what it became, read through a reader buffer of `capacity`.
     fn read(input: &[u8], capacity: usize) -> Vec<(u64, String)> {
         let reader = BufReader::with_capacity(capacity, std::io::Cursor::new(input.to_vec()));
-        JsonArray::new(Box::new(reader), 0, std::sync::Arc::new(shape()))
-            .map(|r| {
-                let what = match r.item {
-                    Item::Update(u, _) => format!("update {:?}", u.profile()),
-                    Item::Bad { original, reason } => format!("bad {reason}: {original}"),
-                    Item::Blank => "blank".to_owned(),
-                    Item::Taken => unreachable!("nothing to take"),
-                };
-                (r.line, what)
-            })
-            .collect()
+        JsonArray::new(
+            Box::new(reader),
+            0,
+            std::sync::Arc::new(super::super::testing::plain_shape()),
+        )
+        .map(super::super::testing::describe)
+        .collect()
     }
 
     #[test]

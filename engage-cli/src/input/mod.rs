@@ -348,3 +348,38 @@ const MAX_LINE_BYTES: u64 = 8 * 1024 * 1024;
 /// taken for binary and skipped (saying so), rather than copied line by line into the
 /// failure file.
 const BINARY_LINES_IN_A_ROW: u32 = 32;
+
+/// What the readers' tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Item, Record, Shape};
+
+    /// A shape with no option for flat records: update objects go on as they are.
+    pub(crate) fn plain_shape() -> Shape {
+        Shape {
+            groups: false,
+            id_field: None,
+            group_key: None,
+            group_id_field: None,
+            op: engage_core::model::OpKind::Set,
+            renames: Vec::new(),
+            drops: Default::default(),
+            tags: Vec::new(),
+            remove_nulls: false,
+            reserved_names: false,
+            delete: None,
+        }
+    }
+
+    /// A record's line and what it became (its profile, or why it is bad and its text),
+    /// for comparing what readers make of the same input.
+    pub(crate) fn describe(r: Record) -> (u64, String) {
+        let what = match r.item {
+            Item::Update(u, _) => format!("update {:?}", u.profile()),
+            Item::Bad { original, reason } => format!("bad {reason}: {original}"),
+            Item::Blank => "blank".to_owned(),
+            Item::Taken => unreachable!("nothing is taken without a taker"),
+        };
+        (r.line, what)
+    }
+}

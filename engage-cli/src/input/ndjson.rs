@@ -237,36 +237,16 @@ mod tests {
     use super::*;
     use std::io::BufReader;
 
-    fn shape() -> super::super::Shape {
-        super::super::Shape {
-            groups: false,
-            id_field: None,
-            group_key: None,
-            group_id_field: None,
-            op: engage_core::model::OpKind::Set,
-            renames: Vec::new(),
-            drops: Default::default(),
-            tags: Vec::new(),
-            remove_nulls: false,
-            reserved_names: false,
-            delete: None,
-        }
-    }
-
     /// The lines' numbers and what each became, read through a reader buffer of `capacity`.
     fn read(input: &[u8], capacity: usize) -> Vec<(u64, String)> {
         let reader = BufReader::with_capacity(capacity, std::io::Cursor::new(input.to_vec()));
-        let mut ndjson = Ndjson::new(Box::new(reader), 0, std::sync::Arc::new(shape()));
+        let mut ndjson = Ndjson::new(
+            Box::new(reader),
+            0,
+            std::sync::Arc::new(super::super::testing::plain_shape()),
+        );
         std::iter::from_fn(|| ndjson.next_record(None))
-            .map(|r| {
-                let what = match r.item {
-                    Item::Update(u, _) => format!("update {:?}", u.profile()),
-                    Item::Bad { reason, .. } => format!("bad {reason}"),
-                    Item::Blank => "blank".to_owned(),
-                    Item::Taken => unreachable!("nothing to take"),
-                };
-                (r.line, what)
-            })
+            .map(super::super::testing::describe)
             .collect()
     }
 
@@ -289,7 +269,7 @@ mod tests {
         let mut ndjson = Ndjson::new(
             Box::new(BufReader::new(FailsOnceThenEnds(false))),
             0,
-            std::sync::Arc::new(shape()),
+            std::sync::Arc::new(super::super::testing::plain_shape()),
         );
         let first = ndjson.next_record(None).expect("the error, not the end");
         assert!(
