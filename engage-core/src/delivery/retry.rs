@@ -395,12 +395,21 @@ impl fmt::Debug for Action {
 
 #[derive(Debug)]
 struct Part {
-    batch: Batch,
-    /// For each record of `batch`, its position in the original batch.
+    /// The records it sends: `None` for the whole original batch (the usual case, which
+    /// then needs no copy of its records' list), else a subset or a half of it.
+    batch: Option<Batch>,
+    /// For each record of its batch, its position in the original batch.
     positions: Vec<usize>,
     attempts: u32,
     maybe_applied: bool,
     last: Option<LastFailure>,
+}
+
+impl Part {
+    /// The records it sends, `original` being the delivery's batch.
+    fn batch<'a>(&'a self, original: &'a Batch) -> &'a Batch {
+        self.batch.as_ref().unwrap_or(original)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -496,7 +505,7 @@ impl Delivery {
                 policy.seed ^ first_index.wrapping_mul(0x9e37_79b9_7f4a_7c15),
             ),
             queue: VecDeque::from([Part {
-                batch: batch.clone(),
+                batch: None,
                 positions: (0..n).collect(),
                 attempts: 0,
                 maybe_applied: false,
@@ -530,7 +539,7 @@ impl Delivery {
 
     /// The request body in flight or next to go (after a 413 split, a part of the batch).
     pub fn current_part(&self) -> Option<&Batch> {
-        self.queue.front().map(|p| &p.batch)
+        self.queue.front().map(|p| p.batch(&self.original))
     }
 
     /// The attempt number of the request in flight or last sent (1 for the first).
@@ -622,7 +631,7 @@ impl Delivery {
                 );
                 continue;
             };
-            if part.maybe_applied && part.batch.has_non_idempotent() {
+            if part.maybe_applied && part.batch(&self.original).has_non_idempotent() {
                 if self.policy.at_most_once {
                     let last = part.last.clone().unwrap_or(LastFailure::Status {
                         status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -631,7 +640,8 @@ impl Delivery {
                     let mut keep = Vec::new();
                     let mut keep_positions = Vec::new();
                     let mut refused = Vec::new();
-                    for r in part.batch.records() {
+                    let batch = part.batch(&self.original);
+                    for r in batch.records() {
                         if r.is_idempotent() {
                             keep.push(r.position());
                             keep_positions.push(part.positions[r.position()]);
@@ -639,7 +649,7 @@ impl Delivery {
                             refused.push(part.positions[r.position()]);
                         }
                     }
-                    part.batch = part.batch.subset(&keep);
+                    part.batch = Some(batch.subset(&keep));
                     part.positions = keep_positions;
                     let empty = part.positions.is_empty();
                     for p in refused {
@@ -652,7 +662,7 @@ impl Delivery {
                         continue;
                     }
                 } else {
-                    for r in part.batch.records() {
+                    for r in part.batch(&self.original).records() {
                         if !r.is_idempotent() {
                             self.records[part.positions[r.position()]].uncertain_resends += 1;
                             self.uncertain_resends += 1;
@@ -692,10 +702,10 @@ impl Delivery {
                 self,
                 debug,
                 attempt = part.attempts,
-                records = part.batch.len(),
+                records = part.batch(&self.original).len(),
                 "sending"
             );
-            return Action::Send(self.target.request(&part.batch));
+            return Action::Send(self.target.request(part.batch(&self.original)));
         }
     }
 
@@ -750,7 +760,7 @@ impl Delivery {
                     // unique in this request.
                     let by_id = || {
                         let id = f.echoed_id.as_deref()?;
-                        let mut hits = part.batch.records().filter(|r| {
+                        let mut hits = part.batch(&self.original).records().filter(|r| {
                             let key = r.profile_key();
                             serde_json::from_slice::<String>(key.id).ok().as_deref() == Some(id)
                         });
@@ -801,14 +811,14 @@ impl Delivery {
                 }
             }
             Answer::TooLarge { body } => {
-                if let Some((a, b)) = part.batch.split_halves() {
+                if let Some((a, b)) = part.batch(&self.original).split_halves() {
                     let mid = a.len();
                     let second = part.positions.split_off(mid);
                     let first = std::mem::take(&mut part.positions);
                     let (maybe_applied, last) = (part.maybe_applied, part.last.clone());
                     self.queue.pop_front();
                     let half = |batch, positions| Part {
-                        batch,
+                        batch: Some(batch),
                         positions,
                         attempts: 0,
                         maybe_applied,
@@ -945,7 +955,7 @@ impl Delivery {
         };
         let attempts = part.attempts;
         #[cfg(feature = "tracing")]
-        let records = part.batch.len();
+        let records = part.batch(&self.original).len();
         let last = part.last.clone().unwrap_or(LastFailure::Status {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             body: Bytes::new(),
