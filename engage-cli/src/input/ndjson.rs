@@ -17,6 +17,11 @@ pub(super) struct Ndjson {
     shape: std::sync::Arc<super::Shape>,
     /// The line being read, reused from line to line.
     buf: Vec<u8>,
+    /// Bytes of the reader's buffer read but not consumed yet: the line last handed out
+    /// from where it lay, consumed on the next call. A record is then built where it is
+    /// returned, rather than moved there (a copy of a large record per line, read back
+    /// before its stores were done).
+    unconsumed: usize,
 }
 
 impl Ndjson {
@@ -34,6 +39,7 @@ impl Ndjson {
             binary_run: 0,
             shape,
             buf: Vec::new(),
+            unconsumed: 0,
         }
     }
 }
@@ -46,6 +52,7 @@ impl Records for Ndjson {
         if self.done {
             return None;
         }
+        self.reader.consume(std::mem::take(&mut self.unconsumed));
         // A line that lies whole in the reader's buffer is read where it lies: no copy.
         let Ndjson {
             reader,
@@ -54,6 +61,7 @@ impl Records for Ndjson {
             done,
             binary_run,
             shape,
+            unconsumed,
             ..
         } = self;
         match reader.fill_buf() {
@@ -61,7 +69,8 @@ impl Records for Ndjson {
                 // The buffer is 64 KiB, far under MAX_LINE_BYTES: a line found whole in it
                 // needs no length check.
                 if let Some(at) = memchr::memchr(b'\n', available) {
-                    let record = line_record(
+                    *unconsumed = at + 1;
+                    return Some(line_record(
                         *file,
                         line,
                         binary_run,
@@ -69,9 +78,7 @@ impl Records for Ndjson {
                         shape,
                         &available[..at],
                         take.as_deref_mut(),
-                    );
-                    reader.consume(at + 1);
-                    return Some(record);
+                    ));
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
