@@ -3,7 +3,7 @@
 //! each record's origin until the record is settled, writes the failure file and the
 //! journal, and counts what the summary says.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -41,8 +41,15 @@ struct Pending {
 /// order and records mostly settle in it, so they are kept in a deque in index order
 /// (settled ones emptied in place and trimmed from the front): no tree to rebalance and no
 /// node to allocate per record. Slots emptied behind a record that stays pending long (a
-/// lane retrying) are compacted away once they outnumber the pending ones, so memory
-/// follows the records pending, not the records read meanwhile.
+/// lane whose open batch fills slowly, a lane retrying) are compacted away once they
+/// outnumber the pending ones, so memory follows the records pending, not the records
+/// read meanwhile.
+///
+/// A slot is 24 bytes: a record's original text, which most records do not keep (an
+/// update read as text is read back from its batch), is kept beside the deque, by index.
+/// (Slots holding the text were 56 bytes: with a buffer's worth of records pending and as
+/// many emptied slots, the deque alone made most of an import's memory, and its first
+/// touches most of its page faults.)
 ///
 /// A record is found at its slot while no compaction left gaps, else by a search that
 /// gallops from where the last one was settled: a batch settles records close together,
@@ -50,28 +57,79 @@ struct Pending {
 /// buffer's records (cold memory, with many requests in flight).
 #[derive(Default)]
 struct PendingRecords {
-    slots: VecDeque<(u64, Option<Pending>)>,
+    slots: VecDeque<Slot>,
+    /// The original texts of the pending records that keep one.
+    originals: HashMap<u64, Bytes, FixedState>,
     /// Slots holding a record.
     live: usize,
     /// Where the last record was removed.
     finger: usize,
 }
 
+/// A record's slot in [`PendingRecords`].
+#[derive(Clone, Copy)]
+struct Slot {
+    index: u64,
+    line: u64,
+    /// Its input; `EMPTY` once settled.
+    file: u32,
+    /// Whether its original text is in `originals`.
+    original: bool,
+}
+
+impl Slot {
+    /// The `file` of a settled record's slot.
+    const EMPTY: u32 = u32::MAX;
+
+    fn is_live(&self) -> bool {
+        self.file != Self::EMPTY
+    }
+}
+
+/// Where a pending record came from, and whether it keeps its original text.
+#[derive(Clone, Copy)]
+struct Origin {
+    file: usize,
+    line: u64,
+    original: bool,
+}
+
 impl PendingRecords {
     /// Adds record `index`, read after every record already here.
+    #[inline]
     fn insert(&mut self, index: u64, pending: Pending) {
-        debug_assert!(self.slots.back().is_none_or(|(i, _)| *i < index));
-        self.slots.push_back((index, Some(pending)));
+        debug_assert!(self.slots.back().is_none_or(|s| s.index < index));
+        // Inputs are the files named on the command line: far fewer than `u32::MAX`.
+        let file = u32::try_from(pending.file)
+            .unwrap_or(Slot::EMPTY - 1)
+            .min(Slot::EMPTY - 1);
+        let original = pending.original.is_some();
+        if let Some(text) = pending.original {
+            self.keep_original(index, text);
+        }
+        self.slots.push_back(Slot {
+            index,
+            line: pending.line,
+            file,
+            original,
+        });
         self.live += 1;
     }
 
+    /// Out of line: most records keep no text.
+    #[cold]
+    #[inline(never)]
+    fn keep_original(&mut self, index: u64, text: Bytes) {
+        self.originals.insert(index, text);
+    }
+
     fn position(&self, index: u64) -> Option<usize> {
-        let front = self.slots.front()?.0;
+        let front = self.slots.front()?.index;
         let guess = usize::try_from(index.checked_sub(front)?).ok()?;
-        if self.slots.get(guess).is_some_and(|(i, _)| *i == index) {
+        if self.slots.get(guess).is_some_and(|s| s.index == index) {
             return Some(guess);
         }
-        let key = |k: usize| self.slots[k].0;
+        let key = |k: usize| self.slots[k].index;
         let n = self.slots.len();
         let from = self.finger.min(n - 1);
         // Bounds with key(lo) <= index < key(hi) (hi == n: past the end), found by steps
@@ -110,24 +168,46 @@ impl PendingRecords {
         (key(lo) == index).then_some(lo)
     }
 
-    fn get(&self, index: u64) -> Option<&Pending> {
-        self.position(index)
-            .and_then(|at| self.slots[at].1.as_ref())
+    /// Where record `index` came from, if it is pending.
+    fn get(&self, index: u64) -> Option<Origin> {
+        let slot = self.slots[self.position(index)?];
+        slot.is_live().then_some(Origin {
+            file: slot.file as usize,
+            line: slot.line,
+            original: slot.original,
+        })
     }
 
     /// Takes record `index` out, if it is pending.
     fn remove(&mut self, index: u64) -> Option<Pending> {
         let at = self.position(index)?;
-        let pending = self.slots[at].1.take()?;
+        let slot = &mut self.slots[at];
+        if !slot.is_live() {
+            return None;
+        }
+        let file = std::mem::replace(&mut slot.file, Slot::EMPTY) as usize;
+        let pending = Pending {
+            file,
+            line: slot.line,
+            original: match slot.original {
+                true => self.originals.remove(&index),
+                false => None,
+            },
+        };
         self.live -= 1;
         self.finger = at;
-        while matches!(self.slots.front(), Some((_, None))) {
+        while self.slots.front().is_some_and(|s| !s.is_live()) {
             self.slots.pop_front();
             self.finger = self.finger.saturating_sub(1);
         }
-        if self.slots.len() > 1024 && self.slots.len() > 4 * self.live {
-            self.slots.retain(|(_, p)| p.is_some());
+        // Compacted when emptied slots are the most: each compaction at least halves the
+        // deque, so its cost is a few steps per record settled.
+        if self.slots.len() > 1024 && self.slots.len() > 2 * self.live {
+            self.slots.retain(Slot::is_live);
             self.finger = 0;
+            if self.slots.capacity() > 8 * self.slots.len().max(1024) {
+                self.slots.shrink_to(2 * self.slots.len());
+            }
         }
         Some(pending)
     }
@@ -676,7 +756,7 @@ impl Feed for Ledger {
     fn on_refused(&mut self, index: u64, update: &Update) {
         // Only for a record whose text is kept nowhere else: taken from here when its
         // refusal is reported, as the importer hands over its events.
-        let kept_elsewhere = self.pending.get(index).is_none_or(|p| p.original.is_some());
+        let kept_elsewhere = self.pending.get(index).is_none_or(|p| p.original);
         if !kept_elsewhere && let Some(text) = update.json_text() {
             self.refused.push((index, text.clone()));
         }
@@ -797,10 +877,51 @@ mod tests {
         }
         // Record 0 is still pending: the 99,999 settled behind it are not all kept.
         assert_eq!(p.live, 1);
-        assert!(p.slots.len() <= 4096, "{} slots kept", p.slots.len());
+        assert!(p.slots.len() <= 1025, "{} slots kept", p.slots.len());
         assert_eq!(p.get(0).map(|r| r.line), Some(1));
         assert!(p.remove(0).is_some());
         assert!(p.slots.is_empty());
+    }
+
+    /// Original texts are kept beside the slots, for the records that have one, and come
+    /// back with them whatever compactions happened in between.
+    #[test]
+    fn original_texts_come_back_with_their_records() {
+        let mut p = PendingRecords::default();
+        let text = |i: u64| Bytes::from(format!("line {i}"));
+        for i in 0..10_000u64 {
+            let original = (i % 3 == 0).then(|| text(i));
+            p.insert(
+                i,
+                Pending {
+                    file: (i % 5) as usize,
+                    line: i + 1,
+                    original,
+                },
+            );
+        }
+        // Settle all but every 100th, out of order, so that compactions move the rest.
+        for i in (0..10_000u64).rev().filter(|i| i % 100 != 0) {
+            let r = p.remove(i).expect("pending");
+            assert_eq!((r.file, r.line), ((i % 5) as usize, i + 1));
+            assert_eq!(r.original, (i % 3 == 0).then(|| text(i)), "record {i}");
+        }
+        assert_eq!(
+            p.originals.len(),
+            (0..10_000).step_by(100).filter(|i| i % 3 == 0).count()
+        );
+        for i in (0..10_000u64).step_by(100) {
+            let origin = p.get(i).expect("still pending");
+            assert_eq!(
+                (origin.file, origin.line, origin.original),
+                ((i % 5) as usize, i + 1, i % 3 == 0)
+            );
+            assert_eq!(
+                p.remove(i).and_then(|r| r.original),
+                (i % 3 == 0).then(|| text(i))
+            );
+        }
+        assert!(p.originals.is_empty() && p.slots.is_empty() && p.live == 0);
     }
 
     /// Records read with index gaps, settled by interleaved "lanes" with one lane stuck for
@@ -847,6 +968,14 @@ mod tests {
                 "record {probe}"
             );
             assert_eq!(p.live, model.len());
+            // Emptied slots never outnumber pending ones by much: memory follows the
+            // records pending.
+            assert!(
+                p.slots.len() <= 2 * p.live + 1024,
+                "{} slots for {} pending",
+                p.slots.len(),
+                p.live
+            );
             if round == 699 {
                 // 28,000 records read behind lane 0's first: compacted, not all kept.
                 assert!(
