@@ -7,7 +7,7 @@
 //! each behind its own lock, so that reading it (which copies one shard's logs at a time
 //! and computes the profiles outside the lock) never holds up ingestion for long.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -127,33 +127,38 @@ impl Log {
             // Nothing before a $delete matters any more.
             self.retain_from(e.key);
         }
-        match self {
+        // Taken out and put back, so that the entries move rather than being copied.
+        *self = match std::mem::replace(self, Log::Sorted(Vec::new())) {
             Log::One(first) => {
-                let first = first.clone();
-                let v = if first.key <= e.key {
-                    vec![first, e]
+                // Room for the next two: most profiles that get a second update get more.
+                let mut v = Vec::with_capacity(4);
+                if first.key <= e.key {
+                    v.extend([first, e]);
                 } else {
-                    vec![e, first]
-                };
-                *self = Log::Sorted(v);
+                    v.extend([e, first]);
+                }
+                Log::Sorted(v)
             }
-            Log::Sorted(v) => {
+            Log::Sorted(mut v) => {
                 if v.last().is_none_or(|last| last.key <= e.key) {
                     v.push(e);
+                    Log::Sorted(v)
                 } else if v.len() < SORTED_VEC_MAX {
                     let at = v.partition_point(|x| x.key <= e.key);
                     v.insert(at, e);
+                    Log::Sorted(v)
                 } else {
                     let mut tree: BTreeMap<Key, Entry> =
-                        std::mem::take(v).into_iter().map(|x| (x.key, x)).collect();
+                        v.into_iter().map(|x| (x.key, x)).collect();
                     tree.insert(e.key, e);
-                    *self = Log::Tree(tree);
+                    Log::Tree(tree)
                 }
             }
-            Log::Tree(t) => {
+            Log::Tree(mut t) => {
                 t.insert(e.key, e);
+                Log::Tree(t)
             }
-        }
+        };
     }
 
     /// Drops every entry before `key`.
@@ -323,13 +328,126 @@ pub(crate) struct Valid<'a> {
 /// A record refused while applying it: (its position, the property, why).
 pub(crate) type Refused = (usize, String, String);
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A profile id (or group key) as a map key: up to 22 bytes (`user-123456`) held in the
+/// map's own slot, longer ones on the heap. With a `Box<str>` key every lookup also read
+/// the key's heap block to compare it: a second cache miss per update once the store
+/// holds a few hundred thousand profiles.
+#[derive(Debug, Clone)]
+enum Id {
+    Inline { len: u8, bytes: [u8; Id::INLINE] },
+    Heap(Box<str>),
+}
+
+impl Id {
+    const INLINE: usize = 22;
+
+    fn new(text: &str) -> Id {
+        match text.len() {
+            len @ 0..=Id::INLINE => {
+                let mut bytes = [0; Id::INLINE];
+                bytes[..len].copy_from_slice(text.as_bytes());
+                Id::Inline {
+                    len: len as u8,
+                    bytes,
+                }
+            }
+            _ => Id::Heap(text.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Id::Inline { len, bytes } => &bytes[..*len as usize],
+            Id::Heap(text) => text.as_bytes(),
+        }
+    }
+
+    /// The id as text, for reading the store (not per update). The bytes came from a
+    /// `str`; they are checked again because the inline ones are not held as one.
+    fn to_text(&self) -> Box<str> {
+        String::from_utf8_lossy(self.as_bytes()).into()
+    }
+}
+
+// Hashed and compared as their bytes, the same as the `IdRef` lookups are made with.
+impl Hash for Id {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        IdRef(self.as_bytes()).hash(state)
+    }
+}
+
+impl PartialEq for Id {
+    fn eq(&self, other: &Id) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Id {}
+
+/// A lookup of an [`Id`] by its text, without making one.
+#[derive(Hash)]
+struct IdRef<'a>(&'a [u8]);
+
+impl hashbrown::Equivalent<Id> for IdRef<'_> {
+    fn equivalent(&self, key: &Id) -> bool {
+        self.0 == key.as_bytes()
+    }
+}
 
 #[derive(Debug, Default)]
 struct Shard {
-    users: FastMap<Box<str>, Log>,
+    users: FastMap<Id, Log>,
     /// By group key, then group id: looked up without allocating.
-    groups: FastMap<Box<str>, FastMap<Box<str>, Log>>,
+    groups: FastMap<Id, FastMap<Id, Log>>,
+}
+
+impl Shard {
+    /// Adds `entry` to `target`'s log; refused (the property named) when it is an `$add`
+    /// whose sum would not be a finite number.
+    fn apply(&mut self, target: Target<'_>, entry: Entry) -> Result<(), String> {
+        let log = match target {
+            Target::User(id) => self.users.get_mut(&IdRef(id.as_bytes())),
+            Target::Group(k, i) => self
+                .groups
+                .get_mut(&IdRef(k.as_bytes()))
+                .and_then(|g| g.get_mut(&IdRef(i.as_bytes()))),
+        };
+        if entry.op == Op::Add
+            && let Some(property) =
+                overflowing_add(log.as_deref().unwrap_or(&Log::Sorted(Vec::new())), &entry)
+        {
+            return Err(property);
+        }
+        match (log, target) {
+            (Some(log), _) => log.insert(entry),
+            (None, Target::User(id)) => {
+                self.users.insert(Id::new(id), Log::One(entry));
+            }
+            (None, Target::Group(k, i)) => {
+                self.groups
+                    .entry(Id::new(k))
+                    .or_default()
+                    .insert(Id::new(i), Log::One(entry));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The positions of records in each shard, shard by shard, given each record's shard (a
+/// counting sort: positions stay in request order within a shard).
+fn by_shard(shards: impl ExactSizeIterator<Item = usize>) -> Vec<(usize, Vec<usize>)> {
+    let mut groups: Vec<Vec<usize>> = vec![Vec::new(); SHARDS];
+    for (position, shard) in shards.enumerate() {
+        groups[shard].push(position);
+    }
+    groups
+        .into_iter()
+        .enumerate()
+        .filter(|(_, positions)| !positions.is_empty())
+        .collect()
 }
 
 /// Shards of the store: enough that copying one is quick and that two ingesting threads
@@ -399,8 +517,12 @@ impl ShardCopy {
 }
 
 impl Store {
+    fn shard_index(&self, target: Target<'_>) -> usize {
+        (self.hasher.hash_one(target) % SHARDS as u64) as usize
+    }
+
     fn shard_of(&self, target: Target<'_>) -> &Mutex<Shard> {
-        &self.shards[(self.hasher.hash_one(target) % SHARDS as u64) as usize]
+        &self.shards[self.shard_index(target)]
     }
 
     /// Forgets every profile and zeroes the counters; the memory goes back to the
@@ -462,60 +584,39 @@ impl Store {
             }
         }
         let arrival = self.arrival_ms();
+        // Arrival order: the records' positions in the request, after every record taken
+        // before this request.
+        let first_seq = self.seq.fetch_add(records.len() as u64, Ordering::Relaxed);
         let mut refused = Vec::new();
         let mut accepted = 0u64;
-        for r in records {
-            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-            let entry = Entry {
-                key: (r.time_ms.unwrap_or(arrival), seq),
-                op: r.op,
-                ignore_time: r.ignore_time,
-                geo: r.geo,
-                payload: r.payload.into_boxed_slice(),
-            };
-            let mut shard = lock(self.shard_of(r.target));
-            let shard = &mut *shard;
-            let log = match r.target {
-                Target::User(id) => shard.users.get_mut(id),
-                Target::Group(k, i) => shard.groups.get_mut(k).and_then(|g| g.get_mut(i)),
-            };
-            if let Some(log) = log {
-                if entry.op == Op::Add
-                    && let Some(property) = overflowing_add(log, &entry)
-                {
-                    refused.push((
+        // Each shard is locked once per request rather than once per record (taking and
+        // releasing a lock per record cost more than applying it). A profile lives in one
+        // shard, its records keep their request order there, and each entry's key holds
+        // its position in the request: a log is in the same order as before.
+        let shards = by_shard(records.iter().map(|r| self.shard_index(r.target)));
+        let mut records: Vec<Option<Valid<'_>>> = records.into_iter().map(Some).collect();
+        for (shard, positions) in shards {
+            let mut shard = lock(&self.shards[shard]);
+            for position in positions {
+                let r = records[position]
+                    .take()
+                    .expect("each record is applied once");
+                let entry = Entry {
+                    key: (r.time_ms.unwrap_or(arrival), first_seq + position as u64),
+                    op: r.op,
+                    ignore_time: r.ignore_time,
+                    geo: r.geo,
+                    payload: r.payload.into_boxed_slice(),
+                };
+                match shard.apply(r.target, entry) {
+                    Ok(()) => accepted += 1,
+                    Err(property) => refused.push((
                         r.index,
                         property,
                         "$add would make the value out of range (not a finite number)".into(),
-                    ));
-                    continue;
-                }
-                log.insert(entry);
-            } else {
-                if entry.op == Op::Add
-                    && let Some(property) = overflowing_add(&Log::Sorted(Vec::new()), &entry)
-                {
-                    refused.push((
-                        r.index,
-                        property,
-                        "$add would make the value out of range (not a finite number)".into(),
-                    ));
-                    continue;
-                }
-                match r.target {
-                    Target::User(id) => {
-                        shard.users.insert(Box::from(id), Log::One(entry));
-                    }
-                    Target::Group(k, i) => {
-                        shard
-                            .groups
-                            .entry(Box::from(k))
-                            .or_default()
-                            .insert(Box::from(i), Log::One(entry));
-                    }
+                    )),
                 }
             }
-            accepted += 1;
         }
         let mut stats = lock(&self.stats);
         stats.accepted += accepted;
@@ -526,7 +627,7 @@ impl Store {
     /// One user profile.
     pub(crate) fn profile(&self, id: &str) -> Option<Profile> {
         let shard = lock(self.shard_of(Target::User(id)));
-        shard.users.get(id).and_then(Log::replay)
+        shard.users.get(&IdRef(id.as_bytes())).and_then(Log::replay)
     }
 
     /// The number of shards, for [`copy_shard`](Self::copy_shard).
@@ -542,12 +643,15 @@ impl Store {
             users: shard
                 .users
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.to_text(), v.clone()))
                 .collect(),
             groups: shard
                 .groups
                 .iter()
-                .flat_map(|(k, g)| g.iter().map(|(i, v)| ((k.clone(), i.clone()), v.clone())))
+                .flat_map(|(k, g)| {
+                    g.iter()
+                        .map(|(i, v)| ((k.to_text(), i.to_text()), v.clone()))
+                })
                 .collect(),
         }
     }

@@ -215,3 +215,54 @@ fn core_encoded_batches_land_as_built() {
         json!({"name": "Ada", "note": "quote \" backslash \\ nl \n emoji 😀", "logins": 1, "tags": ["x"], "events": ["signup"], "first": true})
     );
 }
+
+#[test]
+fn one_request_keeps_each_profiles_order_and_reports_refusals_in_order() {
+    let e = emulator();
+    // Ids short and long (kept inline and on the heap by the store), 60 profiles spread
+    // over the store's shards, each updated many times in one request.
+    let ids: Vec<String> = (0..60)
+        .map(|i| match i % 4 {
+            0 => format!("u{i}"),
+            1 => format!("{i:0>22}"),
+            2 => format!("{i:0>23}"),
+            _ => format!("a-rather-long-distinct-id-{i:0>30}"),
+        })
+        .collect();
+    let huge = json!({"n": 1.7e308});
+    send(
+        &e,
+        &ids.iter()
+            .map(|id| rec(id, "$set", huge.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let mut records = Vec::new();
+    let mut refused = Vec::new();
+    for round in 0..8 {
+        for (i, id) in ids.iter().enumerate() {
+            if (i + round) % 7 == 0 {
+                refused.push(records.len());
+                records.push(rec(id, "$add", json!({"n": 1e308})));
+            }
+            records.push(rec(id, "$append", json!({"seen": round})));
+        }
+    }
+    let body = serde_json::to_string(&records).unwrap();
+    let r = post_json(e.addr(), "/engage?strict=1&ip=0", &body);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let answer: Value = serde_json::from_str(&r.text()).unwrap();
+    let indices: Vec<usize> = answer["failed_records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["index"].as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(indices, refused, "refusals named in request order");
+    for id in &ids {
+        assert_eq!(
+            props(&e, id),
+            json!({"n": 1.7e308, "seen": [0, 1, 2, 3, 4, 5, 6, 7]}),
+            "{id}"
+        );
+    }
+}
