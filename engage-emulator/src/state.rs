@@ -594,19 +594,18 @@ impl Store {
         // shard, its records keep their request order there, and each entry's key holds
         // its position in the request: a log is in the same order as before.
         let shards = by_shard(records.iter().map(|r| self.shard_index(r.target)));
-        let mut records: Vec<Option<Valid<'_>>> = records.into_iter().map(Some).collect();
+        let mut records = records;
         for (shard, positions) in shards {
             let mut shard = lock(&self.shards[shard]);
             for position in positions {
-                let r = records[position]
-                    .take()
-                    .expect("each record is applied once");
+                // Its parts moved out where they are (each record is visited once).
+                let r = &mut records[position];
                 let entry = Entry {
                     key: (r.time_ms.unwrap_or(arrival), first_seq + position as u64),
                     op: r.op,
                     ignore_time: r.ignore_time,
-                    geo: r.geo,
-                    payload: r.payload.into_boxed_slice(),
+                    geo: std::mem::replace(&mut r.geo, Geo::None),
+                    payload: std::mem::take(&mut r.payload).into_boxed_slice(),
                 };
                 match shard.apply(r.target, entry) {
                     Ok(()) => accepted += 1,
