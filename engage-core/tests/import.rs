@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use engage_core::delivery::{DeliveryError, ImportAction, Importer, RequestId};
-use engage_core::driver::{Clock, ManualClock, import, import_blocking};
+use engage_core::driver::{Clock, ManualClock, import, import_blocking, run_inline};
 use engage_core::exchange::FatalKind;
 use engage_core::{
     BatchConfig, Endpoint, ImportConfig, ImportEvent, RetryPolicy, Target, Token, TransportError,
@@ -305,6 +305,51 @@ fn blocking_import_keeps_per_profile_order_under_retries() {
     assert_eq!(events, 600);
     assert!(summary.retries > 0);
     for (p, seqs) in arrived.into_inner().unwrap() {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{p}: {seqs:?}");
+    }
+}
+
+/// The calling thread alone: every third request answered 503 is sent again after its
+/// pause, answers come back before more input is read, and every update is accounted for.
+#[test]
+fn inline_import_retries_and_accounts_for_every_update() {
+    let cfg = config(10, 1).policy(
+        RetryPolicy::default()
+            .backoff(Duration::from_millis(1), Duration::from_millis(2))
+            .seed(9),
+    );
+    let mut arrived: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut sent = 0u64;
+    let mut delivered = 0usize;
+    let mut feed = engage_core::delivery::FeedFrom {
+        source: (0..95i64).map(|i| Update::user(format!("p{}", i % 7)).set([("seq", i)])),
+        on_event: |e| {
+            if let ImportEvent::Delivered(r) = e {
+                delivered += r.records.len();
+            }
+        },
+    };
+    let summary = run_inline(cfg, &mut feed, |req| {
+        sent += 1;
+        if sent.is_multiple_of(3) {
+            return Ok(answer(503, "", &[]));
+        }
+        let records: Vec<serde_json::Value> = serde_json::from_slice(req.body()).unwrap();
+        for r in &records {
+            arrived
+                .entry(r["$distinct_id"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(r["$set"]["seq"].as_i64().unwrap());
+        }
+        Ok(answer(200, "1", &[]))
+    });
+    assert_eq!((summary.records, summary.accepted), (95, 95));
+    assert_eq!(delivered, 95);
+    assert_eq!(summary.requests, sent);
+    assert_eq!(summary.retries, sent - 10, "ten bodies, the rest resends");
+    assert!(summary.retries >= 4);
+    assert_eq!(arrived.values().map(Vec::len).sum::<usize>(), 95);
+    for (p, seqs) in arrived {
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{p}: {seqs:?}");
     }
 }

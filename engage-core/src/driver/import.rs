@@ -1,4 +1,5 @@
-//! Drivers of the [`Importer`]: on any async runtime, and on threads with blocking I/O.
+//! Drivers of the [`Importer`]: on any async runtime, on threads with blocking I/O, and on
+//! the calling thread alone for sends that answer at once.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -228,6 +229,65 @@ where
         }
         drop(job_tx);
     });
+    drain(&mut importer, feed);
+    importer.summary().clone()
+}
+
+/// Runs an import with a [`Feed`] on the calling thread alone, one request at a time: each
+/// request is sent with `send` as soon as the importer asks, and its answer is handed back
+/// before any more input is read. For a `send` that answers at once (checking a file
+/// without sending it, writing bodies to disk, an in-process sink): it spares the thread
+/// hand-offs [`run_blocking`] makes so that input is read while a request is out. Waits
+/// (a retry's pause) sleep on the real clock. Returns the totals.
+///
+/// ```
+/// use bytes::Bytes;
+/// use engage_core::{BatchConfig, Endpoint, ImportConfig, Target, Token, Update};
+/// use engage_core::delivery::FeedFrom;
+/// use engage_core::driver::run_inline;
+/// let config = ImportConfig::new(
+///     BatchConfig::new(Token::new("tok").unwrap(), Endpoint::Engage).max_records(10),
+///     Target::base_url("http://127.0.0.1:9").unwrap(),
+/// );
+/// let mut feed = FeedFrom {
+///     source: (0..95).map(|i| Update::user(format!("u{}", i % 7)).add([("n", 1)])),
+///     on_event: |_event| {},
+/// };
+/// let mut bodies = 0;
+/// let summary = run_inline(config, &mut feed, |_request| {
+///     bodies += 1;
+///     Ok(http::Response::new(Bytes::from_static(b"1")))
+/// });
+/// assert_eq!((summary.accepted, bodies), (95, 10));
+/// ```
+pub fn run_inline<F, S>(config: ImportConfig, feed: &mut F, mut send: S) -> ImportSummary
+where
+    F: Feed,
+    S: FnMut(Request<Bytes>) -> Result<Response<Bytes>, TransportError>,
+{
+    let mut importer = Importer::new(config);
+    loop {
+        match importer.step(Instant::now(), feed) {
+            ImportAction::Send { id, request } => {
+                let result = send(request);
+                importer.on_result(id, Instant::now(), SystemTime::now(), result);
+            }
+            ImportAction::NeedInput => {}
+            ImportAction::Done => break,
+            // Nothing is ever in flight here: a wait is a pause before a retry (slept in
+            // steps of the feed's `check_every`, so that a stop is noticed), or for more
+            // input, which the next step asks the feed for.
+            ImportAction::Wait { until } => {
+                if let Some(until) = until {
+                    let mut pause = until.saturating_duration_since(Instant::now());
+                    if let Some(every) = feed.check_every() {
+                        pause = pause.min(every);
+                    }
+                    std::thread::sleep(pause);
+                }
+            }
+        }
+    }
     drain(&mut importer, feed);
     importer.summary().clone()
 }

@@ -4,7 +4,7 @@
 
 mod import;
 
-pub use import::{import, import_blocking, run, run_blocking};
+pub use import::{import, import_blocking, run, run_blocking, run_inline};
 
 use std::future::Future;
 use std::sync::Mutex;
