@@ -589,6 +589,18 @@ impl Record {
 
 /// Splits the JSON data into records: an array, or one object standing for one.
 fn split_records(data: &[u8], endpoint: Endpoint) -> Result<Vec<Record>, String> {
+    // The usual body, an array of records engage-core's reader takes whole, is not walked
+    // again to check it is UTF-8: the reader checks every string of what it takes, and
+    // takes nothing else but ASCII. Any other body goes the way below, whose answers are
+    // the ones given for it.
+    let unwrapped = data.strip_prefix("\u{feff}".as_bytes()).unwrap_or(data);
+    if unwrapped.trim_ascii_start().first() == Some(&b'[')
+        && let Some(items) = Update::from_json_array(unwrapped.trim_ascii())
+        && items.len() <= MAX_RECORDS
+        && items.iter().all(Result::is_ok)
+    {
+        return Ok(array_records(items, endpoint));
+    }
     let text = std::str::from_utf8(data).map_err(|e| format!("the body is not UTF-8: {e}"))?;
     let trimmed = text.trim_start_matches('\u{feff}').trim();
     if trimmed.starts_with('{') {
@@ -603,17 +615,7 @@ fn split_records(data: &[u8], endpoint: Endpoint) -> Result<Vec<Record>, String>
         if items.len() > MAX_RECORDS {
             return Err(too_many(items.len()));
         }
-        return Ok(items
-            .into_iter()
-            .map(|item| match item {
-                Ok(update) if readable(&update, endpoint) => Record::Read(update),
-                Ok(update) => {
-                    let text = update.json_text().map(|t| t.as_ref()).unwrap_or_default();
-                    Record::Parsed(parse_record(std::str::from_utf8(text).unwrap_or_default()))
-                }
-                Err(text) => Record::Parsed(parse_record(text)),
-            })
-            .collect());
+        return Ok(array_records(items, endpoint));
     }
     // Not a well-formed array: serde_json names the problem. Raw values first (borrowed:
     // no copy), so one bad record (1e999) fails alone rather than the batch.
@@ -626,6 +628,29 @@ fn split_records(data: &[u8], endpoint: Endpoint) -> Result<Vec<Record>, String>
         .iter()
         .map(|r| read_record(r.get(), endpoint))
         .collect())
+}
+
+/// The records of an array engage-core split. Collected in place: the vector of elements
+/// becomes the vector of records (a body's worth of them, too large to allocate and free
+/// per request without the allocator handing pages back and faulting them in again).
+fn array_records(items: Vec<Result<Update, &str>>, endpoint: Endpoint) -> Vec<Record> {
+    items
+        .into_iter()
+        .map(|item| match item {
+            Ok(update) => read_update(update, endpoint),
+            Err(text) => Record::Parsed(parse_record(text)),
+        })
+        .collect()
+}
+
+/// A record engage-core read in one pass: kept as read if it is valid here as it is, else
+/// parsed again by the full path, which names what is wrong with it.
+fn read_update(update: Update, endpoint: Endpoint) -> Record {
+    if readable(&update, endpoint) {
+        return Record::Read(update);
+    }
+    let text = update.json_text().map(|t| t.as_ref()).unwrap_or_default();
+    Record::Parsed(parse_record(std::str::from_utf8(text).unwrap_or_default()))
 }
 
 /// Whether a record engage-core read in one pass is valid here as it is: for this

@@ -368,3 +368,49 @@ fn repeated_keys_are_noted_per_record_and_the_last_value_applied() {
     );
     assert_eq!(clean.json().get("notes"), None);
 }
+
+/// Bodies the one-pass reader takes whole skip the UTF-8 walk; every other body gets the
+/// answer it always had: bytes that are not UTF-8 anywhere (a value, a key, between
+/// records) refuse the body, and a byte order mark or Unicode spaces around the array are
+/// still read.
+#[test]
+fn bodies_not_utf8_anywhere_are_refused_and_unicode_around_the_array_is_read() {
+    let e = emulator();
+    let post = |body: &[u8]| {
+        request(
+            e.addr(),
+            "POST",
+            "/engage?strict=1",
+            Some("application/json"),
+            body,
+        )
+    };
+    let valid = br#"{"$token":"t","$distinct_id":"a","$set":{"ok":1}}"#;
+    for bad in [
+        &b"[{\"$token\":\"t\",\"$distinct_id\":\"a\",\"$set\":{\"city\":\"Malm\xf6\"}}]"[..],
+        &b"[{\"$token\":\"t\",\"$distinct_id\":\"a\",\"$set\":{\"\xc3\":1}}]"[..],
+        &[&b"["[..], valid, b",\xff]"].concat(),
+        &[&b"["[..], valid, b"]\xff"].concat(),
+        &[&b"\xef\xbb\xbf["[..], valid, b",\xed\xa0\x80]"].concat(),
+    ] {
+        let r = post(bad);
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(bad));
+        assert!(r.text().contains("not UTF-8"), "{}", r.text());
+    }
+    assert!(
+        e.profiles().is_empty(),
+        "nothing applied from a refused body"
+    );
+    for (n, good) in [
+        [&b"\xef\xbb\xbf["[..], valid, b"]"].concat(),
+        [&"\u{a0} [".as_bytes()[..], valid, " ]\u{2028}".as_bytes()].concat(),
+        [&b"\r\n["[..], valid, b",", valid, b"]\n"].concat(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = post(good);
+        assert_eq!(r.status, 200, "body {n}: {}", r.text());
+    }
+    assert_eq!(e.profile("a").unwrap()["ok"], json!(1));
+}

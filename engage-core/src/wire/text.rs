@@ -365,9 +365,10 @@ pub(crate) type ArrayItem<'a> = Result<TextRecord, &'a str>;
 
 /// Splits a JSON array (a request body) into its elements, reading each update object in
 /// one pass and leaving the text of any other element to the full parser. `None` when
-/// `text` is not a well-formed JSON array: the full parser names the problem then.
-pub(crate) fn read_array(text: &str) -> Option<Vec<ArrayItem<'_>>> {
-    let src = text.as_bytes();
+/// `src` is not a well-formed JSON array (the full parser names the problem then), or not
+/// UTF-8: the pass checks the strings of the objects it reads, the full parser the
+/// elements it is left, and nothing else may be other than ASCII.
+pub(crate) fn read_array(src: &[u8]) -> Option<Vec<ArrayItem<'_>>> {
     let ws = |mut at: usize| {
         while matches!(src.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             at += 1;
@@ -381,7 +382,7 @@ pub(crate) fn read_array(text: &str) -> Option<Vec<ArrayItem<'_>>> {
     at = ws(at + 1);
     // Room for the elements of a typical body at once (they are large, and growing by
     // doubling copied them all several times): one per 64 bytes, within a request's 2000.
-    let mut items = Vec::with_capacity((text.len() / 64).clamp(1, 2048));
+    let mut items = Vec::with_capacity((src.len() / 64).clamp(1, 2048));
     if src.get(at) == Some(&b']') {
         return (ws(at + 1) == src.len()).then_some(items);
     }
@@ -397,9 +398,9 @@ pub(crate) fn read_array(text: &str) -> Option<Vec<ArrayItem<'_>>> {
                 at = end;
             }
             None => {
-                // The full parser finds where the element ends, and checks its syntax as
-                // it would in the whole array.
-                let mut de = serde_json::Deserializer::from_str(&text[at..]);
+                // The full parser finds where the element ends, and checks its syntax (and
+                // that it is UTF-8) as it would in the whole array.
+                let mut de = serde_json::Deserializer::from_slice(&src[at..]);
                 let raw: &serde_json::value::RawValue =
                     serde::Deserialize::deserialize(&mut de).ok()?;
                 items.push(Err(raw.get()));

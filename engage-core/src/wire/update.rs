@@ -381,7 +381,12 @@ impl Update {
     /// array) in one pass: each element is an update [`Update::from_json_fast`] would
     /// take (`Ok`), or, for anything else, the element's text (`Err`) for the full parser
     /// ([`Update::from_json`], or a caller's own handling). `None` when `text` is not a
-    /// well-formed JSON array.
+    /// well-formed JSON array, or not UTF-8.
+    ///
+    /// The text may be given as bytes as they were read (a request body): they are not
+    /// walked once more to check they are UTF-8. The reader checks the strings of the
+    /// objects it takes, the full parser the elements it leaves; nothing else may be other
+    /// than ASCII.
     ///
     /// ```
     /// use engage_core::Update;
@@ -390,9 +395,10 @@ impl Update {
     /// assert!(items[0].is_ok());
     /// assert_eq!(items[1].as_ref().err(), Some(&r#"{"distinct_id":"u2"}"#));
     /// assert!(Update::from_json_array("[1,").is_none());
+    /// assert!(Update::from_json_array(&b"[{\"d\":\"\xff\"}]"[..]).is_none());
     /// ```
-    pub fn from_json_array(text: &str) -> Option<Vec<Result<Update, &str>>> {
-        let items = crate::wire::text::read_array(text)?;
+    pub fn from_json_array<T: AsRef<[u8]> + ?Sized>(text: &T) -> Option<Vec<Result<Update, &str>>> {
+        let items = crate::wire::text::read_array(text.as_ref())?;
         Some(
             items
                 .into_iter()
