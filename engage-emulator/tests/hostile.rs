@@ -403,7 +403,7 @@ fn bodies_not_utf8_anywhere_are_refused_and_unicode_around_the_array_is_read() {
     );
     for (n, good) in [
         [&b"\xef\xbb\xbf["[..], valid, b"]"].concat(),
-        [&"\u{a0} [".as_bytes()[..], valid, " ]\u{2028}".as_bytes()].concat(),
+        ["\u{a0} [".as_bytes(), valid, " ]\u{2028}".as_bytes()].concat(),
         [&b"\r\n["[..], valid, b",", valid, b"]\n"].concat(),
     ]
     .iter()
