@@ -238,7 +238,10 @@ where
 /// before any more input is read. For a `send` that answers at once (checking a file
 /// without sending it, writing bodies to disk, an in-process sink): it spares the thread
 /// hand-offs [`run_blocking`] makes so that input is read while a request is out. Waits
-/// (a retry's pause) sleep on the real clock. Returns the totals.
+/// (a retry's pause) sleep on the real clock, in steps of the feed's
+/// [`check_every`](Feed::check_every) so that a stop is noticed. A feed whose input is
+/// not ready ([`Next::Idle`](crate::delivery::Next::Idle)) is asked again at once: give
+/// this driver a feed that blocks for its input, or use [`run`]. Returns the totals.
 ///
 /// ```
 /// use bytes::Bytes;
