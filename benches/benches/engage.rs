@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use engage_benches::paths::{
     Build, ImportRig, Transport, derive_build, engage_build, engage_encode, engage_ingest,
-    engage_ingest_updates, serde_encode, value_build, value_ingest,
+    engage_ingest_updates, serde_encode, syntax_only, value_build, value_ingest,
 };
 use engage_benches::{customers, to_derived, to_update, to_value, workload};
 use engage_core::batch::Batcher;
@@ -97,6 +97,9 @@ fn ingest(c: &mut Criterion) {
     });
     g.bench_function("serde_json_value", |b| {
         b.iter(|| value_ingest(black_box(&ndjson)))
+    });
+    g.bench_function("serde_json_syntax_only", |b| {
+        b.iter(|| syntax_only(black_box(&ndjson)))
     });
     g.finish();
 }

@@ -4,13 +4,13 @@
 //!
 //! `build_set_from`, `build_properties`, `build_derive` and `build_value` run the
 //! `build_encode` group's whole paths instead, from a user's struct to bodies, on 20,000
-//! customers; `ingest` and `ingest_value` the `ingest` group's, on the workload as NDJSON.
+//! customers; `ingest`, `ingest_value` and `ingest_syntax_only` the `ingest` group's, on the workload as NDJSON.
 
 use std::hint::black_box;
 
 use engage_benches::paths::{
-    Build, derive_build, engage_build, engage_encode, engage_ingest, serde_encode, value_build,
-    value_ingest,
+    Build, derive_build, engage_build, engage_encode, engage_ingest, serde_encode, syntax_only,
+    value_build, value_ingest,
 };
 use engage_benches::{customers, to_derived, to_update, to_value, workload};
 use engage_core::Update;
@@ -44,6 +44,7 @@ fn main() {
             "build_value" => value_build(TOKEN, &people),
             "ingest" => engage_ingest(TOKEN, &ndjson),
             "ingest_value" => value_ingest(&ndjson),
+            "ingest_syntax_only" => syntax_only(&ndjson),
             "none" => 0,
             other => panic!("unknown method {other}"),
         };

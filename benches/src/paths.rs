@@ -130,6 +130,18 @@ pub fn value_ingest(ndjson: &[u8]) -> usize {
     bytes
 }
 
+/// `ingest`'s reference point, not a path anyone would ship: serde_json checking each
+/// line's syntax alone (`IgnoredAny`: no tree, nothing written, no rule checked). What a
+/// scalar parser spends only to read the text, to set `engage`'s whole path against.
+pub fn syntax_only(ndjson: &[u8]) -> usize {
+    lines(ndjson)
+        .map(|line| {
+            let _: serde::de::IgnoredAny = serde_json::from_slice(line).expect("valid JSON");
+            line.len()
+        })
+        .sum()
+}
+
 /// How `build_encode` turns a customer into an engage update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Build {
