@@ -428,6 +428,32 @@ mod seen {
     pub(super) const MODIFIER: u16 = 1 << 5;
 }
 
+/// The top-level keys of an update object that name its profile or token.
+#[derive(Clone, Copy)]
+enum IdKey {
+    Token,
+    DistinctId,
+    GroupKey,
+    GroupId,
+}
+
+/// Which [`IdKey`] `key` is, if any. Compared as whole slices (a length, then wide
+/// loads), not as a `match` on byte-string patterns, which compares byte by byte.
+#[inline(always)]
+fn id_key(key: &[u8]) -> Option<IdKey> {
+    if key == b"$token" {
+        Some(IdKey::Token)
+    } else if key == b"$distinct_id" {
+        Some(IdKey::DistinctId)
+    } else if key == b"$group_key" {
+        Some(IdKey::GroupKey)
+    } else if key == b"$group_id" {
+        Some(IdKey::GroupId)
+    } else {
+        None
+    }
+}
+
 /// What a value must be.
 #[derive(Clone, Copy, PartialEq)]
 enum Want {
@@ -542,9 +568,10 @@ impl<'a> Pass<'a> {
             self.ws();
             self.expect(b':')?;
             self.ws();
-            let bit = match key {
-                b"$token" => {
+            let bit = match id_key(key) {
+                Some(IdKey::Token) => {
                     let (a, b) = self.id_string()?;
+                    let (a, b) = (a as usize, b as usize);
                     let value = &self.src[a + 1..b - 1];
                     // Blank as `str::trim` has it (Unicode spaces too), as the full path.
                     let blank = match value.is_ascii() {
@@ -558,19 +585,19 @@ impl<'a> Pass<'a> {
                     token = Some((key_at, value_at, value_at + value.len(), first));
                     seen::TOKEN
                 }
-                b"$distinct_id" => {
+                Some(IdKey::DistinctId) => {
                     distinct = Some(self.id_span()?);
                     seen::DISTINCT_ID
                 }
-                b"$group_key" => {
+                Some(IdKey::GroupKey) => {
                     group_key = Some(self.id_span()?);
                     seen::GROUP_KEY
                 }
-                b"$group_id" => {
+                Some(IdKey::GroupId) => {
                     group_id = Some(self.id_span()?);
                     seen::GROUP_ID
                 }
-                _ => {
+                None => {
                     let start = self.out_pos(self.pos);
                     if let Some(op) = OpKind::from_key_bytes(key) {
                         self.payload(op)?;
@@ -637,19 +664,23 @@ impl<'a> Pass<'a> {
     /// string profiles are told apart by). Returns its span in `out`, quotes included.
     fn id_span(&mut self) -> Step<(usize, usize)> {
         let (a, b) = self.id_string()?;
+        let (a, b) = (a as usize, b as usize);
         if b - a <= 2 {
             return Err(Decline);
         }
         Ok((self.out_pos(a), self.out_pos(a) + (b - a)))
     }
 
-    /// A string without escapes; its span in `src`, quotes included.
-    fn id_string(&mut self) -> Step<(usize, usize)> {
+    /// A string without escapes; its span in `src`, quotes included. A [`Span`] (the text
+    /// fits a `u32`: `pass_at` declines longer ones), so the answer comes back in
+    /// registers: as a pair of `usize` it went through memory, and the caller's reading it
+    /// back stalled on the two stores.
+    fn id_string(&mut self) -> Step<Span> {
         let start = self.pos;
         if self.string()? {
             return Err(Decline);
         }
-        Ok((start, self.pos))
+        Ok((start as u32, self.pos as u32))
     }
 
     fn modifier(&mut self, key: &str) -> Step {
