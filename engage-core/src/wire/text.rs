@@ -493,8 +493,10 @@ impl<'a> Pass<'a> {
         self.written + (at - self.copied)
     }
 
-    /// Copies what was read since the last whitespace to `out`.
-    #[inline]
+    /// Copies what was read since the last whitespace to `out`. Inlined always: spaced
+    /// text (`json.dumps`'s `", "` and `": "`) calls it twice per member, and the call cost
+    /// ~5% of a dry run of such a file.
+    #[inline(always)]
     fn flush(&mut self) {
         let (from, to) = (self.copied, self.written);
         let n = self.pos - from;
