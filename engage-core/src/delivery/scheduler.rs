@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::{Request, Response};
 
-use crate::batch::{Batch, BatchConfig, Batcher};
+use crate::batch::{Batch, BatchConfig, Batcher, Pushed};
 use crate::delivery::limiter::{Concurrency, Limiter, Signal};
 use crate::delivery::retry::{Action, Delivery, DeliveryError, RecordOutcome, Report, RetryPolicy};
 use crate::delivery::transport::{TransportError, TransportErrorKind};
@@ -741,7 +741,7 @@ impl Importer {
         index: u64,
         endpoint: Endpoint,
         hash: Option<u64>,
-        push: impl FnOnce(&mut Batcher) -> Result<Option<Batch>, ValidationError>,
+        push: impl FnOnce(&mut Batcher) -> Pushed,
     ) -> bool {
         self.next_index = index.saturating_add(1);
         self.summary.records += 1;
@@ -763,7 +763,7 @@ impl Importer {
                 if let Some(batch) = closed {
                     // A closed batch's bytes move from the open batch to the queue.
                     self.buffered += batch.body().len();
-                    self.enqueue(lane, batch);
+                    self.enqueue(lane, *batch);
                     if self.filling[slot_of(endpoint)] == Some(lane) {
                         self.filling[slot_of(endpoint)] = None;
                     }
@@ -772,7 +772,7 @@ impl Importer {
             }
             Err(e) => {
                 self.summary.invalid += 1;
-                self.events.push_back(ImportEvent::Invalid(e));
+                self.events.push_back(ImportEvent::Invalid(*e));
                 false
             }
         };
