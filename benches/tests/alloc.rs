@@ -18,6 +18,12 @@ fn allocation_counts() {
     pushing_json_lines_allocates_per_body_only();
 }
 
+/// Blocks a warm batcher allocates per 2000-update body: the body, its record list, the
+/// shared header of the `Bytes` it is frozen into, and the box a closed batch is handed
+/// back in inside engage-core (so that the common answer to a push, "kept", is small).
+/// Each count below also holds one block of its own: the list the bodies are kept in.
+const BLOCKS_PER_BODY: u64 = 4;
+
 fn blocks_to_encode(updates: &[Update], batcher: &mut Batcher) -> u64 {
     let before = dhat::HeapStats::get().total_blocks;
     let mut bodies = Vec::with_capacity(8);
@@ -45,7 +51,10 @@ fn no_allocation_per_update_beyond_the_body_buffer() {
     let warm = blocks_to_encode(&updates[4000..], &mut batcher);
     println!("blocks allocated: cold {cold}, warm {warm} for 4000 updates (2 bodies each)");
     assert!(cold < 60, "cold: {cold} blocks for 4000 updates");
-    assert!(warm <= 8, "warm: {warm} blocks for 4000 updates");
+    assert!(
+        warm <= 2 * BLOCKS_PER_BODY + 1,
+        "warm: {warm} blocks for 4000 updates"
+    );
 }
 
 /// Building is where an update is encoded: from a user's struct, `set_from` allocates the
@@ -102,7 +111,10 @@ fn pushing_structs_straight_into_batches_allocates_per_body_only() {
     let cold = push(&people[..4000]);
     let warm = push(&people[4000..]);
     println!("blocks allocated: cold {cold}, warm {warm} for 4000 structs (2 bodies each)");
-    assert!(warm <= 8, "warm: {warm} blocks for 4000 structs");
+    assert!(
+        warm <= 2 * BLOCKS_PER_BODY + 1,
+        "warm: {warm} blocks for 4000 structs"
+    );
 }
 
 /// NDJSON lines pushed as text (`Batcher::push_json`, the CLI's path), compact and spaced:
@@ -138,5 +150,8 @@ fn pushing_json_lines_allocates_per_body_only() {
     let cold = push(&lines[..4000]);
     let warm = push(&lines[4000..]);
     println!("blocks allocated: cold {cold}, warm {warm} for 4000 lines (2 bodies each)");
-    assert!(warm <= 8, "warm: {warm} blocks for 4000 lines");
+    assert!(
+        warm <= 2 * BLOCKS_PER_BODY + 1,
+        "warm: {warm} blocks for 4000 lines"
+    );
 }
