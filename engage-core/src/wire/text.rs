@@ -325,10 +325,12 @@ fn pass_at<J>(
     keys: &mut Vec<(usize, usize)>,
     record: &mut TextRecord<J>,
 ) -> Option<(usize, Minified)> {
-    let len = text.len() - start;
-    if u32::try_from(len).is_err() {
+    // Positions in the whole text, not only in this record, are kept as `u32`
+    // (`Pass::id_string`): a longer text goes to the full path.
+    if u32::try_from(text.len()).is_err() {
         return None;
     }
+    let len = text.len() - start;
     // A record in an array is seldom longer than this; a longer one grows the arena as
     // it is written. The window: runs are copied in fixed-size blocks (see `flush`).
     let room = if whole { len } else { len.min(4096) } + WINDOW;
@@ -675,13 +677,13 @@ impl<'a> Pass<'a> {
         if b - a <= 2 {
             return Err(Decline);
         }
-        // `out` is no longer than the text read: it fits a `u32` as the text does.
+        // `out` is no longer than the text read: it fits a `u32` as the whole text does.
         let at = self.out_pos(a as usize) as u32;
         Ok((at, at + (b - a)))
     }
 
-    /// A string without escapes; its span in `src`, quotes included. A [`Span`] (the text
-    /// fits a `u32`: `pass_at` declines longer ones), so the answer comes back in
+    /// A string without escapes; its span in `src`, quotes included. A [`Span`] (the whole
+    /// text fits a `u32`: `pass_at` declines longer ones), so the answer comes back in
     /// registers: as a pair of `usize` it went through memory, and the caller's reading it
     /// back stalled on the two stores.
     fn id_string(&mut self) -> Step<Span> {
